@@ -1,0 +1,151 @@
+"""The feature backbone of a dataset: a pretrained timm model, or one trained here on seen classes.
+
+Real datasets use ImageNet weights (`resnet101.tv_in1k`), from the hub or from a local weight file.
+No weights can be downloaded for the embedded default, so its backbone is a small timm CNN trained
+from scratch on the images of the validation fold's train classes only (`foldK_train`): never on
+validation-unseen, val_seen, test or unseen-class images, so every zero-shot split stays zero-shot
+for the features too. `backbone.json` says which images trained it; every run records it.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+
+from zsl_bench.io import atomic_directory, read_json, write_json
+
+WEIGHTS_FILE = "weights.pt"
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    arch: str = "resnet10t"
+    source: str = "train_on_seen"       # or "pretrained"
+    weights_file: str | None = None     # local weights for "pretrained" (offline use)
+    pretraining_data: str = "none"      # e.g. "imagenet-1k"; recorded with every result
+    input_size: int = 64
+    epochs: int = 12
+    batch_size: int = 64
+    lr: float = 0.1
+    weight_decay: float = 5e-4
+    seed: int = 0
+    fold: int = 1
+
+    @classmethod
+    def from_params(cls, params: dict) -> "BackboneSpec":
+        known = {f.name for f in fields(cls)}
+        unknown = set(params) - known
+        if unknown:
+            raise ValueError(f"unknown backbone parameters {sorted(unknown)}; known: {sorted(known)}")
+        spec = cls(**params)
+        if spec.source not in ("train_on_seen", "pretrained"):
+            raise ValueError(f"backbone source must be 'train_on_seen' or 'pretrained', not {spec.source!r}")
+        return spec
+
+
+def _augment(batch, size: int, generator):
+    """Random resized crop (scale 0.7–1) and horizontal flip, on a uint8 N×H×W×3 batch → N×3×s×s."""
+    import torch
+    import torch.nn.functional as F
+
+    from zsl_bench.images import to_normalised_tensor
+
+    x = to_normalised_tensor(batch)
+    n, _, h, w = x.shape
+    out = torch.empty(n, 3, size, size)
+    scales = torch.empty(n).uniform_(0.7, 1.0, generator=generator).sqrt()
+    for i in range(n):
+        ch, cw = int(h * scales[i]), int(w * scales[i])
+        top = int(torch.randint(0, h - ch + 1, (1,), generator=generator))
+        left = int(torch.randint(0, w - cw + 1, (1,), generator=generator))
+        crop = x[i:i + 1, :, top:top + ch, left:left + cw]
+        out[i] = F.interpolate(crop, size=(size, size), mode="bilinear", align_corners=False)[0]
+    flip = torch.rand(n, generator=generator) < 0.5
+    out[flip] = out[flip].flip(-1)
+    return out
+
+
+def train_backbone(dataset, spec: BackboneSpec, out: Path, progress: bool = True) -> Path:
+    import timm
+    import torch
+    import torch.nn.functional as F
+    from tqdm import tqdm
+
+    from zsl_bench.images import load_batch
+
+    rows = dataset.splits[f"fold{spec.fold}_train"]
+    classes = np.unique(dataset.labels[rows])
+    target = torch.as_tensor(np.searchsorted(classes, dataset.labels[rows]))
+    # Images are small: hold them decoded in memory, a little larger than the crop.
+    pixels = load_batch([dataset.image_path(r) for r in rows], int(spec.input_size * 1.15))
+
+    torch.manual_seed(spec.seed)
+    generator = torch.Generator().manual_seed(spec.seed)
+    model = timm.create_model(spec.arch, pretrained=False, num_classes=len(classes))
+    opt = torch.optim.SGD(model.parameters(), lr=spec.lr, momentum=0.9, weight_decay=spec.weight_decay, nesterov=True)
+    steps_per_epoch = int(np.ceil(len(rows) / spec.batch_size))
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=spec.lr, total_steps=spec.epochs * steps_per_epoch,
+                                                pct_start=0.15)
+    start, history = time.time(), []
+    bar = tqdm(range(spec.epochs), desc=f"backbone {spec.arch}", unit="epoch", disable=not progress)
+    for epoch in bar:
+        model.train()
+        perm = torch.randperm(len(rows), generator=generator)
+        total, correct, loss_sum = 0, 0, 0.0
+        for b in range(steps_per_epoch):
+            idx = perm[b * spec.batch_size:(b + 1) * spec.batch_size]
+            x = _augment(pixels[idx.numpy()], spec.input_size, generator)
+            logits = model(x)
+            loss = F.cross_entropy(logits, target[idx], label_smoothing=0.1)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += len(idx)
+            correct += int((logits.argmax(1) == target[idx]).sum())
+            loss_sum += float(loss) * len(idx)
+        history.append({"epoch": epoch + 1, "loss": loss_sum / total, "train_acc": correct / total})
+        bar.set_postfix(loss=f"{loss_sum / total:.3f}", acc=f"{correct / total:.3f}")
+
+    with atomic_directory(out) as tmp:
+        model.reset_classifier(0)
+        torch.save(model.state_dict(), tmp / WEIGHTS_FILE)
+        write_json(tmp / "backbone.json", {
+            "spec": asdict(spec), "arch": spec.arch, "pretraining_data": "none",
+            "trained_on": {"dataset": dataset.name, "dataset_fingerprint": dataset.fingerprint(),
+                           "split": f"fold{spec.fold}_train", "n_images": int(len(rows)),
+                           "classes": classes.tolist(),
+                           "excluded": "val_seen, val_unseen, test_seen, test_unseen and all unseen-class images"},
+            "history": history, "wall_s": round(time.time() - start, 2),
+            "n_params": int(sum(p.numel() for p in model.parameters())),
+        })
+    return out
+
+
+def describe_pretrained(spec: BackboneSpec, out: Path) -> Path:
+    """For pretrained backbones nothing is trained: record which weights extraction will load."""
+    with atomic_directory(out) as tmp:
+        write_json(tmp / "backbone.json", {"spec": asdict(spec), "arch": spec.arch,
+                                           "pretraining_data": spec.pretraining_data,
+                                           "weights_file": spec.weights_file, "trained_on": None})
+    return out
+
+
+def load_backbone(folder: Path):
+    """The frozen feature extractor (classifier removed, eval mode) and its description."""
+    import timm
+    import torch
+
+    info = read_json(Path(folder) / "backbone.json")
+    spec = BackboneSpec(**info["spec"])
+    if spec.source == "train_on_seen":
+        model = timm.create_model(spec.arch, pretrained=False, num_classes=0)
+        model.load_state_dict(torch.load(Path(folder) / WEIGHTS_FILE, map_location="cpu", weights_only=True))
+    elif spec.weights_file:
+        model = timm.create_model(spec.arch, pretrained=True, num_classes=0,
+                                  pretrained_cfg_overlay={"file": str(Path(spec.weights_file).resolve())})
+    else:
+        model = timm.create_model(spec.arch, pretrained=True, num_classes=0)
+    return model.eval(), info

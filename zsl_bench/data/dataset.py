@@ -1,0 +1,130 @@
+"""The normalised dataset folder: what every source becomes and every later stage reads.
+
+    dataset.json              names of classes (allclasses order) and attributes, seen/unseen
+                              classes, validation folds, image root, the checks that passed
+    images.csv                row, image_file (relative to the image root), label, split
+    class_attributes.npy      C × A, the source's own scale (CUB: % of annotators, 0–100)
+    class_attributes_l2.npy   C × A, every class row scaled to unit L2 norm (xlsa17 `att`)
+    splits.npz                0-based image rows: trainval, test_seen, test_unseen and, per fold K,
+                              foldK_train / foldK_val_seen / foldK_val_unseen (a partition of trainval)
+
+Rows follow the xlsa17 `res101.mat` order (directory listing), labels index allclasses.
+"""
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from zsl_bench.io import (DataError, atomic_directory, canonical_json, read_json, sha256_bytes, sha256_file,
+                          write_json)
+
+FORMAT_VERSION = 1
+SPLIT_NAMES = ("trainval", "test_seen", "test_unseen")
+FOLD_PARTS = ("train", "val_seen", "val_unseen")
+
+
+@dataclass
+class Dataset:
+    root: Path
+    name: str
+    class_names: list[str]
+    attribute_names: list[str]
+    image_root: Path
+    image_files: list[str]
+    labels: np.ndarray
+    original_att: np.ndarray
+    att: np.ndarray
+    seen_classes: np.ndarray
+    unseen_classes: np.ndarray
+    splits: dict[str, np.ndarray]
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def n_attributes(self) -> int:
+        return len(self.attribute_names)
+
+    @property
+    def folds(self) -> list[int]:
+        return sorted(int(k) for k in self.meta["folds"])
+
+    def fold_classes(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        fold = self.meta["folds"][str(k)]
+        return np.array(fold["train_classes"]), np.array(fold["val_classes"])
+
+    def fingerprint(self) -> str:
+        """Content hash of the normalised folder (recorded with every run)."""
+        return self.meta["fingerprint"]
+
+    def image_path(self, row: int) -> Path:
+        return self.image_root / self.image_files[row]
+
+
+def write_dataset(out: Path, *, name: str, source: str, class_names: list[str], attribute_names: list[str],
+                  image_root: Path, image_files: list[str], labels: np.ndarray, original_att: np.ndarray,
+                  seen_classes: np.ndarray, unseen_classes: np.ndarray, splits: dict[str, np.ndarray],
+                  folds: dict[int, dict], checks: list[str], extra: dict | None = None) -> Path:
+    """Write the folder atomically; `image_root` is stored relative to the folder itself."""
+    out = Path(out)
+    original_att = np.asarray(original_att, dtype=np.float64)
+    norms = np.linalg.norm(original_att, axis=1, keepdims=True)
+    if (norms == 0).any():
+        raise DataError(f"{name}: class {class_names[int(np.flatnonzero(norms == 0)[0])]} has an all-zero "
+                        "attribute vector; it cannot be L2-normalised")
+    split_of_row = np.full(len(labels), "", dtype=object)
+    for s in SPLIT_NAMES:
+        split_of_row[splits[s]] = s
+    with atomic_directory(out) as tmp:
+        np.save(tmp / "class_attributes.npy", original_att)
+        np.save(tmp / "class_attributes_l2.npy", original_att / norms)
+        np.savez(tmp / "splits.npz", **{k: np.asarray(v, dtype=np.int64) for k, v in sorted(splits.items())})
+        with open(tmp / "images.csv", "w", newline="") as f:
+            w = csv.writer(f, lineterminator="\n")
+            w.writerow(["row", "image_file", "label", "split"])
+            for i, (path, label) in enumerate(zip(image_files, labels)):
+                w.writerow([i, path, int(label), split_of_row[i]])
+        meta = {
+            "format_version": FORMAT_VERSION, "name": name, "source": source,
+            "n_images": len(labels), "n_classes": len(class_names), "n_attributes": len(attribute_names),
+            "classes": class_names, "attributes": attribute_names,
+            "seen_classes": [int(c) for c in seen_classes], "unseen_classes": [int(c) for c in unseen_classes],
+            "image_root": Path(os.path.relpath(Path(image_root).resolve(), out.resolve())).as_posix(),
+            "folds": {str(k): v for k, v in folds.items()}, "checks": checks, **(extra or {}),
+        }
+        parts = {p.name: sha256_file(p) for p in sorted(tmp.iterdir())}
+        parts["dataset.json"] = sha256_bytes(canonical_json(meta).encode())
+        meta["fingerprint"] = sha256_bytes(canonical_json(parts).encode())
+        write_json(tmp / "dataset.json", meta)
+    return out
+
+
+def load_dataset(root: Path) -> Dataset:
+    root = Path(root)
+    meta = read_json(root / "dataset.json")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise DataError(f"{root / 'dataset.json'}: format version {meta.get('format_version')}, "
+                        f"this zsl-bench reads {FORMAT_VERSION}; run the prepare stage again")
+    image_files, labels = [], []
+    with open(root / "images.csv", newline="") as f:
+        for i, row in enumerate(csv.DictReader(f)):
+            if int(row["row"]) != i:
+                raise DataError(f"{root / 'images.csv'}: row {i} is numbered {row['row']}")
+            image_files.append(row["image_file"])
+            labels.append(int(row["label"]))
+    with np.load(root / "splits.npz") as z:
+        splits = {k: z[k] for k in z.files}
+    return Dataset(
+        root=root, name=meta["name"], class_names=meta["classes"], attribute_names=meta["attributes"],
+        image_root=(root / meta["image_root"]).resolve(), image_files=image_files,
+        labels=np.array(labels, dtype=np.int64),
+        original_att=np.load(root / "class_attributes.npy"), att=np.load(root / "class_attributes_l2.npy"),
+        seen_classes=np.array(meta["seen_classes"]), unseen_classes=np.array(meta["unseen_classes"]),
+        splits=splits, meta=meta,
+    )

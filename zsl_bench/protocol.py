@@ -1,0 +1,92 @@
+"""The protocol: splits, the two phases of a run, and the selection policies.
+
+GBU proposed split (protocol.md §1.5, §7):
+- test: fit on all of trainval (seen classes), score test_seen ∪ test_unseen over all classes;
+- validation fold K: fit on `foldK_train` (trainval images of trainclassesK, less val_seen),
+  score `foldK_val_seen` ∪ `foldK_val_unseen` over trainclassesK ∪ valclassesK. val_seen is a fixed,
+  seeded share of each train class's images, stored on disk; it mirrors how PS built test_seen.
+
+Selection policies (design.md, "Honest selection"):
+- `val`    (headline) hparams, epoch and γ chosen on validation, refit on trainval, tested once;
+- `oracle` hparams, epoch and γ chosen on test, as published code does: labelled, never headline;
+- `last`   default hparams, final epoch, the method's default γ.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+PROTOCOL_VERSION = "gbu-ps-v1"
+SELECTION_POLICIES = ("val", "oracle", "last")
+HEADLINE_POLICY = "val"
+VAL_SEEN_FRACTION = 0.2
+SPLIT_SEED = 0  # val_seen is part of the dataset, not of a run: one fixed draw, stored on disk
+
+
+def build_validation_fold(labels: np.ndarray, trainval: np.ndarray, train_classes: np.ndarray,
+                          val_classes: np.ndarray, fold: int, fraction: float = VAL_SEEN_FRACTION,
+                          seed: int = SPLIT_SEED) -> dict[str, np.ndarray]:
+    """Partition trainval into fold train / val_seen / val_unseen image rows (0-based, sorted)."""
+    trainval = np.sort(np.asarray(trainval))
+    rng = np.random.default_rng([seed, fold])
+    in_train = trainval[np.isin(labels[trainval], train_classes)]
+    val_seen = []
+    for c in np.sort(train_classes):
+        rows = in_train[labels[in_train] == c]
+        n = int(round(fraction * len(rows)))
+        if len(rows) >= 2:
+            n = min(max(n, 1), len(rows) - 1)  # keep at least one image on each side
+            val_seen.extend(rng.choice(rows, n, replace=False))
+    val_seen = np.sort(np.array(val_seen, dtype=np.int64))
+    return {
+        "train": np.setdiff1d(in_train, val_seen),
+        "val_seen": val_seen,
+        "val_unseen": trainval[np.isin(labels[trainval], val_classes)],
+    }
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One fit-and-score setting: the images and classes a method trains on, and what is scored.
+
+    `candidate_classes` are the columns of the score matrix (dataset class indices), in order;
+    `is_seen_class` marks the ones the method trained on.
+    """
+    name: str                      # "validation" or "test"
+    train_rows: np.ndarray
+    train_classes: np.ndarray
+    eval_rows: np.ndarray
+    candidate_classes: np.ndarray
+
+    @property
+    def is_seen_class(self) -> np.ndarray:
+        return np.isin(self.candidate_classes, self.train_classes)
+
+    def eval_columns(self, labels: np.ndarray) -> np.ndarray:
+        """Labels of the scored rows as column indices of the score matrix."""
+        column = {int(c): i for i, c in enumerate(self.candidate_classes)}
+        return np.array([column[int(c)] for c in labels[self.eval_rows]], dtype=np.int64)
+
+
+def validation_phase(dataset, fold: int) -> Phase:
+    train_classes, val_classes = dataset.fold_classes(fold)
+    s = dataset.splits
+    return Phase(
+        name="validation",
+        train_rows=s[f"fold{fold}_train"],
+        train_classes=np.sort(train_classes),
+        eval_rows=np.concatenate([s[f"fold{fold}_val_seen"], s[f"fold{fold}_val_unseen"]]),
+        candidate_classes=np.sort(np.concatenate([train_classes, val_classes])),
+    )
+
+
+def test_phase(dataset) -> Phase:
+    s = dataset.splits
+    return Phase(
+        name="test",
+        train_rows=s["trainval"],
+        train_classes=np.sort(dataset.seen_classes),
+        eval_rows=np.concatenate([s["test_seen"], s["test_unseen"]]),
+        candidate_classes=np.arange(dataset.n_classes),
+    )
