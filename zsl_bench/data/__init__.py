@@ -1,0 +1,23 @@
+"""Dataset sources. A source is a module here with `prepare_source(raw, out, params, progress)`;
+adding a dataset means adding one module, nothing else."""
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+
+def prepare_source(name: str, raw: Path, out: Path, params: dict, progress: bool = True) -> Path:
+    try:
+        module = importlib.import_module(f"{__name__}.{name.lower()}")
+    except ModuleNotFoundError:
+        module = None
+    if module is None or not hasattr(module, "prepare_source"):
+        raise ValueError(f"unknown dataset source {name!r}; available: {', '.join(available_sources())}")
+    return module.prepare_source(raw, out, params, progress=progress)
+
+
+def available_sources() -> list[str]:
+    import pkgutil
+
+    return sorted(info.name for info in pkgutil.iter_modules([str(Path(__file__).parent)])
+                  if hasattr(importlib.import_module(f"{__name__}.{info.name}"), "prepare_source"))

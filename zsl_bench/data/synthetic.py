@@ -228,3 +228,12 @@ def _write_xlsa17(folder: Path, cfg: SyntheticConfig, rng, class_names, images, 
     by_allclasses = [class_names.index(n) for n in allclasses]
     write_att_splits(folder / "att_splits.mat", allclasses, class_att[by_allclasses],
                      np.sort(trainval), np.sort(test_seen), test_unseen)
+
+
+def prepare_source(raw: Path, out: Path, params: dict, progress: bool = True) -> Path:
+    """Stage `prepare` for the embedded default: generate the CUB-layout files, then load them
+    through the same path as real CUB (`zsl_bench.data.cub.prepare`)."""
+    from zsl_bench.data import cub
+
+    generate(raw, SyntheticConfig.from_params(params), progress=progress)
+    return cub.prepare(raw, Path(raw) / "xlsa17" / "data" / XLSA17_NAME, out, name="synthetic")

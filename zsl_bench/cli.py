@@ -1,0 +1,137 @@
+"""`zsl-bench`: thin verbs over the core. Heavy imports happen inside the verbs, so --help is instant."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+DESCRIPTION = """\
+zsl-bench: zero-shot learning benchmarks under one honest protocol (GBU proposed split; per-class
+top-1 T1, GZSL U/S/H, AUSUC; hyperparameters, epochs and calibration γ chosen on validation).
+
+The main job is `dvc repro` (see params.yaml and dvc.yaml). These verbs cover the rest."""
+
+EPILOG = """\
+examples:
+  dvc repro                                  run the whole pipeline on params.yaml's datasets
+  zsl-bench compare eszsl ale                two methods side by side, with per-seed paired differences
+  zsl-bench compare eszsl sae ale --selection oracle
+  zsl-bench report                           rebuild reports/ from the run records
+  zsl-bench train --method ale --seed 3      one extra run (needs prepared data and features)
+  mlflow ui --backend-store-uri sqlite:///$PWD/mlflow.db
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="zsl-bench", description=DESCRIPTION, epilog=EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = p.add_subparsers(dest="verb", metavar="VERB")
+
+    c = sub.add_parser("compare", help="compare methods: mean ± std over seeds and per-seed paired differences",
+                       description="Compare methods from their run records. The first method is the reference "
+                                   "for paired differences (other − first, over the seeds both ran).")
+    c.add_argument("methods", nargs="+", metavar="METHOD")
+    c.add_argument("--dataset", help="only this dataset (default: every dataset with records)")
+    c.add_argument("--selection", choices=("val", "oracle", "last"), default="val",
+                   help="selection policy: val (headline, validation-selected), oracle (test-selected, as papers "
+                        "do), last (defaults, final epoch); default: %(default)s")
+    c.add_argument("--runs", help="runs folder (default: <project>/runs)")
+
+    r = sub.add_parser("report", help="rebuild reports/results.{md,csv} from the run records params.yaml names")
+    r.add_argument("--no-mlflow", action="store_true", help="do not mirror the records into MLflow")
+
+    t = sub.add_parser("train", help="one run of a method (the train stage, outside DVC)",
+                       description="Evaluate one method on one dataset and seed under the protocol, writing a run "
+                                   "folder below runs/. Uses params.yaml's train settings unless overridden.")
+    t.add_argument("--method", required=True)
+    t.add_argument("--dataset", default="synthetic")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--no-search", action="store_true", help="default hyperparameters only (still selects epoch/γ)")
+
+    sub.add_parser("methods", help="list the registered methods and what they declare")
+    sub.add_parser("prepare", help="prepare a dataset (the prepare stage, outside DVC)").add_argument("dataset")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.version:
+        from zsl_bench import __version__
+
+        print(__version__)
+        return 0
+    if args.verb is None:
+        _parser().print_help()
+        return 0
+    from zsl_bench.io import DataError
+
+    try:
+        return VERBS[args.verb](args)
+    except (DataError, KeyError, ValueError, RuntimeError) as e:
+        message = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"zsl-bench {args.verb}: error: {message}", file=sys.stderr)
+        return 2
+
+
+def _compare(args) -> int:
+    from zsl_bench.compare import compare_text
+    from zsl_bench.paths import ProjectPaths
+    from zsl_bench.records import find_records
+
+    paths = ProjectPaths.here()
+    records = find_records(args.runs or paths.runs)
+    print(compare_text(records, args.methods, dataset=args.dataset, policy=args.selection), end="")
+    return 0
+
+
+def _report(args) -> int:
+    from zsl_bench import stages
+    from zsl_bench.params import load_params
+    from zsl_bench.paths import ProjectPaths
+
+    paths = ProjectPaths.here()
+    params = load_params(paths)
+    if args.no_mlflow:
+        params.setdefault("tracking", {})["mlflow"] = False
+    for path in stages.report(params, paths):
+        print(path)
+    return 0
+
+
+def _train(args) -> int:
+    from zsl_bench import stages
+    from zsl_bench.params import load_params
+    from zsl_bench.paths import ProjectPaths
+
+    paths = ProjectPaths.here()
+    params = load_params(paths)
+    if args.no_search:
+        params["train"]["search"] = False
+    print(stages.train(args.dataset, args.method, args.seed, params, paths))
+    return 0
+
+
+def _methods(args) -> int:
+    from zsl_bench.registry import available_methods, get_method
+
+    for name in available_methods():
+        cls = get_method(name)
+        print(f"{name:12s} input={cls.input_kind:7s} uses_unseen_semantics={str(cls.uses_unseen_semantics).lower():5s} "
+              f"{cls.paper}")
+    return 0
+
+
+def _prepare(args) -> int:
+    from zsl_bench import stages
+    from zsl_bench.params import load_params
+    from zsl_bench.paths import ProjectPaths
+
+    paths = ProjectPaths.here()
+    print(stages.prepare(args.dataset, load_params(paths), paths))
+    return 0
+
+
+VERBS = {"compare": _compare, "report": _report, "train": _train, "methods": _methods, "prepare": _prepare}
+
+if __name__ == "__main__":
+    sys.exit(main())

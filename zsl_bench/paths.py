@@ -1,0 +1,61 @@
+"""Where things live in a zsl-bench project folder (one place for every path)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+MARKERS = ("params.yaml", "dvc.yaml")
+
+
+def find_project_root(start: Path | None = None) -> Path:
+    """The nearest folder at or above `start` holding params.yaml or dvc.yaml; else `start` itself."""
+    start = Path(start or Path.cwd()).resolve()
+    for folder in (start, *start.parents):
+        if any((folder / m).is_file() for m in MARKERS):
+            return folder
+    return start
+
+
+@dataclass(frozen=True)
+class ProjectPaths:
+    root: Path
+
+    @classmethod
+    def here(cls, start: Path | None = None) -> "ProjectPaths":
+        return cls(find_project_root(start))
+
+    def raw(self, source: str) -> Path:
+        return self.root / "data" / "raw" / source
+
+    def prepared(self, dataset: str) -> Path:
+        return self.root / "data" / "prepared" / dataset
+
+    def backbone(self, dataset: str) -> Path:
+        return self.root / "data" / "backbones" / dataset
+
+    def features(self, dataset: str) -> Path:
+        return self.root / "features" / dataset
+
+    @property
+    def runs(self) -> Path:
+        return self.root / "runs"
+
+    def run_slot(self, dataset: str, method: str, seed: int) -> Path:
+        """The DVC output of one train stage; it holds the content-addressed run folder(s)."""
+        return self.runs / dataset / method / f"seed{seed}"
+
+    @property
+    def reports(self) -> Path:
+        return self.root / "reports"
+
+    @property
+    def mlflow_db(self) -> Path:
+        return self.root / "mlflow.db"
+
+    @property
+    def tracking_uri(self) -> str:
+        return f"sqlite:///{self.mlflow_db}"
+
+    @property
+    def mlflow_artifacts(self) -> Path:
+        return self.root / "mlartifacts"

@@ -1,0 +1,152 @@
+"""Tables from run records: a row per method, mean ± std over seeds, n, and the selection policy.
+
+Every number says what it is: accuracies are per-class mean top-1 in %, AUSUC × 100, `±` is the
+sample standard deviation over seeds (ddof = 1), n is the number of seeds. An empty cell says why.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from zsl_bench.protocol import HEADLINE_POLICY, PROTOCOL_VERSION, SELECTION_POLICIES
+from zsl_bench.tracking import TABLE_METRICS
+
+POLICY_TITLES = {
+    "val": "val (headline): hyperparameters, epoch and γ chosen on the validation fold, refit on trainval, "
+           "tested once",
+    "oracle": "oracle: test-selected, as published code does (T1, H and AUSUC each maximised on test); "
+              "for parity with papers only, never a fair comparison",
+    "last": "last: default hyperparameters, final epoch, the method's default γ",
+}
+STD_NOTE = "mean ± std over seeds (sample std, ddof = 1), n = number of seeds"
+
+
+def long_table(records: list[dict]):
+    """One row per (record, policy): dataset, method, seed, policy and the five table metrics."""
+    import pandas as pd
+
+    rows = []
+    for r in records:
+        for policy in SELECTION_POLICIES:
+            m = r["selection"][policy]["metrics"]
+            rows.append({"dataset": r["dataset"], "method": r["method"], "seed": r["seed"], "policy": policy,
+                         "uses_unseen_semantics": r["method_info"]["uses_unseen_semantics"],
+                         "run_key": r["run_key"], "wall_s": r["resources"]["wall_s"],
+                         **{k: 100.0 * m[k] if k in m else math.nan for k in TABLE_METRICS}})
+    return pd.DataFrame(rows)
+
+
+def latest_per_seed(records: list[dict]) -> list[dict]:
+    """If a (dataset, method, seed) was run with several configurations, keep the newest record."""
+    newest: dict[tuple, dict] = {}
+    for r in records:
+        k = (r["dataset"], r["method"], r["seed"])
+        if k not in newest or r.get("created_unix", 0) > newest[k].get("created_unix", 0):
+            newest[k] = r
+    return list(newest.values())
+
+
+def summary(df, policy: str):
+    """Per (dataset, method): mean, std (ddof = 1) and n of each metric under `policy`."""
+    sub = df[df["policy"] == policy]
+    grouped = sub.groupby(["dataset", "method"], sort=True)
+    out = grouped[list(TABLE_METRICS)].agg(["mean", lambda s: s.std(ddof=1), "count"])
+    out.columns = [f"{m}_{'std' if stat == '<lambda_0>' else stat}" for m, stat in out.columns]
+    out["n"] = grouped["seed"].nunique()
+    out["uses_unseen_semantics"] = grouped["uses_unseen_semantics"].first()
+    return out.reset_index()
+
+
+def cell(mean: float, std: float, count: int) -> str:
+    if count == 0 or math.isnan(mean):
+        return "— (0 seeds run)"
+    if count == 1 or math.isnan(std):
+        return f"{mean:.1f} (n = 1, no std)"
+    return f"{mean:.1f} ± {std:.1f}"
+
+
+def markdown_table(summary_df, dataset: str) -> str:
+    head = "| method | T1 | U | S | H | AUSUC | n | unseen semantics in training |"
+    lines = [head, "|" + "---|" * 8]
+    for _, row in summary_df[summary_df["dataset"] == dataset].iterrows():
+        cells = [cell(row[f"{m}_mean"], row[f"{m}_std"], int(row[f"{m}_count"])) for m in TABLE_METRICS]
+        lines.append(f"| {row['method']} | " + " | ".join(cells) +
+                     f" | {int(row['n'])} | {'yes' if row['uses_unseen_semantics'] else 'no'} |")
+    return "\n".join(lines)
+
+
+def deterministic_methods(df) -> list[str]:
+    """Methods whose every metric is identical (to 1e-9) across ≥ 2 seeds: closed forms, std 0 by construction."""
+    out = []
+    sub = df[df["policy"] == HEADLINE_POLICY]
+    for (_, method), g in sub.groupby(["dataset", "method"]):
+        if len(g) > 1 and all(np.nanstd(g[m].to_numpy()) < 1e-9 for m in TABLE_METRICS):
+            out.append(method)
+    return sorted(set(out))
+
+
+def setup_lines(records: list[dict]) -> list[str]:
+    lines = []
+    for dataset in sorted({r["dataset"] for r in records}):
+        r = next(x for x in records if x["dataset"] == dataset)
+        f = r["data"]["features"]
+        bb = f["backbone"]
+        trained = bb.get("trained_on")
+        origin = (f"trained here on {trained['split']} ({trained['n_images']} images of {len(trained['classes'])} "
+                  "seen classes; no validation-unseen, test or unseen-class image)" if trained else
+                  f"pretrained on {bb.get('pretraining_data')}")
+        lines.append(f"- **{dataset}**: features from `{bb.get('arch')}`, {origin}; input {f['input_size']} px, "
+                     f"pooled vectors; dataset fingerprint `{r['data']['dataset_fingerprint'][:12]}`; "
+                     f"validation fold {r['config']['fold']}, selection metric {r['config']['selection_metric']}.")
+    return lines
+
+
+def results_markdown(records: list[dict]) -> str:
+    df = long_table(records)
+    parts = [
+        "# Results",
+        "",
+        f"Generated from {len(records)} run records by the `report` stage of `dvc repro`; do not edit by hand.",
+        f"Protocol `{PROTOCOL_VERSION}` (GBU proposed split). T1 = ZSL per-class top-1 on unseen classes; "
+        "U / S / H = GZSL per-class top-1 on unseen / seen test images over all classes, and their harmonic mean; "
+        "AUSUC = area under the seen–unseen curve (exact, over every γ). All in %, "
+        f"{STD_NOTE}.",
+        "",
+    ]
+    for policy in SELECTION_POLICIES:
+        s = summary(df, policy)
+        for dataset in sorted(df["dataset"].unique()):
+            parts += [f"## {dataset} — selection: {POLICY_TITLES[policy]}", "", markdown_table(s, dataset), ""]
+    det = deterministic_methods(df)
+    if det:
+        parts += [f"Std 0 for {', '.join(det)}: closed-form fits are deterministic given the features, so seeds "
+                  "cannot change them; their spread would come from data and backbone, which are fixed here.", ""]
+    parts += ["## Setup", "", *setup_lines(records), ""]
+    return "\n".join(parts)
+
+
+def results_csv(records: list[dict]):
+    df = long_table(records)
+    frames = []
+    for policy in SELECTION_POLICIES:
+        s = summary(df, policy)
+        s.insert(2, "policy", policy)
+        frames.append(s)
+    import pandas as pd
+
+    out = pd.concat(frames, ignore_index=True)
+    out["std_definition"] = "sample std over seeds, ddof=1"
+    out["units"] = "percent"
+    return out
+
+
+def write_reports(records: list[dict], out_dir: Path) -> list[Path]:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    records = latest_per_seed(records)
+    md, csv = out_dir / "results.md", out_dir / "results.csv"
+    md.write_text(results_markdown(records))
+    results_csv(records).to_csv(csv, index=False, float_format="%.4f")
+    return [md, csv]

@@ -1,0 +1,83 @@
+"""One run end to end: load the dataset and features, evaluate, write the run folder, mirror it."""
+from __future__ import annotations
+
+import resource
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from zsl_bench.paths import ProjectPaths
+from zsl_bench.protocol import PROTOCOL_VERSION
+from zsl_bench.records import SCHEMA_VERSION, environment, find_run_folders, read_record, run_key, write_run
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    dataset: str
+    method: str
+    seed: int
+    fold: int = 1
+    selection_metric: str = "H"
+    search: bool = True
+    device: str = "auto"
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def execute(request: RunRequest, paths: ProjectPaths, progress: bool = True, mirror: bool = True) -> Path:
+    """Run (or find, if already done) the run folder for `request`; returns its path."""
+    from zsl_bench.data.dataset import load_dataset
+    from zsl_bench.evaluator import Evaluator
+    from zsl_bench.features import FeatureStore
+    from zsl_bench.registry import get_method
+    from zsl_bench.training import resolve_device
+
+    start = time.time()
+    dataset = load_dataset(paths.prepared(request.dataset))
+    store = FeatureStore(paths.features(request.dataset))
+    store.check_matches(dataset)
+    method_cls = get_method(request.method)
+    device = resolve_device(request.device) if method_cls.input_kind != "vector" else "cpu"
+    evaluator = Evaluator(dataset, store, method_cls, seed=request.seed, fold=request.fold,
+                          selection_metric=request.selection_metric, search=request.search, device=device,
+                          progress=progress)
+    key_spec = {"protocol_version": PROTOCOL_VERSION, "method": request.method, "dataset": request.dataset,
+                "dataset_fingerprint": dataset.fingerprint(), "features_sha256": store.fingerprint(),
+                "seed": request.seed, "fold": request.fold, "selection_metric": request.selection_metric,
+                "configs": evaluator.configs}
+    key = run_key(key_spec)
+    folder = paths.run_slot(request.dataset, request.method, request.seed) / key
+    if folder in find_run_folders(folder.parent):
+        return folder  # done before: content-addressed, so identical
+
+    out = evaluator.run()
+    record = {
+        "schema_version": SCHEMA_VERSION, "protocol_version": PROTOCOL_VERSION, "run_key": key,
+        "method": request.method, "dataset": request.dataset, "seed": request.seed,
+        "method_info": {"input_kind": method_cls.input_kind, "paper": method_cls.paper,
+                        "uses_unseen_semantics": method_cls.uses_unseen_semantics,
+                        "default_calibration_gamma": method_cls.default_calibration_gamma},
+        "config": {"fold": request.fold, "selection_metric": request.selection_metric, "search": request.search,
+                   "configs": out.configs},
+        "data": {"dataset_fingerprint": dataset.fingerprint(), "dataset_checks": dataset.meta.get("checks", []),
+                 "features": {"path": str(store.root.relative_to(paths.root)) if store.root.is_relative_to(paths.root)
+                              else str(store.root), "sha256": store.fingerprint(),
+                              "backbone": store.index["backbone"], "input_size": store.index["input_size"]}},
+        "hparams": {"val": out.configs[out.selection["val"]["config_id"]],
+                    "last": out.configs[0],
+                    "oracle": {m: out.configs[p["config_id"]] for m, p in out.selection["oracle"]["points"].items()}},
+        "selection": out.selection,
+        "traces": {"validation": out.validation_trace, "test": out.test_trace},
+        "environment": environment(paths.root, device),
+        "resources": {"wall_s": round(time.time() - start, 3), "peak_rss_mb": round(peak_rss_mb(), 1)},
+        "created_unix": time.time(),
+    }
+    write_run(folder, record, out.predictions, out.state)
+    if mirror:
+        from zsl_bench.tracking import mirror as mirror_records
+
+        mirror_records([read_record(folder)], paths.tracking_uri, paths.mlflow_artifacts)
+    return folder

@@ -1,0 +1,71 @@
+"""The pipeline's stages as functions of (params, paths); `pipelines/` and the CLI both call these."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from zsl_bench.params import section
+from zsl_bench.paths import ProjectPaths
+
+
+def prepare(dataset: str, params: dict, paths: ProjectPaths, progress: bool = True) -> Path:
+    from zsl_bench.data import prepare_source
+
+    return prepare_source(dataset, paths.raw(dataset), paths.prepared(dataset),
+                          section(params, "sources", dataset), progress=progress)
+
+
+def backbone(dataset: str, params: dict, paths: ProjectPaths, progress: bool = True) -> Path:
+    from zsl_bench.backbone import BackboneSpec, describe_pretrained, train_backbone
+    from zsl_bench.data.dataset import load_dataset
+    from zsl_bench.training import limit_threads
+
+    spec = BackboneSpec.from_params(section(params, "backbone", dataset))
+    if spec.source == "pretrained":
+        return describe_pretrained(spec, paths.backbone(dataset))
+    limit_threads()
+    return train_backbone(load_dataset(paths.prepared(dataset)), spec, paths.backbone(dataset), progress=progress)
+
+
+def extract(dataset: str, params: dict, paths: ProjectPaths, progress: bool = True) -> Path:
+    from zsl_bench.data.dataset import load_dataset
+    from zsl_bench.features import extract_pooled
+    from zsl_bench.training import limit_threads
+
+    limit_threads()
+    return extract_pooled(load_dataset(paths.prepared(dataset)), paths.backbone(dataset), paths.features(dataset),
+                          batch_size=int(section(params, "extract", "batch_size")), progress=progress)
+
+
+def train(dataset: str, method: str, seed: int, params: dict, paths: ProjectPaths, progress: bool = True) -> Path:
+    from zsl_bench.runner import RunRequest, execute
+
+    t = section(params, "train")
+    request = RunRequest(dataset=dataset, method=method, seed=int(seed), fold=int(t["fold"]),
+                         selection_metric=t["selection_metric"], search=bool(t["search"]), device=t["device"])
+    return execute(request, paths, progress=progress, mirror=bool(section(params, "tracking", "mlflow")))
+
+
+def configured_records(params: dict, paths: ProjectPaths) -> list[dict]:
+    """The records of the runs params.yaml asks for (datasets × methods × seeds)."""
+    from zsl_bench.records import find_records
+
+    records = []
+    for dataset in section(params, "datasets"):
+        for method in section(params, "train", "methods"):
+            for seed in section(params, "train", "seeds"):
+                records += find_records(paths.run_slot(dataset, method, seed))
+    return records
+
+
+def report(params: dict, paths: ProjectPaths) -> list[Path]:
+    from zsl_bench.report import write_reports
+
+    records = configured_records(params, paths)
+    if not records:
+        raise RuntimeError(f"no finished runs below {paths.runs}: run the train stages first (`dvc repro`)")
+    written = write_reports(records, paths.reports)
+    if section(params, "tracking", "mlflow"):
+        from zsl_bench.tracking import mirror
+
+        mirror(records, paths.tracking_uri, paths.mlflow_artifacts)  # runs restored from DVC's cache
+    return written
