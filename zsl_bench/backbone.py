@@ -105,7 +105,7 @@ def train_backbone(dataset, spec: BackboneSpec, out: Path, progress: bool = True
             sched.step()
             total += len(idx)
             correct += int((logits.argmax(1) == target[idx]).sum())
-            loss_sum += float(loss) * len(idx)
+            loss_sum += float(loss.detach()) * len(idx)
         history.append({"epoch": epoch + 1, "loss": loss_sum / total, "train_acc": correct / total})
         bar.set_postfix(loss=f"{loss_sum / total:.3f}", acc=f"{correct / total:.3f}")
 

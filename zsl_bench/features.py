@@ -57,6 +57,9 @@ class FeatureStore:
 
     def __init__(self, root: Path):
         self.root = Path(root)
+        if not (self.root / "index.json").is_file():
+            raise DataError(f"{self.root}: no feature store here; run the extract stage first "
+                            f"(`dvc repro extract@{self.root.name}`)")
         self.index = read_json(self.root / "index.json")
 
     def array(self, name: str = "pooled") -> np.ndarray:

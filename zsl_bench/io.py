@@ -47,6 +47,7 @@ def write_json(path: Path, obj: Any) -> None:
     with os.fdopen(fd, "w") as f:
         json.dump(obj, f, indent=2, sort_keys=True, default=_json_default)
         f.write("\n")
+    os.chmod(tmp, 0o644)  # mkstemp creates 0600; records are meant to be read by anyone
     os.replace(tmp, path)
 
 

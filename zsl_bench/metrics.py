@@ -134,11 +134,11 @@ def seen_unseen_curve(scores: np.ndarray, labels: np.ndarray, is_seen_class: np.
     u_gain = np.bincount(piece, weights=gain_unseen, minlength=len(points) + 1)
     s_gain = np.bincount(piece, weights=gain_seen, minlength=len(points) + 1)
     U = np.concatenate([[0.0], np.cumsum(u_gain[:len(points)])])
-    S = s_gain.sum() - np.concatenate([[0.0], np.cumsum(s_gain[:len(points)])])
+    S = np.cumsum(s_gain[::-1])[::-1]  # piece j keeps the seen samples that switch at or after points[j]
     mids = (points[1:] + points[:-1]) / 2.0
     spread = max(1.0, float(points[-1] - points[0]))
     gammas = np.concatenate([[points[0] - spread], mids, [points[-1] + spread]])
-    return SeenUnseenCurve(gammas=gammas, U=U, S=np.clip(S, 0.0, None))
+    return SeenUnseenCurve(gammas=gammas, U=U, S=S)
 
 
 def ausuc(scores: np.ndarray, labels: np.ndarray, is_seen_class: np.ndarray) -> float:

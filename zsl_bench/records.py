@@ -44,7 +44,8 @@ def write_run(folder: Path, record: dict, predictions: dict[str, np.ndarray], st
 
 
 def read_record(folder: Path) -> dict:
-    record = read_json(Path(folder) / "record.json")
+    folder = Path(folder)
+    record = read_json(folder / "record.json")
     if record.get("schema_version") != SCHEMA_VERSION:
         raise DataError(f"{folder / 'record.json'}: schema version {record.get('schema_version')}, "
                         f"this zsl-bench reads {SCHEMA_VERSION}")

@@ -36,10 +36,10 @@ def execute(request: RunRequest, paths: ProjectPaths, progress: bool = True, mir
     from zsl_bench.training import resolve_device
 
     start = time.time()
+    method_cls = get_method(request.method)
     dataset = load_dataset(paths.prepared(request.dataset))
     store = FeatureStore(paths.features(request.dataset))
     store.check_matches(dataset)
-    method_cls = get_method(request.method)
     device = resolve_device(request.device) if method_cls.input_kind != "vector" else "cpu"
     evaluator = Evaluator(dataset, store, method_cls, seed=request.seed, fold=request.fold,
                           selection_metric=request.selection_metric, search=request.search, device=device,
@@ -57,6 +57,10 @@ def execute(request: RunRequest, paths: ProjectPaths, progress: bool = True, mir
     record = {
         "schema_version": SCHEMA_VERSION, "protocol_version": PROTOCOL_VERSION, "run_key": key,
         "method": request.method, "dataset": request.dataset, "seed": request.seed,
+        "seeds": {"run": request.seed, "per_fit": "seed_hash(run seed, phase name, hyperparameters)",
+                  "validation_split": dataset.meta.get("split_seed"),
+                  "data": dataset.meta.get("generator", {}).get("seed"),
+                  "backbone": store.index["backbone_spec"].get("seed")},
         "method_info": {"input_kind": method_cls.input_kind, "paper": method_cls.paper,
                         "uses_unseen_semantics": method_cls.uses_unseen_semantics,
                         "default_calibration_gamma": method_cls.default_calibration_gamma},

@@ -104,7 +104,8 @@ def directory_listing_order(image_files: list[str]) -> list[int]:
     return sorted(range(len(image_files)), key=lambda i: tuple(image_files[i].split("/", 1)))
 
 
-def prepare(raw: Path, xlsa17_dir: Path, out: Path, name: str, expected: SplitSizes | None = None) -> Path:
+def prepare(raw: Path, xlsa17_dir: Path, out: Path, name: str, expected: SplitSizes | None = None,
+            extra: dict | None = None) -> Path:
     """Check everything protocol.md §1.8 asks and write the normalised folder `out`."""
     layout = read_cub_layout(raw)
     lists = ClassLists.read(xlsa17_dir)
@@ -157,7 +158,8 @@ def prepare(raw: Path, xlsa17_dir: Path, out: Path, name: str, expected: SplitSi
         class_names=lists.allclasses, attribute_names=layout.attribute_names, image_root=layout.root / "images",
         image_files=image_files, labels=labels, original_att=att.original_att, seen_classes=seen,
         unseen_classes=unseen, splits=splits, folds=folds, checks=checks,
-        extra={"att_splits_version": att.version, "val_seen_fraction": VAL_SEEN_FRACTION, "split_seed": SPLIT_SEED},
+        extra={"att_splits_version": att.version, "val_seen_fraction": VAL_SEEN_FRACTION, "split_seed": SPLIT_SEED,
+               **(extra or {})},
     )
 
 

@@ -107,6 +107,9 @@ def write_dataset(out: Path, *, name: str, source: str, class_names: list[str], 
 
 def load_dataset(root: Path) -> Dataset:
     root = Path(root)
+    if not (root / "dataset.json").is_file():
+        raise DataError(f"{root}: no prepared dataset here; run the prepare stage first "
+                        f"(`dvc repro prepare@{root.name}` or `zsl-bench prepare {root.name}`)")
     meta = read_json(root / "dataset.json")
     if meta.get("format_version") != FORMAT_VERSION:
         raise DataError(f"{root / 'dataset.json'}: format version {meta.get('format_version')}, "

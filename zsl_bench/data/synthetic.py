@@ -140,6 +140,8 @@ def generate(out: Path, cfg: SyntheticConfig = SyntheticConfig(), progress: bool
             (cub / sub).mkdir(parents=True)
         images, shown, part_rows, boxes = [], [], [], []
         jobs = [(c, j) for c in range(cfg.n_classes) for j in range(n_images[c])]
+        # CUB file numbers do not follow images.txt order; neither do ours (a per-class shuffle).
+        file_numbers = [np.random.default_rng([cfg.seed, 2, c]).permutation(n) + 1 for c, n in enumerate(n_images)]
         for c, j in tqdm(jobs, desc="synthetic images", unit="img", disable=not progress):
             img_rng = np.random.default_rng([cfg.seed, 1, c, j])
             values = np.where(img_rng.uniform(size=len(GROUPS)) < cfg.dominant_prob, dominant[c],
@@ -147,9 +149,8 @@ def generate(out: Path, cfg: SyntheticConfig = SyntheticConfig(), progress: bool
             size = int(img_rng.integers(cfg.min_size, cfg.max_size + 1))
             image, locs, box = render({g.name: g.values[v] for g, v in zip(GROUPS, values)}, img_rng, size,
                                       cfg.clutter)
-            # CUB file names carry a photo id, so name order differs from images.txt order.
             species = class_names[c].split(".", 1)[1]
-            rel = f"{class_names[c]}/{species}_{j + 1:04d}_{int(img_rng.integers(100000, 999999))}.png"
+            rel = f"{class_names[c]}/{species}_{file_numbers[c][j]:04d}_{int(img_rng.integers(100000, 999999))}.png"
             (cub / "images" / class_names[c]).mkdir(exist_ok=True)
             image.save(cub / "images" / rel, optimize=False)
             images.append((rel, c))
@@ -235,5 +236,7 @@ def prepare_source(raw: Path, out: Path, params: dict, progress: bool = True) ->
     through the same path as real CUB (`zsl_bench.data.cub.prepare`)."""
     from zsl_bench.data import cub
 
-    generate(raw, SyntheticConfig.from_params(params), progress=progress)
-    return cub.prepare(raw, Path(raw) / "xlsa17" / "data" / XLSA17_NAME, out, name="synthetic")
+    cfg = SyntheticConfig.from_params(params)
+    generate(raw, cfg, progress=progress)
+    return cub.prepare(raw, Path(raw) / "xlsa17" / "data" / XLSA17_NAME, out, name="synthetic",
+                       extra={"generator": dataclasses.asdict(cfg)})

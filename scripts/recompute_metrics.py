@@ -1,0 +1,100 @@
+#!/usr/bin/env python
+"""Recompute every metric of run folders from predictions.npz alone and compare with record.json.
+
+Independent of zsl_bench on purpose (numpy only, brute force): it checks the evaluator rather than
+reusing it. Usage:
+
+    python scripts/recompute_metrics.py runs/            # every run folder below runs/
+    python scripts/recompute_metrics.py RUN_FOLDER [...] --tolerance 1e-6
+
+Exit status 1 if any metric differs by more than the tolerance.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+
+def per_class_mean(labels, predictions, classes):
+    accs = [np.mean(predictions[labels == c] == c) for c in classes if np.any(labels == c)]
+    return float(np.mean(accs)) if accs else float("nan")
+
+
+def zsl_t1(scores, labels, seen_mask):
+    unseen_cols = np.flatnonzero(~seen_mask)
+    rows = ~seen_mask[labels]
+    pred = unseen_cols[np.argmax(scores[rows][:, unseen_cols], axis=1)]
+    return per_class_mean(labels[rows], pred, unseen_cols)
+
+
+def gzsl(scores, labels, seen_mask, gamma):
+    pred = np.argmax(scores - gamma * seen_mask, axis=1)
+    seen_rows = seen_mask[labels]
+    u = per_class_mean(labels[~seen_rows], pred[~seen_rows], np.flatnonzero(~seen_mask))
+    s = per_class_mean(labels[seen_rows], pred[seen_rows], np.flatnonzero(seen_mask))
+    return u, s, (0.0 if u + s == 0 else 2 * u * s / (u + s))
+
+
+def ausuc_brute_force(scores, labels, seen_mask):
+    """Evaluate U and S at a γ inside every interval between switch points, then integrate S dU."""
+    best_seen = scores[:, seen_mask].max(axis=1)
+    best_unseen = scores[:, ~seen_mask].max(axis=1)
+    switches = np.unique(best_seen - best_unseen)
+    spread = max(1.0, switches[-1] - switches[0])
+    gammas = np.concatenate([[switches[0] - spread], (switches[1:] + switches[:-1]) / 2, [switches[-1] + spread]])
+    points = np.array([gzsl(scores, labels, seen_mask, g)[:2] for g in gammas])
+    points = points[np.lexsort((-points[:, 1], points[:, 0]))]
+    return float(np.trapezoid(points[:, 1], points[:, 0]))
+
+
+def recompute(folder: Path) -> dict[str, float]:
+    with np.load(folder / "predictions.npz") as z:
+        p = {k: z[k] for k in z.files}
+    labels, seen = p["labels"], p["seen_class_mask"].astype(bool)
+    f64 = lambda k: p[k].astype(np.float64)  # noqa: E731
+    out = {}
+    for policy in ("val", "last"):
+        s, g = f64(f"scores_{policy}"), float(p[f"gamma_{policy}"])
+        u, sa, h = gzsl(s, labels, seen, g)
+        u0, s0, h0 = gzsl(s, labels, seen, 0.0)
+        out.update({f"{policy}.T1": zsl_t1(s, labels, seen), f"{policy}.U": u, f"{policy}.S": sa, f"{policy}.H": h,
+                    f"{policy}.U_gamma0": u0, f"{policy}.S_gamma0": s0, f"{policy}.H_gamma0": h0,
+                    f"{policy}.AUSUC": ausuc_brute_force(s, labels, seen)})
+    out["oracle.T1"] = zsl_t1(f64("scores_oracle_T1"), labels, seen)
+    u, sa, h = gzsl(f64("scores_oracle_H"), labels, seen, float(p["gamma_oracle_H"]))
+    out.update({"oracle.U": u, "oracle.S": sa, "oracle.H": h})
+    out["oracle.AUSUC"] = ausuc_brute_force(f64("scores_oracle_AUSUC"), labels, seen)
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("paths", nargs="+", type=Path, help="run folders, or folders to search for them")
+    ap.add_argument("--tolerance", type=float, default=1e-6)
+    args = ap.parse_args(argv)
+    folders = sorted({d.parent for path in args.paths for d in ([path / "done"] if (path / "done").exists()
+                                                                  else path.rglob("done"))})
+    if not folders:
+        print("no run folders (with a 'done' marker) found", file=sys.stderr)
+        return 1
+    worst = 0.0
+    for folder in folders:
+        record = json.loads((folder / "record.json").read_text())
+        for name, value in recompute(folder).items():
+            policy, metric = name.split(".")
+            recorded = record["selection"][policy]["metrics"][metric]
+            diff = abs(value - recorded)
+            worst = max(worst, diff)
+            if diff > args.tolerance:
+                print(f"MISMATCH {folder}: {name} recorded {recorded!r}, recomputed {value!r}")
+        print(f"checked {folder}")
+    print(f"{len(folders)} run folders, largest difference {worst:.2e} (tolerance {args.tolerance:g})")
+    return 0 if worst <= args.tolerance else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

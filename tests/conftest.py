@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_METADATA = REPO.parent / "shared" / "zsl-metadata"
+
+# Small enough to build in seconds, large enough that every attribute value has two seen classes.
+TINY_SYNTHETIC = {"seed": 3, "n_classes": 28, "n_unseen": 5, "images_per_class": 12, "min_size": 48,
+                  "max_size": 56, "family_size": 4}
+TINY_BACKBONE = {"arch": "resnet10t", "input_size": 32, "epochs": 1, "batch_size": 32, "lr": 0.05}
+
+
+@pytest.fixture
+def shared_metadata() -> Path:
+    if not SHARED_METADATA.is_dir():
+        pytest.skip(f"real dataset metadata not available at {SHARED_METADATA} (it sits beside the repository "
+                    "in the development workspace; CI clones do not have it)")
+    return SHARED_METADATA
+
+
+def write_params(root: Path, methods=("eszsl", "ale"), seeds=(0, 1)) -> None:
+    import yaml
+
+    params = {
+        "datasets": ["synthetic"],
+        "sources": {"synthetic": dict(TINY_SYNTHETIC)},
+        "backbone": {"synthetic": dict(TINY_BACKBONE)},
+        "extract": {"batch_size": 64},
+        "train": {"methods": list(methods), "seeds": list(seeds), "fold": 1, "selection_metric": "H",
+                  "search": True, "device": "cpu"},
+        "tracking": {"mlflow": False},
+    }
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+
+
+@pytest.fixture(scope="session")
+def tiny_project(tmp_path_factory) -> Path:
+    """A project folder with a tiny synthetic dataset prepared, a backbone trained and features extracted."""
+    from zsl_bench import stages
+    from zsl_bench.params import load_params
+    from zsl_bench.paths import ProjectPaths
+
+    root = tmp_path_factory.mktemp("project")
+    write_params(root)
+    paths = ProjectPaths(root)
+    params = load_params(paths)
+    stages.prepare("synthetic", params, paths, progress=False)
+    stages.backbone("synthetic", params, paths, progress=False)
+    stages.extract("synthetic", params, paths, progress=False)
+    return root
+
+
+@pytest.fixture
+def project_copy(tiny_project, tmp_path) -> Path:
+    """A private copy of the tiny project, for tests that write runs or reports."""
+    dst = tmp_path / "project"
+    shutil.copytree(tiny_project, dst, symlinks=True)
+    # the prepared folder points at the raw images by a relative path, which the copy keeps intact
+    return dst

@@ -1,0 +1,71 @@
+"""CLI smoke tests: the installed `zsl-bench` command, as a user types it."""
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import write_params
+
+EXE = shutil.which("zsl-bench") or f"{sys.prefix}/bin/zsl-bench"
+
+
+def run(*args, cwd=None):
+    return subprocess.run([EXE, *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def test_help_explains_the_verbs_without_importing_heavy_libraries():
+    out = run("--help")
+    assert out.returncode == 0
+    for verb in ("compare", "report", "train", "methods", "dvc repro", "mlflow ui"):
+        assert verb in out.stdout
+    # --help must not pay for torch / mlflow / pandas imports
+    probe = subprocess.run([sys.executable, "-X", "importtime", "-c",
+                            "import sys; from zsl_bench.cli import main; "
+                            "sys.argv=['zsl-bench','--help']\ntry: main()\nexcept SystemExit: pass"],
+                           capture_output=True, text=True)
+    imported = probe.stderr
+    for heavy in ("torch", "mlflow", "pandas", "timm"):
+        assert f" {heavy}\n" not in imported and f"| {heavy}\n" not in imported, f"--help imports {heavy}"
+
+
+def test_methods_lists_the_plugins():
+    out = run("methods")
+    assert out.returncode == 0
+    assert "eszsl" in out.stdout and "uses_unseen_semantics=false" in out.stdout
+
+
+def test_compare_train_and_report_in_a_project(project_copy):
+    assert run("train", "--method", "eszsl", "--seed", "0", "--no-search", cwd=project_copy).returncode == 0
+    assert run("train", "--method", "sae", "--seed", "0", "--no-search", cwd=project_copy).returncode == 0
+    out = run("compare", "eszsl", "sae", cwd=project_copy)
+    assert out.returncode == 0, out.stderr
+    assert "selection val (headline)" in out.stdout and "sae − eszsl" in out.stdout
+    out = run("compare", "eszsl", "sae", "--selection", "oracle", cwd=project_copy)
+    assert "oracle: test-selected" in out.stdout
+    write_params(project_copy, methods=("eszsl", "sae"), seeds=(0,))
+    out = run("report", "--no-mlflow", cwd=project_copy)
+    assert out.returncode == 0, out.stderr
+    assert (project_copy / "reports" / "results.md").is_file()
+
+
+def test_errors_are_one_clear_line(tmp_path):
+    out = run("report", cwd=tmp_path)
+    assert out.returncode == 2
+    assert "params.yaml: not found" in out.stderr and "Traceback" not in out.stderr
+    write_params(tmp_path)
+    out = run("train", "--method", "nope", cwd=tmp_path)
+    assert out.returncode == 2 and "unknown method 'nope'" in out.stderr
+    out = run("train", "--method", "eszsl", cwd=tmp_path)
+    assert out.returncode == 2 and "run the prepare stage first" in out.stderr
+    out = run("compare", "eszsl", "ale", cwd=tmp_path)
+    assert out.returncode == 0 and "no run records found" in out.stdout
+
+
+@pytest.mark.parametrize("stage", ["prepare", "backbone", "extract"])
+def test_pipeline_stage_scripts_report_bad_input(tmp_path, stage):
+    write_params(tmp_path)
+    out = subprocess.run([sys.executable, "-m", f"pipelines.{stage}", "nowhere"], cwd=tmp_path,
+                         capture_output=True, text=True)
+    assert out.returncode != 0
+    assert "nowhere" in out.stderr

@@ -1,0 +1,193 @@
+"""The classic baselines against their mathematics, and the plugin rules every method obeys."""
+import numpy as np
+import pytest
+
+from methods.ale import ALE, ranking_loss_gradient
+from methods.eszsl import ESZSL, eszsl_closed_form
+from methods.sae import sae_encoder
+from zsl_bench.evaluator import Evaluator, grid
+from zsl_bench.features import FeatureStore
+from zsl_bench.method import ClassSemantics, FitContext, LeakageError, Method, Task, TrainData
+from zsl_bench.registry import available_methods, get_method, register_method
+
+
+@pytest.fixture
+def toy():
+    rng = np.random.default_rng(0)
+    n, d, z, a = 60, 7, 5, 4
+    x = rng.normal(size=(n, d))
+    y = rng.integers(0, z, n)
+    s = rng.normal(size=(z, a))
+    return x, y, s
+
+
+def eszsl_objective(V, x, y, s, alpha, gamma):
+    """The paper's objective with Ω(V) = α‖VSᵀ‖² + γ‖XV‖² + αγ‖V‖² (its γ, λ, β = γλ), samples as rows."""
+    targets = -np.ones((len(y), len(s)))
+    targets[np.arange(len(y)), y] = 1
+    return (np.sum((x @ V @ s.T - targets) ** 2) + alpha * np.sum((V @ s.T) ** 2)
+            + gamma * np.sum((x @ V) ** 2) + alpha * gamma * np.sum(V ** 2))
+
+
+def test_eszsl_closed_form_is_the_minimiser_of_its_objective(toy):
+    x, y, s = toy
+    alpha, gamma = 0.7, 0.3
+    V = eszsl_closed_form(x, y, s, alpha, gamma)
+    # the explicit formula of the paper, with inverses
+    targets = -np.ones((len(y), len(s)))
+    targets[np.arange(len(y)), y] = 1
+    explicit = np.linalg.inv(x.T @ x + alpha * np.eye(x.shape[1])) @ x.T @ targets @ s @ np.linalg.inv(
+        s.T @ s + gamma * np.eye(s.shape[1]))
+    np.testing.assert_allclose(V, explicit, rtol=1e-10, atol=1e-12)
+    # and it is a minimum: every small perturbation raises the objective
+    rng = np.random.default_rng(1)
+    base = eszsl_objective(V, x, y, s, alpha, gamma)
+    for _ in range(20):
+        assert eszsl_objective(V + 1e-3 * rng.normal(size=V.shape), x, y, s, alpha, gamma) > base
+
+
+def test_sae_solves_its_sylvester_equation_and_minimises_its_objective(toy):
+    x, y, s = toy
+    lam = 0.5
+    W = sae_encoder(x, s[y], lam)
+    xn = (x / np.linalg.norm(x, axis=1, keepdims=True)).T
+    S = s[y].T
+    np.testing.assert_allclose(S @ S.T @ W + W @ (lam * xn @ xn.T), (1 + lam) * S @ xn.T, atol=1e-9)
+
+    def objective(W):
+        return np.sum((xn - W.T @ S) ** 2) + lam * np.sum((W @ xn - S) ** 2)
+
+    rng = np.random.default_rng(2)
+    base = objective(W)
+    assert all(objective(W + 1e-3 * rng.normal(size=W.shape)) > base for _ in range(20))
+
+
+def test_ale_ranking_gradient_matches_finite_differences(toy):
+    x, y, s = toy
+    beta = np.concatenate([[0.0], np.cumsum(1.0 / np.arange(1, len(s) + 1))])
+    W = np.random.default_rng(3).normal(size=(x.shape[1], s.shape[1]))
+
+    def loss(W):
+        scores = x @ W @ s.T
+        rows = np.arange(len(y))
+        margins = 1 + scores - scores[rows, y][:, None]
+        viol = margins > 0
+        viol[rows, y] = False
+        r = viol.sum(1)
+        w = np.where(r > 0, beta[r] / np.maximum(r, 1), 0)
+        return float(np.sum(w * np.sum(np.where(viol, margins, 0), axis=1)))
+
+    g = ranking_loss_gradient(x, y, W, s, beta)
+    eps = 1e-6
+    for i, j in [(0, 0), (3, 2), (6, 3)]:
+        E = np.zeros_like(W)
+        E[i, j] = eps
+        numeric = (loss(W + E) - loss(W - E)) / (2 * eps)
+        assert g[i, j] == pytest.approx(numeric, rel=1e-4, abs=1e-6)
+
+
+def test_ale_training_lowers_the_ranking_loss_and_checkpoints_every_epoch(toy):
+    x, y, s = toy
+    sem = ClassSemantics(class_ids=np.arange(len(s)), att=s / np.linalg.norm(s, axis=1, keepdims=True), original=s)
+    task = Task(dataset="toy", attribute_names=tuple("abcd"), input_kind="vector", input_shape=(x.shape[1],))
+    seen_epochs, train_acc = [], []
+    m = ALE({"lr": 0.1, "epochs": 8, "batch_size": 16}, task)
+
+    def checkpoint(epoch):
+        seen_epochs.append(epoch)
+        train_acc.append(np.mean(m.score(x, sem).argmax(1) == y))
+
+    ctx = FitContext(seed=0, device="cpu", progress=False, _on_checkpoint=checkpoint, _unseen=sem,
+                     _declared_unseen=False)
+    m.fit(TrainData(x=x, y=y, semantics=sem), ctx)
+    assert seen_epochs == list(range(1, 9))
+    assert train_acc[-1] > 1.5 / len(s), "eight epochs of ranking SGD should beat chance on the training set"
+
+
+class Snooper(Method):
+    """Reads unseen-class attributes in fit without declaring it."""
+    input_kind = "vector"
+
+    @classmethod
+    def default_hparams(cls, dataset):
+        return {}
+
+    def fit(self, train, ctx):
+        self.unseen = ctx.unseen_semantics()
+
+    def score(self, x, semantics):
+        return np.zeros((len(x), len(semantics)))
+
+    def state_dict(self):
+        return {}
+
+
+class DeclaredSnooper(Snooper):
+    uses_unseen_semantics = True
+
+
+def test_reading_unseen_semantics_without_declaring_it_fails(tiny_project):
+    from zsl_bench.data.dataset import load_dataset
+
+    d = load_dataset(tiny_project / "data" / "prepared" / "synthetic")
+    store = FeatureStore(tiny_project / "features" / "synthetic")
+    with pytest.raises(LeakageError, match="uses_unseen_semantics"):
+        Evaluator(d, store, Snooper, seed=0, progress=False).run()
+    out = Evaluator(d, store, DeclaredSnooper, seed=0, progress=False).run()
+    assert out.selection["val"]["metrics"]["T1"] >= 0
+
+
+def test_fit_sees_only_seen_classes(tiny_project):
+    from zsl_bench.data.dataset import load_dataset
+
+    d = load_dataset(tiny_project / "data" / "prepared" / "synthetic")
+    store = FeatureStore(tiny_project / "features" / "synthetic")
+    seen_in_fit = []
+
+    class Recorder(ESZSL):
+        def fit(self, train, ctx):
+            seen_in_fit.append((set(train.semantics.class_ids.tolist()), len(train.y), int(train.y.max())))
+            super().fit(train, ctx)
+
+    Recorder.name = "recorder"
+    ev = Evaluator(d, store, Recorder, seed=0, search=False, progress=False)
+    ev.run()
+    train_c, _ = d.fold_classes(1)
+    assert seen_in_fit[0][0] == set(train_c)              # validation sweep: fold train classes only
+    assert seen_in_fit[-1][0] == set(d.seen_classes)       # test sweep: seen classes only
+    assert not seen_in_fit[-1][0] & set(d.unseen_classes)
+    assert all(ymax < len(class_ids) for class_ids, _, ymax in seen_in_fit)  # y indexes the seen rows only
+
+
+def test_registry_finds_methods_by_entry_point_and_names_unknown_ones():
+    assert {"eszsl", "sae", "ale"} <= set(available_methods())
+    assert get_method("eszsl") is ESZSL
+    with pytest.raises(KeyError, match="available: .*eszsl"):
+        get_method("no-such-method")
+
+
+def test_register_method_warns_on_overwrite():
+    @register_method("toy-method")
+    class A(Snooper):
+        pass
+
+    with pytest.warns(UserWarning, match="registered twice"):
+        @register_method("toy-method")
+        class B(Snooper):
+            pass
+    assert get_method("toy-method") is B
+
+
+def test_grid_puts_defaults_first_and_never_repeats():
+    configs = grid({"a": 1, "b": 2}, {"a": [0, 1], "b": [2]})
+    assert configs == [{"a": 1, "b": 2}, {"a": 0, "b": 2}]
+
+
+@pytest.mark.parametrize("name", ["eszsl", "sae", "ale"])
+def test_every_method_has_defaults_for_the_real_datasets_and_a_readme(name):
+    from pathlib import Path
+
+    cls = get_method(name)
+    for ds in ("CUB", "SUN", "AWA2", "synthetic"):
+        assert isinstance(cls.default_hparams(ds), dict)
+    assert (Path(__import__(f"methods.{name}").__file__).parent / name / "README.md").is_file()

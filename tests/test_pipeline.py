@@ -1,0 +1,182 @@
+"""End to end on a tiny generated dataset: runs, records, independent recomputation, reports, MLflow."""
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tests.conftest import REPO, write_params
+from zsl_bench import stages
+from zsl_bench.io import DataError
+from zsl_bench.params import load_params
+from zsl_bench.paths import ProjectPaths
+from zsl_bench.records import find_records, read_record, write_run
+
+
+@pytest.fixture
+def trained_project(project_copy):
+    paths = ProjectPaths(project_copy)
+    params = load_params(paths)
+    for method in ("eszsl", "ale"):
+        for seed in (0, 1):
+            stages.train("synthetic", method, seed, params, paths, progress=False)
+    return project_copy
+
+
+def test_runs_write_complete_records_and_predictions(trained_project):
+    records = find_records(trained_project / "runs")
+    assert len(records) == 4
+    r = next(x for x in records if x["method"] == "ale" and x["seed"] == 1)
+    for key in ("run_key", "protocol_version", "config", "seeds", "environment", "data", "selection", "resources"):
+        assert key in r
+    assert r["data"]["features"]["backbone"]["trained_on"]["split"] == "fold1_train"
+    assert r["environment"]["python"] and r["resources"]["peak_rss_mb"] > 0
+    for policy in ("val", "oracle", "last"):
+        assert {"T1", "U", "S", "H", "AUSUC"} <= set(r["selection"][policy]["metrics"])
+    # ALE's epoch is chosen on validation; ESZSL has no epochs.
+    assert isinstance(r["selection"]["val"]["epoch"], int)
+    e = next(x for x in records if x["method"] == "eszsl")
+    assert e["selection"]["val"]["epoch"] is None
+    with np.load(f"{r['_folder']}/predictions.npz") as p:
+        n, c = p["scores_val"].shape
+        assert c == len(p["class_ids"]) == len(p["seen_class_mask"])
+        assert n == len(p["labels"]) == len(p["unseen_sample_mask"])
+        assert p["unseen_sample_mask"].sum() == (~p["seen_class_mask"][p["labels"]]).sum()
+
+
+def test_independent_script_recomputes_every_recorded_metric(trained_project):
+    out = subprocess.run([sys.executable, str(REPO / "scripts" / "recompute_metrics.py"),
+                          str(trained_project / "runs"), "--tolerance", "1e-6"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "4 run folders" in out.stdout
+
+
+def test_recompute_script_catches_a_tampered_record(trained_project):
+    folder = find_records(trained_project / "runs")[0]["_folder"]
+    record = json.loads(open(f"{folder}/record.json").read())
+    record["selection"]["val"]["metrics"]["H"] += 0.01
+    open(f"{folder}/record.json", "w").write(json.dumps(record))
+    out = subprocess.run([sys.executable, str(REPO / "scripts" / "recompute_metrics.py"), folder],
+                         capture_output=True, text=True)
+    assert out.returncode == 1 and "MISMATCH" in out.stdout and "val.H" in out.stdout
+
+
+def test_a_done_run_is_found_again_not_rerun(trained_project):
+    paths = ProjectPaths(trained_project)
+    first = stages.train("synthetic", "eszsl", 0, load_params(paths), paths, progress=False)
+    mtime = (first / "record.json").stat().st_mtime_ns
+    again = stages.train("synthetic", "eszsl", 0, load_params(paths), paths, progress=False)
+    assert again == first and (again / "record.json").stat().st_mtime_ns == mtime
+
+
+def test_val_selection_never_reads_the_test_sweep(trained_project):
+    """Perturbing test scores cannot move the val choice: it is fixed before the test sweep starts."""
+    r = next(x for x in find_records(trained_project / "runs") if x["method"] == "ale" and x["seed"] == 0)
+    best_val = max(r["traces"]["validation"], key=lambda t: t["H"])
+    assert (best_val["config_id"], best_val["epoch"]) == (r["selection"]["val"]["config_id"],
+                                                           r["selection"]["val"]["epoch"])
+    assert r["selection"]["val"]["metrics"]["gamma"] == pytest.approx(best_val["gamma"])
+    # and the oracle is at least as good as val on test, by construction
+    assert r["selection"]["oracle"]["metrics"]["H"] >= r["selection"]["val"]["metrics"]["H"] - 1e-12
+
+
+def test_report_and_compare(trained_project):
+    paths = ProjectPaths(trained_project)
+    written = stages.report(load_params(paths), paths)
+    md = (trained_project / "reports" / "results.md").read_text()
+    assert [p.name for p in written] == ["results.md", "results.csv"]
+    assert "| ale |" in md and "| eszsl |" in md and "ddof = 1" in md and "selection: val" in md
+    assert "Std 0 for eszsl" in md
+    csv = (trained_project / "reports" / "results.csv").read_text().splitlines()
+    assert csv[0].startswith("dataset,method,policy") and len(csv) == 1 + 2 * 3
+
+    from zsl_bench.compare import compare_text
+
+    text = compare_text(find_records(paths.runs), ["eszsl", "ale", "sae"])
+    assert "ale − eszsl" in text and "(paired over seeds)" in text
+    assert "sae" in text and "0 seeds run" in text
+
+
+def test_mlflow_mirror_lists_runs_once(trained_project):
+    from mlflow.tracking import MlflowClient
+
+    from zsl_bench.tracking import experiment_name, mirror
+
+    paths = ProjectPaths(trained_project)
+    records = find_records(paths.runs)
+    assert mirror(records, paths.tracking_uri, paths.mlflow_artifacts) == 4
+    assert mirror(records, paths.tracking_uri, paths.mlflow_artifacts) == 0  # idempotent
+    client = MlflowClient(tracking_uri=paths.tracking_uri)
+    exp = client.get_experiment_by_name(experiment_name())
+    runs = client.search_runs([exp.experiment_id])
+    assert len(runs) == 4
+    run = next(x for x in runs if x.data.tags["method"] == "ale" and x.data.tags["seed"] == "0")
+    assert run.info.run_name == "ale/synthetic/seed0"
+    assert run.data.tags["selection"] == "val" and run.data.tags["protocol_version"]
+    rec = next(x for x in records if x["method"] == "ale" and x["seed"] == 0)
+    assert run.data.metrics["val.H"] == pytest.approx(rec["selection"]["val"]["metrics"]["H"])
+
+
+def test_a_failed_write_leaves_no_run_folder(tmp_path, monkeypatch):
+    import zsl_bench.records as records
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(records, "write_json", boom)
+    with pytest.raises(OSError):
+        write_run(tmp_path / "slot" / "key", {"schema_version": 1}, {"x": np.zeros(2)}, {"W": np.zeros(2)})
+    assert not (tmp_path / "slot" / "key").exists()
+    assert list((tmp_path / "slot").iterdir()) == []
+
+
+def test_unknown_source_and_missing_params_fail_clearly(tmp_path):
+    write_params(tmp_path)
+    paths = ProjectPaths(tmp_path)
+    params = load_params(paths)
+    params["sources"]["nowhere"] = {}
+    with pytest.raises(ValueError, match="unknown dataset source 'nowhere'; available: .*synthetic"):
+        stages.prepare("nowhere", params, paths, progress=False)
+    with pytest.raises(DataError, match="missing key backbone.nowhere"):
+        stages.backbone("nowhere", params, paths, progress=False)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DataError, match="params.yaml: not found"):
+        load_params(ProjectPaths(empty))
+
+
+def test_record_schema_mismatch_is_reported(trained_project):
+    folder = find_records(trained_project / "runs")[0]["_folder"]
+    record = json.loads(open(f"{folder}/record.json").read())
+    record["schema_version"] = 99
+    open(f"{folder}/record.json", "w").write(json.dumps(record))
+    with pytest.raises(DataError, match="schema version 99"):
+        read_record(folder)
+
+
+@pytest.mark.slow
+def test_dvc_repro_runs_everything_then_nothing(tiny_project, tmp_path):
+    """The real pipeline definition on the tiny configuration, in a fresh git + DVC repository."""
+    root = tmp_path / "repo"
+    root.mkdir()
+    shutil.copy(REPO / "dvc.yaml", root)
+    write_params(root, methods=("eszsl",), seeds=(0, 1))
+    for sub in ("pipelines", "zsl_bench", "methods"):   # stage deps name these folders
+        shutil.copytree(REPO / sub, root / sub, ignore=shutil.ignore_patterns("__pycache__"))
+    env = {"PATH": f"{REPO / '.venv' / 'bin'}:/usr/bin:/bin", "HOME": str(tmp_path)}
+    env = {**__import__("os").environ, **env}
+
+    def sh(*cmd):
+        out = subprocess.run(cmd, cwd=root, capture_output=True, text=True, env=env, timeout=600)
+        assert out.returncode == 0, f"{cmd}: {out.stdout[-3000:]}\n{out.stderr[-3000:]}"
+        return out.stdout + out.stderr
+
+    sh("git", "init", "-q")
+    sh(sys.executable, "-m", "dvc", "init", "-q")
+    first = sh(sys.executable, "-m", "dvc", "repro")
+    assert "Running stage 'report'" in first
+    assert (root / "reports" / "results.md").is_file()
+    second = sh(sys.executable, "-m", "dvc", "repro")
+    assert "Running stage" not in second and "up to date" in second
