@@ -18,7 +18,6 @@ from __future__ import annotations
 import copy
 import itertools
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
@@ -28,6 +27,7 @@ from zsl_bench.protocol import Phase, test_phase, validation_phase
 from zsl_bench.training import seed_hash
 
 SELECTION_METRICS = ("H", "T1", "AUSUC")
+ORACLE_METRICS = ("T1", "H", "AUSUC")  # each maximised separately on test, as published code does
 
 
 def grid(default: dict, space: dict[str, list]) -> list[dict]:
@@ -60,6 +60,16 @@ def metrics_at_gamma(scores: np.ndarray, labels: np.ndarray, is_seen_class: np.n
             "AUSUC": seen_unseen_curve(scores, labels, is_seen_class).auc(),
             "gamma": float(gamma), "U": g.U, "S": g.S, "H": g.H,
             "U_gamma0": g0.U, "S_gamma0": g0.S, "H_gamma0": g0.H}
+
+
+@dataclass
+class Checkpoint:
+    """One scored model state of the test sweep that a policy selected."""
+    scores: np.ndarray
+    metrics: dict | None
+    config_id: int
+    epoch: int | None
+    state: dict | None = None
 
 
 @dataclass
@@ -141,59 +151,52 @@ class Evaluator:
         t_phase = test_phase(self.dataset)
         t_labels, t_seen_cols = t_phase.eval_columns(labels), t_phase.is_seen_class
         test_trace: list[dict] = []
-        kept: dict[str, Any] = {}
-        last_of_default: dict[str, Any] = {}
+        val_point: Checkpoint | None = None
+        oracle: dict[str, Checkpoint] = {}
+        last: Checkpoint | None = None
+        gamma_last = float(self.method_cls.default_calibration_gamma)
 
         def on_test(config_id, epoch, scores, method):
+            nonlocal val_point, last
             m = phase_metrics(scores, t_labels, t_seen_cols)
             test_trace.append({"config_id": config_id, "epoch": epoch, **m})
             if (config_id, epoch) == chosen_key:
-                kept["val"] = (scores, metrics_at_gamma(scores, t_labels, t_seen_cols, chosen["gamma"]),
-                               config_id, epoch, copy.deepcopy(method.state_dict()))
-            for metric in ("T1", "H", "AUSUC"):
-                best = kept.get(f"oracle_{metric}")
-                if best is None or m[metric] > best[1][metric]:
-                    kept[f"oracle_{metric}"] = (scores, m, config_id, epoch)
-            if config_id == 0:
-                last_of_default.update(scores=scores, epoch=epoch)
+                val_point = Checkpoint(scores, metrics_at_gamma(scores, t_labels, t_seen_cols, chosen["gamma"]),
+                                       config_id, epoch, copy.deepcopy(method.state_dict()))
+            for metric in ORACLE_METRICS:
+                if metric not in oracle or m[metric] > oracle[metric].metrics[metric]:
+                    oracle[metric] = Checkpoint(scores, m, config_id, epoch)
+            if config_id == 0:  # the defaults; the final checkpoint wins
+                last = Checkpoint(scores, None, config_id, epoch)
 
         self.sweep(t_phase, on_test)
-        if "val" not in kept:
+        if val_point is None:
             raise RuntimeError(f"{self.method_cls.name}: the refit on trainval never reached the validation-selected "
                                f"checkpoint (config {chosen_key[0]}, epoch {chosen_key[1]}); a method must "
                                "checkpoint the same epochs whatever its training set")
-        gamma_last = float(self.method_cls.default_calibration_gamma)
-        last_metrics = metrics_at_gamma(last_of_default["scores"], t_labels, t_seen_cols, gamma_last)
+        last.metrics = metrics_at_gamma(last.scores, t_labels, t_seen_cols, gamma_last)
 
-        v_scores, v_metrics, v_config, v_epoch, state = kept["val"]
+        oracle_metrics = {"T1": oracle["T1"].metrics["T1"], "AUSUC": oracle["AUSUC"].metrics["AUSUC"],
+                          **{k: oracle["H"].metrics[k] for k in ("U", "S", "H", "gamma")}}
         selection = {
-            "val": {"metrics": v_metrics, "config_id": v_config, "epoch": v_epoch,
+            "val": {"metrics": val_point.metrics, "config_id": val_point.config_id, "epoch": val_point.epoch,
                     "validation": {k: chosen[k] for k in ("T1", "H", "U", "S", "gamma", "AUSUC")},
                     "selected_on": f"validation fold {self.fold}, max {self.selection_metric}; γ max val H"},
-            "last": {"metrics": last_metrics, "config_id": 0, "epoch": last_of_default["epoch"],
+            "last": {"metrics": last.metrics, "config_id": 0, "epoch": last.epoch,
                      "selected_on": "default hyperparameters, final epoch, default γ"},
-            "oracle": {"metrics": {}, "points": {},
+            "oracle": {"metrics": oracle_metrics,
+                       "points": {k: {"config_id": c.config_id, "epoch": c.epoch} for k, c in oracle.items()},
                        "selected_on": "test set: T1, H (with test-best γ) and AUSUC each maximised separately"},
         }
-        oracle_points = {}
-        for metric in ("T1", "H", "AUSUC"):
-            _, m, config_id, epoch = kept[f"oracle_{metric}"]
-            oracle_points[metric] = {"config_id": config_id, "epoch": epoch}
-            if metric == "H":
-                selection["oracle"]["metrics"].update({k: m[k] for k in ("U", "S", "H", "gamma")})
-            else:
-                selection["oracle"]["metrics"][metric] = m[metric]
-        selection["oracle"]["points"] = oracle_points
-
         predictions = {
-            "scores_val": v_scores, "gamma_val": np.float64(chosen["gamma"]),
-            "scores_last": last_of_default["scores"], "gamma_last": np.float64(gamma_last),
-            "scores_oracle_T1": kept["oracle_T1"][0], "scores_oracle_AUSUC": kept["oracle_AUSUC"][0],
-            "scores_oracle_H": kept["oracle_H"][0], "gamma_oracle_H": np.float64(kept["oracle_H"][1]["gamma"]),
+            "scores_val": val_point.scores, "gamma_val": np.float64(chosen["gamma"]),
+            "scores_last": last.scores, "gamma_last": np.float64(gamma_last),
+            **{f"scores_oracle_{k}": c.scores for k, c in oracle.items()},
+            "gamma_oracle_H": np.float64(oracle["H"].metrics["gamma"]),
             "labels": t_labels, "class_ids": t_phase.candidate_classes,
             "class_names": np.array(self.dataset.class_names)[t_phase.candidate_classes],
             "seen_class_mask": t_seen_cols, "unseen_sample_mask": ~t_seen_cols[t_labels],
             "image_rows": t_phase.eval_rows,
         }
         return RunOutput(selection=selection, validation_trace=validation_trace, test_trace=test_trace,
-                         predictions=predictions, state=state, configs=self.configs)
+                         predictions=predictions, state=val_point.state, configs=self.configs)

@@ -51,12 +51,12 @@ def latest_per_seed(records: list[dict]) -> list[dict]:
 def summary(df, policy: str):
     """Per (dataset, method): mean, std (ddof = 1) and n of each metric under `policy`."""
     sub = df[df["policy"] == policy]
-    grouped = sub.groupby(["dataset", "method"], sort=True)
-    out = grouped[list(TABLE_METRICS)].agg(["mean", lambda s: s.std(ddof=1), "count"])
-    out.columns = [f"{m}_{'std' if stat == '<lambda_0>' else stat}" for m, stat in out.columns]
-    out["n"] = grouped["seed"].nunique()
-    out["uses_unseen_semantics"] = grouped["uses_unseen_semantics"].first()
-    return out.reset_index()
+    columns = {}
+    for m in TABLE_METRICS:
+        columns.update({f"{m}_mean": (m, "mean"), f"{m}_std": (m, lambda s: s.std(ddof=1)),
+                        f"{m}_count": (m, "count")})
+    return sub.groupby(["dataset", "method"], sort=True).agg(
+        **columns, n=("seed", "nunique"), uses_unseen_semantics=("uses_unseen_semantics", "first")).reset_index()
 
 
 def cell(mean: float, std: float, count: int) -> str:

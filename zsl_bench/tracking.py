@@ -19,7 +19,7 @@ def experiment_name(protocol_version: str = PROTOCOL_VERSION) -> str:
 
 
 def _client(tracking_uri: str):
-    os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")  # no phoning home from a benchmark
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # no phoning home from a benchmark
     from mlflow.tracking import MlflowClient
 
     return MlflowClient(tracking_uri=tracking_uri)
