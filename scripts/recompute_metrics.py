@@ -48,7 +48,8 @@ def ausuc_brute_force(scores, labels, seen_mask):
     gammas = np.concatenate([[switches[0] - spread], (switches[1:] + switches[:-1]) / 2, [switches[-1] + spread]])
     points = np.array([gzsl(scores, labels, seen_mask, g)[:2] for g in gammas])
     points = points[np.lexsort((-points[:, 1], points[:, 0]))]
-    return float(np.trapezoid(points[:, 1], points[:, 0]))
+    u, s = points[:, 0], points[:, 1]
+    return float(np.sum((u[1:] - u[:-1]) * (s[1:] + s[:-1]) / 2))
 
 
 def recompute(folder: Path) -> dict[str, float]:
