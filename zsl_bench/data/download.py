@@ -1,0 +1,236 @@
+"""Downloads that a user can trust: resume, checksums, atomic extraction, errors that say what to do.
+
+- A download goes to `<name>.part` and resumes with an HTTP Range request after a dropped
+  connection (within one call, and across calls: the `.part` file stays).
+- A finished file is checked against what is known: its size, the published md5 (CUB), a sha256
+  pinned in the code, or a git blob id (files from GitHub repositories). Files with no published
+  checksum get their sha256 recorded at first download (`checksums.json` in the download folder) and
+  are checked against it from then on.
+- Archives are extracted into a temporary folder that is renamed into place only when complete.
+- Every failure names the file and says what the user can do: another URL (`mirror`), or an archive
+  they already have (`from`).
+"""
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import os
+import shutil
+import socket
+import tarfile
+import time
+import urllib.error
+import urllib.request
+import zipfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from zsl_bench.io import DataError, atomic_directory
+
+CHECKSUMS_FILE = "checksums.json"
+CHUNK = 1 << 20
+USER_AGENT = "zsl-bench (https://github.com/zsl-bench)"
+
+
+class DownloadError(DataError):
+    pass
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    name: str                       # file name on disk (and on a mirror)
+    urls: tuple[str, ...]
+    size: int | None = None
+    md5: str | None = None          # published checksum
+    sha256: str | None = None       # pinned in the code once known
+    git_blob: str | None = None     # git blob id of a file taken from a GitHub repository
+    description: str = ""
+
+
+def _hashes(path: Path) -> dict[str, str]:
+    size = path.stat().st_size
+    md5, sha256, blob = hashlib.md5(), hashlib.sha256(), hashlib.sha1(f"blob {size}\0".encode())
+    with open(path, "rb") as f:
+        while block := f.read(CHUNK):
+            md5.update(block)
+            sha256.update(block)
+            blob.update(block)
+    return {"md5": md5.hexdigest(), "sha256": sha256.hexdigest(), "git_blob": blob.hexdigest()}
+
+
+def _recorded(folder: Path) -> dict:
+    path = folder / CHECKSUMS_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _record(folder: Path, remote: RemoteFile, sha256: str, origin: str) -> None:
+    data = _recorded(folder)
+    data[remote.name] = {"sha256": sha256, "origin": origin,
+                         "recorded": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    tmp = folder / f".{CHECKSUMS_FILE}.tmp"
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, folder / CHECKSUMS_FILE)
+
+
+def verify(path: Path, remote: RemoteFile, folder: Path | None = None) -> str:
+    """Check `path` against every checksum known for `remote`; return how it was verified."""
+    path = Path(path)
+    size = path.stat().st_size
+    if remote.size is not None and size != remote.size:
+        raise DownloadError(f"{path}: {size:,} bytes, the published size is {remote.size:,} "
+                            f"({'truncated' if size < remote.size else 'not the expected file'}). {_advice(remote)}")
+    h = _hashes(path)
+    for kind in ("md5", "sha256", "git_blob"):
+        expected = getattr(remote, kind)
+        if expected and h[kind] != expected:
+            raise DownloadError(f"{path}: {kind} {h[kind]} differs from the pinned {expected}; the file is corrupt "
+                                f"or the host serves another version. {_advice(remote)}")
+    pinned = [k for k in ("md5", "sha256", "git_blob") if getattr(remote, k)]
+    if pinned:
+        return f"{', '.join(pinned)} match the pinned value"
+    recorded = _recorded(folder or path.parent).get(remote.name)
+    if recorded and recorded["sha256"] != h["sha256"]:
+        raise DownloadError(f"{path}: sha256 {h['sha256']} differs from the one recorded at its first download "
+                            f"({recorded['sha256']}, {recorded['recorded']}). {_advice(remote)}")
+    return "sha256 matches the first download" if recorded else "no published checksum; sha256 recorded now"
+
+
+def _advice(remote: RemoteFile) -> str:
+    return (f"Delete it and try again, try another host with `--mirror URL` (a folder holding {remote.name}), "
+            f"or give a copy you already have with `--from PATH`.")
+
+
+def fetch(remote: RemoteFile, folder: Path, mirror: str | None = None, from_path: Path | None = None,
+          progress: bool = True, retries: int = 5, timeout: float = 60.0) -> Path:
+    """Return the verified local copy of `remote` in `folder`, downloading or copying it if needed."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    final = folder / remote.name
+    if from_path is not None:
+        return _adopt(Path(from_path), remote, folder)
+    if final.is_file():
+        verify(final, remote, folder)
+        return final
+    urls = ([mirror.rstrip("/") + "/" + remote.name] if mirror else []) + list(remote.urls)
+    errors = []
+    part = folder / f"{remote.name}.part"
+    for url in urls:
+        try:
+            _download_with_resume(url, part, remote, progress, retries, timeout)
+        except DownloadError as e:
+            errors.append(f"{url}: {e}")
+            continue
+        os.replace(part, final)
+        try:
+            how = verify(final, remote, folder)
+        except DownloadError:
+            final.rename(final.with_name(final.name + ".bad"))
+            raise
+        if not any(getattr(remote, k) for k in ("md5", "sha256", "git_blob")) and "recorded now" in how:
+            _record(folder, remote, _hashes(final)["sha256"], url)
+        return final
+    raise DownloadError(f"could not download {remote.name}:\n  " + "\n  ".join(errors) + f"\n{_advice(remote)}")
+
+
+def _adopt(source: Path, remote: RemoteFile, folder: Path) -> Path:
+    if not source.is_file():
+        raise DownloadError(f"{source}: --from names no file")
+    how = verify(source, remote, folder)
+    final = folder / remote.name
+    if source.resolve() != final.resolve():
+        tmp = folder / f".{remote.name}.copy"
+        shutil.copyfile(source, tmp)
+        os.replace(tmp, final)
+    if "recorded now" in how:
+        _record(folder, remote, _hashes(final)["sha256"], f"from {source}")
+    return final
+
+
+def _download_with_resume(url: str, part: Path, remote: RemoteFile, progress: bool, retries: int,
+                          timeout: float) -> None:
+    from tqdm import tqdm
+
+    attempt = 0
+    bar = None
+    try:
+        while True:
+            have = part.stat().st_size if part.exists() else 0
+            request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
+            if have:
+                request.add_header("Range", f"bytes={have}-")
+            try:
+                response = urllib.request.urlopen(request, timeout=timeout)
+            except urllib.error.HTTPError as e:
+                if e.code == 416 and have and (remote.size is None or have == remote.size):
+                    return  # the server says we already have every byte
+                raise DownloadError(f"HTTP {e.code} {e.reason}") from None
+            except (urllib.error.URLError, socket.timeout, ConnectionError, OSError) as e:
+                reason = getattr(e, "reason", e)
+                raise DownloadError(f"host unreachable ({reason})") from None
+            with response:
+                if have and response.status != 206:
+                    have = 0  # the server ignored Range: start again
+                total = _total_size(response, have) or remote.size
+                if bar is None:
+                    bar = tqdm(total=total, initial=have, unit="B", unit_scale=True, desc=remote.name,
+                               disable=not progress)
+                else:
+                    bar.reset(total=total)
+                    bar.update(have)
+                try:
+                    with open(part, "ab" if have else "wb") as f:
+                        while block := response.read(CHUNK):
+                            f.write(block)
+                            bar.update(len(block))
+                except (http.client.IncompleteRead, ConnectionError, socket.timeout, OSError) as e:
+                    attempt += 1
+                    if attempt > retries:
+                        raise DownloadError(f"connection dropped {attempt} times, last: {e!r}; the partial file "
+                                            f"{part} is kept and the next try resumes it") from None
+                    time.sleep(min(2 ** attempt * 0.1, 5.0))
+                    continue
+            done = part.stat().st_size
+            if total is not None and done < total:
+                attempt += 1
+                if attempt > retries:
+                    raise DownloadError(f"got {done:,} of {total:,} bytes after {attempt} tries; {part} is kept")
+                continue
+            return
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _total_size(response, have: int) -> int | None:
+    content_range = response.headers.get("Content-Range")
+    if content_range and "/" in content_range and not content_range.endswith("*"):
+        return int(content_range.rsplit("/", 1)[1])
+    length = response.headers.get("Content-Length")
+    return have + int(length) if length is not None else None
+
+
+def extract(archive: Path, dest: Path, progress: bool = True) -> Path:
+    """Unpack `archive` into `dest` atomically; a corrupt or truncated archive leaves nothing behind."""
+    from tqdm import tqdm
+
+    archive, dest = Path(archive), Path(dest)
+    try:
+        with atomic_directory(dest) as tmp:
+            if zipfile.is_zipfile(archive):
+                with zipfile.ZipFile(archive) as z:
+                    for member in tqdm(z.infolist(), desc=f"extract {archive.name}", unit="file",
+                                       disable=not progress):
+                        target = (tmp / member.filename).resolve()
+                        if not target.is_relative_to(tmp.resolve()):
+                            raise DataError(f"{archive}: member {member.filename!r} would escape the target folder")
+                        z.extract(member, tmp)
+            else:
+                with tarfile.open(archive) as t:
+                    for member in tqdm(t, desc=f"extract {archive.name}", unit="file", disable=not progress):
+                        t.extract(member, tmp, filter="data")
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, OSError) as e:
+        raise DataError(f"{archive}: corrupt or truncated archive ({type(e).__name__}: {e}); delete it to download "
+                        "again, or give a good copy with `--from PATH`") from None
+    return dest
