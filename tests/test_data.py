@@ -131,7 +131,7 @@ def test_loader_reports_a_corrupt_split_file(tiny_project, tmp_path):
 def test_loader_reports_wrong_sizes_against_published_numbers(tiny_project, tmp_path):
     raw, xl = _copy_raw(tiny_project, tmp_path)
     with pytest.raises(DataError, match="published"):
-        cub.prepare(raw, xl, tmp_path / "out", "synthetic", expected=cub.CUB_SIZES)
+        cub.prepare(raw, xl, tmp_path / "out", "synthetic", expected=cub.SIZES)
 
 
 def test_cub_metadata_matches_the_real_split_file(shared_metadata):
@@ -144,4 +144,4 @@ def test_cub_metadata_matches_the_real_split_file(shared_metadata):
     np.testing.assert_array_equal(permuted, att.original_att)
     assert att.version == "2.0"
     assert (len(att.trainval_loc), len(att.test_seen_loc), len(att.test_unseen_loc)) == (
-        cub.CUB_SIZES.trainval, cub.CUB_SIZES.test_seen, cub.CUB_SIZES.test_unseen)
+        cub.SIZES.trainval, cub.SIZES.test_seen, cub.SIZES.test_unseen)

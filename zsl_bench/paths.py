@@ -24,6 +24,11 @@ class ProjectPaths:
     def here(cls, start: Path | None = None) -> "ProjectPaths":
         return cls(find_project_root(start))
 
+    @property
+    def downloads(self) -> Path:
+        """Archives as downloaded, shared by datasets (xlsa17.zip serves all three); not a DVC output."""
+        return self.root / "data" / "downloads"
+
     def raw(self, source: str) -> Path:
         return self.root / "data" / "raw" / source
 

@@ -11,7 +11,7 @@ def prepare(dataset: str, params: dict, paths: ProjectPaths, progress: bool = Tr
     from zsl_bench.data import prepare_source
 
     return prepare_source(dataset, paths.raw(dataset), paths.prepared(dataset),
-                          section(params, "sources", dataset), progress=progress)
+                          section(params, "sources", dataset), progress=progress, downloads=paths.downloads)
 
 
 def backbone(dataset: str, params: dict, paths: ProjectPaths, progress: bool = True) -> Path:

@@ -1,4 +1,4 @@
-"""Dataset sources. A source is a module here with `prepare_source(raw, out, params, progress)`;
+"""Dataset sources. A source is a module here with `prepare_source(raw, out, params, progress, downloads)`;
 adding a dataset means adding one module, nothing else."""
 from __future__ import annotations
 
@@ -6,14 +6,15 @@ import importlib
 from pathlib import Path
 
 
-def prepare_source(name: str, raw: Path, out: Path, params: dict, progress: bool = True) -> Path:
+def prepare_source(name: str, raw: Path, out: Path, params: dict, progress: bool = True,
+                   downloads: Path | None = None) -> Path:
     try:
         module = importlib.import_module(f"{__name__}.{name.lower()}")
     except ModuleNotFoundError:
         module = None
     if module is None or not hasattr(module, "prepare_source"):
         raise ValueError(f"unknown dataset source {name!r}; available: {', '.join(available_sources())}")
-    return module.prepare_source(raw, out, params, progress=progress)
+    return module.prepare_source(raw, out, params, progress=progress, downloads=downloads)
 
 
 def available_sources() -> list[str]:

@@ -1,8 +1,7 @@
-"""CUB-200-2011's on-disk layout, joined with an xlsa17 split, into a normalised dataset folder.
+"""CUB-200-2011 (Caltech) with the xlsa17 proposed split.
 
-Real CUB and the embedded synthetic set both come through here (protocol.md §1.3, §1.6, §1.8):
-- `att_splits.mat` locs index `res101.mat` rows, which follow the directory listing (class folder,
-  then file name, both sorted), not `images.txt`;
+Real CUB and the embedded synthetic set both come through `prepare` (protocol.md §1.3, §1.6, §1.8):
+- `att_splits.mat` locs index `res101.mat` rows, which follow the directory listing, not `images.txt`;
 - labels follow `allclasses.txt` (seen classes, then unseen), not `classes.txt`;
 - `original_att` equals `class_attribute_labels_continuous.txt` permuted into allclasses order;
 - `attributes.txt` sits at the archive root in the real tgz, inside `attributes/` in some copies.
@@ -14,25 +13,21 @@ from pathlib import Path
 
 import numpy as np
 
-from zsl_bench.data.dataset import write_dataset
-from zsl_bench.data.xlsa17 import ClassLists, read_att_splits
+from zsl_bench.data.download import FetchOptions, RemoteFile, extract
+from zsl_bench.data.xlsa17 import (XLSA17_ARCHIVE, SplitSizes, build_dataset, last_two_components, prepare_from_release,
+                                   read_att_splits, xlsa17_folder)
 from zsl_bench.io import DataError
-from zsl_bench.protocol import SPLIT_SEED, VAL_SEEN_FRACTION, build_validation_fold
 
-
-@dataclass(frozen=True)
-class SplitSizes:
-    n_images: int
-    n_classes: int
-    n_attributes: int
-    trainval: int
-    test_seen: int
-    test_unseen: int
-
-
-# protocol.md §1.4, checked against the real files.
-CUB_SIZES = SplitSizes(n_images=11788, n_classes=200, n_attributes=312, trainval=7057, test_seen=1764,
-                       test_unseen=2967)
+# protocol.md §1.4 and §1.7, checked against the real files.
+SIZES = SplitSizes(n_images=11788, n_classes=200, n_attributes=312, trainval=7057, test_seen=1764, test_unseen=2967)
+ARCHIVE = RemoteFile(
+    "CUB_200_2011.tgz",
+    urls=("https://data.caltech.edu/records/65de6-vp158/files/CUB_200_2011.tgz?download=1",
+          "http://www.vision.caltech.edu/visipedia-data/CUB-200-2011/CUB_200_2011.tgz"),
+    size=1150585339, md5="97eceeb196236b17998738112f37df78",
+    description="CUB-200-2011 images, attributes and parts (Caltech)",
+)
+XLSA17_NAME = "CUB"
 
 
 @dataclass(frozen=True)
@@ -67,6 +62,14 @@ def find_cub_root(raw: Path) -> Path:
     raise DataError(f"{raw}: no CUB_200_2011/images.txt below this folder")
 
 
+def read_attribute_names(root: Path) -> list[str]:
+    attr_file = next((p for p in (root.parent / "attributes.txt", root / "attributes" / "attributes.txt",
+                                  root / "attributes.txt") if p.is_file()), None)
+    if attr_file is None:
+        raise DataError(f"{root}: attributes.txt found neither beside CUB_200_2011/ nor in attributes/")
+    return [name for _, name in _read_table(attr_file, 2)]
+
+
 def read_cub_layout(raw: Path) -> CUBLayout:
     root = find_cub_root(raw)
     images = _read_table(root / "images.txt", 2)
@@ -82,11 +85,7 @@ def read_cub_layout(raw: Path) -> CUBLayout:
     for rel, c in zip(files, class_ids):
         if rel.split("/", 1)[0] != class_names[c - 1]:
             raise DataError(f"{root / 'images.txt'}: {rel} is labelled {class_names[c - 1]} in image_class_labels.txt")
-    attr_file = next((p for p in (root.parent / "attributes.txt", root / "attributes" / "attributes.txt",
-                                  root / "attributes.txt") if p.is_file()), None)
-    if attr_file is None:
-        raise DataError(f"{root}: attributes.txt found neither beside CUB_200_2011/ nor in attributes/")
-    attribute_names = [name for _, name in _read_table(attr_file, 2)]
+    attribute_names = read_attribute_names(root)
     cont_file = root / "attributes" / "class_attribute_labels_continuous.txt"
     try:
         class_attributes = np.loadtxt(cont_file, ndmin=2)
@@ -99,92 +98,47 @@ def read_cub_layout(raw: Path) -> CUBLayout:
                      attribute_names=attribute_names, class_attributes=class_attributes)
 
 
-def directory_listing_order(image_files: list[str]) -> list[int]:
-    """Indices of `image_files` in res101.mat row order: class folder, then file name, sorted."""
-    return sorted(range(len(image_files)), key=lambda i: tuple(image_files[i].split("/", 1)))
-
-
 def prepare(raw: Path, xlsa17_dir: Path, out: Path, name: str, expected: SplitSizes | None = None,
             extra: dict | None = None) -> Path:
-    """Check everything protocol.md §1.8 asks and write the normalised folder `out`."""
+    """CUB's own files + the xlsa17 split → the normalised folder, with CUB's class-matrix check."""
     layout = read_cub_layout(raw)
-    lists = ClassLists.read(xlsa17_dir)
-    splits_file = Path(xlsa17_dir) / "att_splits.mat"
-    att = read_att_splits(splits_file)
-    checks = ["class lists partition allclasses", "att columns have unit L2 norm", "locs are 1-based"]
-
-    if att.class_names != lists.allclasses:
-        raise DataError(f"{splits_file}: allclasses_names differ from {Path(xlsa17_dir) / 'allclasses.txt'}")
-    unknown = sorted(set(lists.allclasses) - set(layout.class_names))
-    if unknown:
-        raise DataError(f"{Path(xlsa17_dir) / 'allclasses.txt'}: classes {unknown[:3]} are not in "
+    missing = [f for f in layout.image_files if not (layout.root / "images" / f).is_file()]
+    if missing:
+        raise DataError(f"{layout.root / 'images'}: {len(missing)} of the {len(layout.image_files)} images of "
+                        f"images.txt are missing (first: {missing[0]}); is the archive fully extracted?")
+    att = read_att_splits(Path(xlsa17_dir) / "att_splits.mat")
+    missing = sorted(set(att.class_names) - set(layout.class_names))
+    if missing:
+        raise DataError(f"{Path(xlsa17_dir) / 'att_splits.mat'}: classes {missing[:3]} are not in "
                         f"{layout.root / 'classes.txt'} (an older CUB release with other class names?)")
-    class_index = {n: i for i, n in enumerate(lists.allclasses)}
-    order = directory_listing_order(layout.image_files)
-    image_files = [layout.image_files[i] for i in order]
-    labels = np.array([class_index[f.split("/", 1)[0]] for f in image_files], dtype=np.int64)
-    checks.append("rows in directory-listing order, labels in allclasses order")
-
-    permuted = layout.class_attributes[[layout.class_names.index(n) for n in lists.allclasses]]
-    if att.original_att.shape[1] != len(layout.attribute_names):
-        raise DataError(f"{splits_file}: {att.original_att.shape[1]} attributes, attributes.txt names "
-                        f"{len(layout.attribute_names)}")
-    if not np.allclose(permuted, att.original_att, atol=1e-6):
-        raise DataError(f"{splits_file}: original_att differs from class_attribute_labels_continuous.txt in "
-                        "allclasses order (class order mix-up?)")
-    checks.append("original_att equals class_attribute_labels_continuous.txt permuted to allclasses")
-
-    n = len(image_files)
-    locs = {"trainval": att.trainval_loc, "test_seen": att.test_seen_loc, "test_unseen": att.test_unseen_loc}
-    _check_locs(splits_file, locs, labels, n, lists, class_index)
-    checks.append("locs disjoint, cover every image, seen/unseen labels as the class lists say")
-    if expected is not None:
-        _check_sizes(splits_file, expected, n, len(lists.allclasses), len(layout.attribute_names), locs)
-        checks.append(f"sizes match protocol.md §1.4 ({name})")
-
-    seen = np.array(sorted(class_index[c] for c in lists.trainval))
-    unseen = np.array(sorted(class_index[c] for c in lists.test))
-    splits = {k: np.sort(v) for k, v in locs.items()}
-    folds = {}
-    for k, (train_names, val_names) in lists.folds.items():
-        train_c = np.array(sorted(class_index[c] for c in train_names))
-        val_c = np.array(sorted(class_index[c] for c in val_names))
-        for part, rows in build_validation_fold(labels, splits["trainval"], train_c, val_c, k).items():
-            splits[f"fold{k}_{part}"] = rows
-        folds[k] = {"train_classes": train_c.tolist(), "val_classes": val_c.tolist()}
-    checks.append("validation folds from trainclassesK/valclassesK inside trainval")
-    return write_dataset(
-        out, name=name, source=f"CUB layout at {layout.root.name}/ + xlsa17 {att.version} split",
-        class_names=lists.allclasses, attribute_names=layout.attribute_names, image_root=layout.root / "images",
-        image_files=image_files, labels=labels, original_att=att.original_att, seen_classes=seen,
-        unseen_classes=unseen, splits=splits, folds=folds, checks=checks,
-        extra={"att_splits_version": att.version, "val_seen_fraction": VAL_SEEN_FRACTION, "split_seed": SPLIT_SEED,
-               **(extra or {})},
+    permuted = layout.class_attributes[[layout.class_names.index(n) for n in att.class_names]]
+    if permuted.shape == att.original_att.shape and not np.allclose(permuted, att.original_att, atol=1e-6):
+        raise DataError(f"{Path(xlsa17_dir) / 'att_splits.mat'}: original_att differs from "
+                        "class_attribute_labels_continuous.txt in allclasses order (class order mix-up?)")
+    return build_dataset(
+        name=name, source=f"CUB layout ({layout.root.name}/)", xlsa17_dir=xlsa17_dir, out=out,
+        image_root=layout.root / "images", image_files=layout.image_files,
+        image_classes=[f.split("/", 1)[0] for f in layout.image_files], attribute_names=layout.attribute_names,
+        expected=expected, checks=["every image of images.txt is on disk",
+                                   "original_att equals class_attribute_labels_continuous.txt permuted to allclasses"],
+        extra=extra, res101_strip=last_two_components,
     )
 
 
-def _check_locs(path: Path, locs: dict[str, np.ndarray], labels: np.ndarray, n: int, lists: ClassLists,
-                class_index: dict[str, int]) -> None:
-    for key, loc in locs.items():
-        if loc.size and loc.max() >= n:
-            raise DataError(f"{path}: {key}_loc points at row {loc.max() + 1}, only {n} images on disk")
-    all_rows = np.concatenate(list(locs.values()))
-    if len(np.unique(all_rows)) != len(all_rows):
-        raise DataError(f"{path}: trainval/test_seen/test_unseen locs overlap")
-    if len(all_rows) != n:
-        raise DataError(f"{path}: locs cover {len(all_rows)} of {n} images")
-    seen = {class_index[c] for c in lists.trainval}
-    unseen = {class_index[c] for c in lists.test}
-    for key, expected in (("trainval", seen), ("test_seen", seen), ("test_unseen", unseen)):
-        got = set(labels[locs[key]].tolist())
-        if got != expected:
-            raise DataError(f"{path}: {key}_loc images carry {len(got)} classes, the class lists say {len(expected)}"
-                            f" ({'unseen' if key == 'test_unseen' else 'seen'})")
+def prepare_source(raw: Path, out: Path, params: dict, progress: bool = True, downloads: Path | None = None) -> Path:
+    """Stage `prepare` for real CUB: download, verify, extract, load.
 
-
-def _check_sizes(path: Path, expected: SplitSizes, n: int, n_classes: int, n_attributes: int,
-                 locs: dict[str, np.ndarray]) -> None:
-    got = SplitSizes(n_images=n, n_classes=n_classes, n_attributes=n_attributes,
-                     **{k: len(v) for k, v in locs.items()})
-    if got != expected:
-        raise DataError(f"{path}: sizes {got} differ from the published {expected}")
+    params: `images` (default true; false = only the xlsa17 release, for methods on its res101
+    features; attribute names are then unknown), `mirror`, `from` (archives you already have).
+    """
+    opts = FetchOptions.from_params(params, progress)
+    downloads = Path(downloads or Path(raw).parent / "downloads")
+    raw = Path(raw)
+    release = opts.fetch(XLSA17_ARCHIVE, downloads)
+    if params.get("images", True):
+        extract(opts.fetch(ARCHIVE, downloads), raw, progress=progress)
+        extract(release, xlsa17_folder(raw, XLSA17_NAME), select=f"xlsa17/data/{XLSA17_NAME}/", progress=progress)
+        return prepare(raw, xlsa17_folder(raw, XLSA17_NAME), out, "CUB", expected=SIZES)
+    extract(release, xlsa17_folder(raw, XLSA17_NAME), select=f"xlsa17/data/{XLSA17_NAME}/", progress=progress)
+    return prepare_from_release(raw, out, "CUB", XLSA17_NAME, SIZES, last_two_components,
+                                image_root=raw / "CUB_200_2011" / "images", attribute_names=None)

@@ -211,26 +211,76 @@ def _total_size(response, have: int) -> int | None:
     return have + int(length) if length is not None else None
 
 
-def extract(archive: Path, dest: Path, progress: bool = True) -> Path:
-    """Unpack `archive` into `dest` atomically; a corrupt or truncated archive leaves nothing behind."""
+def extract(archive: Path, dest: Path, select: str | None = None, progress: bool = True) -> Path:
+    """Unpack `archive` into `dest` atomically; a corrupt or truncated archive leaves nothing behind.
+
+    With `select`, only members below that prefix are unpacked, with the prefix removed
+    (`select="xlsa17/data/CUB/"` puts that folder's files directly in `dest`).
+    """
     from tqdm import tqdm
 
     archive, dest = Path(archive), Path(dest)
+    if not archive.is_file():
+        raise DataError(f"{archive}: archive not found")
+    found = 0
     try:
         with atomic_directory(dest) as tmp:
             if zipfile.is_zipfile(archive):
                 with zipfile.ZipFile(archive) as z:
                     for member in tqdm(z.infolist(), desc=f"extract {archive.name}", unit="file",
                                        disable=not progress):
-                        target = (tmp / member.filename).resolve()
+                        name = _selected(member.filename, select)
+                        if name is None:
+                            continue
+                        target = (tmp / name).resolve()
                         if not target.is_relative_to(tmp.resolve()):
                             raise DataError(f"{archive}: member {member.filename!r} would escape the target folder")
-                        z.extract(member, tmp)
+                        found += 1
+                        if member.is_dir():
+                            target.mkdir(parents=True, exist_ok=True)
+                            continue
+                        target.parent.mkdir(parents=True, exist_ok=True)
+                        with z.open(member) as src, open(target, "wb") as dst:
+                            shutil.copyfileobj(src, dst, CHUNK)
             else:
                 with tarfile.open(archive) as t:
                     for member in tqdm(t, desc=f"extract {archive.name}", unit="file", disable=not progress):
+                        name = _selected(member.name, select)
+                        if name is None:
+                            continue
+                        found += 1
+                        member.name = name
                         t.extract(member, tmp, filter="data")
+            if select is not None and found == 0:
+                raise DataError(f"{archive}: no member below {select!r} (is this the right archive?)")
     except (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, OSError) as e:
         raise DataError(f"{archive}: corrupt or truncated archive ({type(e).__name__}: {e}); delete it to download "
                         "again, or give a good copy with `--from PATH`") from None
     return dest
+
+
+def _selected(name: str, select: str | None) -> str | None:
+    if select is None:
+        return name
+    if not name.startswith(select) or name == select:
+        return None
+    return name[len(select):]
+
+
+@dataclass(frozen=True)
+class FetchOptions:
+    """How a source gets its files: another host to try first, archives the user already has."""
+    mirror: str | None = None
+    from_paths: tuple[Path, ...] = ()
+    progress: bool = True
+
+    @classmethod
+    def from_params(cls, params: dict, progress: bool = True) -> "FetchOptions":
+        given = params.get("from") or []
+        return cls(mirror=params.get("mirror"), from_paths=tuple(Path(p).expanduser() for p in
+                                                                  ([given] if isinstance(given, str) else given)),
+                   progress=progress)
+
+    def fetch(self, remote: RemoteFile, folder: Path) -> Path:
+        local = next((p for p in self.from_paths if p.name == remote.name), None)
+        return fetch(remote, folder, mirror=self.mirror, from_path=local, progress=self.progress)

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from zsl_bench.data.synthetic_render import GROUPS, PARTS, render
-from zsl_bench.data.xlsa17 import ClassLists, N_VALIDATION_FOLDS, write_att_splits
+from zsl_bench.data.xlsa17 import ClassLists, N_VALIDATION_FOLDS, write_att_splits, xlsa17_folder
 from zsl_bench.io import atomic_directory, write_json
 
 XLSA17_NAME = "SYNTHETIC"
@@ -164,7 +164,7 @@ def generate(out: Path, cfg: SyntheticConfig = SyntheticConfig(), progress: bool
         present[np.arange(len(images))[:, None], shown] = True
         class_att = np.stack([100.0 * present[labels == c].mean(axis=0) for c in range(cfg.n_classes)])
         _write_cub_files(tmp, cub, class_names, images, present, class_att, part_rows, boxes)
-        _write_xlsa17(tmp / "xlsa17" / "data" / XLSA17_NAME, cfg, rng, class_names, images, class_att, unseen, folds)
+        _write_xlsa17(xlsa17_folder(tmp, XLSA17_NAME), cfg, rng, class_names, images, class_att, unseen, folds)
         write_json(tmp / "synthetic.json", {
             "config": dataclasses.asdict(cfg),
             "groups": [dataclasses.asdict(g) for g in GROUPS],
@@ -231,12 +231,12 @@ def _write_xlsa17(folder: Path, cfg: SyntheticConfig, rng, class_names, images, 
                      np.sort(trainval), np.sort(test_seen), test_unseen)
 
 
-def prepare_source(raw: Path, out: Path, params: dict, progress: bool = True) -> Path:
+def prepare_source(raw: Path, out: Path, params: dict, progress: bool = True, downloads: Path | None = None) -> Path:
     """Stage `prepare` for the embedded default: generate the CUB-layout files, then load them
     through the same path as real CUB (`zsl_bench.data.cub.prepare`)."""
     from zsl_bench.data import cub
 
     cfg = SyntheticConfig.from_params(params)
     generate(raw, cfg, progress=progress)
-    return cub.prepare(raw, Path(raw) / "xlsa17" / "data" / XLSA17_NAME, out, name="synthetic",
+    return cub.prepare(raw, xlsa17_folder(raw, XLSA17_NAME), out, name="synthetic",
                        extra={"generator": dataclasses.asdict(cfg)})

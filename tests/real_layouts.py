@@ -1,0 +1,181 @@
+"""Small archives in the real layouts of CUB, AWA2, SUN and xlsa17, built from a prepared synthetic
+dataset: same images and splits, renamed into each dataset's folder structure and file formats."""
+from __future__ import annotations
+
+import io
+import tarfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy.io import savemat
+
+from zsl_bench.data.dataset import Dataset
+from zsl_bench.data.xlsa17 import ClassLists, SplitSizes, directory_listing_order, write_att_splits
+
+CLUSTER_PREFIX = "/cluster/xian/work"   # stands in for the authors' three leading folders
+
+
+@dataclass
+class FakeRelease:
+    """One dataset's xlsa17 folder contents, in memory."""
+    name: str
+    files: dict[str, bytes]
+    sizes: SplitSizes
+
+
+def _mat_bytes(**arrays) -> bytes:
+    buf = io.BytesIO()
+    savemat(buf, arrays)
+    return buf.getvalue()
+
+
+def cell(strings) -> np.ndarray:
+    out = np.empty((len(strings), 1), dtype=object)
+    for i, s in enumerate(strings):
+        out[i, 0] = np.array([s])
+    return out
+
+
+def xlsa17_release(d: Dataset, name: str, class_names: list[str], image_files: list[str], stored_prefix: str,
+                   original_att: np.ndarray | None = None, feature_dim: int = 2048,
+                   rng: np.random.Generator | None = None) -> FakeRelease:
+    """att_splits.mat (v2.0 layout), class lists and res101.mat for `image_files` (the new relative paths of
+    the synthetic images, in the synthetic row order), as the release would hold them."""
+    rng = rng or np.random.default_rng(0)
+    order = directory_listing_order(image_files)            # res101 rows: new row r holds old row order[r]
+    new_of_old = np.empty(len(order), dtype=np.int64)
+    new_of_old[order] = np.arange(len(order))
+    seen = [class_names[c] for c in d.seen_classes]
+    unseen = [class_names[c] for c in d.unseen_classes]
+    allclasses = seen + unseen
+    index_in_all = np.array([allclasses.index(class_names[c]) for c in range(len(class_names))])
+    original = d.original_att[[class_names.index(n) for n in allclasses]] if original_att is None else original_att
+    labels_new = index_in_all[d.labels[order]]
+    files = {}
+    att_buf = Path("/tmp") / f"att_{name}_{rng.integers(1 << 30)}.mat"
+    write_att_splits(att_buf, allclasses, original,
+                     np.sort(new_of_old[d.splits["trainval"]]), np.sort(new_of_old[d.splits["test_seen"]]),
+                     np.sort(new_of_old[d.splits["test_unseen"]]))
+    files["att_splits.mat"] = att_buf.read_bytes()
+    att_buf.unlink()
+    lists = ClassLists(allclasses=allclasses, trainval=seen, test=unseen, folds={
+        k: ([class_names[c] for c in d.fold_classes(k)[0]], [class_names[c] for c in d.fold_classes(k)[1]])
+        for k in d.folds})
+    for fname, names in [("allclasses.txt", lists.allclasses), ("trainvalclasses.txt", lists.trainval),
+                         ("testclasses.txt", lists.test)] + [
+            (f"{kind}classes{k}.txt", lists.folds[k][i]) for k in lists.folds for i, kind in enumerate(("train", "val"))]:
+        files[fname] = "".join(f"{n}\n" for n in names).encode()
+    # Features carry the class signal, so a method trained on them beats chance.
+    proj = rng.normal(size=(original.shape[1], feature_dim))
+    feats = np.maximum(0, original[labels_new] @ proj / 10 + rng.normal(0, 1.0, (len(order), feature_dim)))
+    files["res101.mat"] = _mat_bytes(features=feats.T, labels=(labels_new + 1).reshape(-1, 1).astype(np.float64),
+                                     image_files=cell([f"{stored_prefix}{image_files[i]}" for i in order]))
+    sizes = SplitSizes(n_images=len(order), n_classes=len(allclasses), n_attributes=original.shape[1],
+                       trainval=len(d.splits["trainval"]), test_seen=len(d.splits["test_seen"]),
+                       test_unseen=len(d.splits["test_unseen"]))
+    return FakeRelease(name=name, files=files, sizes=sizes)
+
+
+def xlsa17_zip(releases: list[FakeRelease]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for r in releases:
+            for fname, data in r.files.items():
+                z.writestr(f"xlsa17/data/{r.name}/{fname}", data)
+    return buf.getvalue()
+
+
+def _tar(files: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as t:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def cub_tgz(raw_synthetic: Path) -> bytes:
+    """The synthetic set is written in CUB's layout already: pack it as the real tgz is packed."""
+    files = {}
+    for p in sorted(raw_synthetic.rglob("*")):
+        rel = p.relative_to(raw_synthetic).as_posix()
+        if p.is_file() and (rel.startswith("CUB_200_2011/") or rel == "attributes.txt"):
+            files[rel] = p.read_bytes()
+    return _tar(files)
+
+
+def _jpeg(path: Path) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    with Image.open(path) as im:
+        im.convert("RGB").save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+ANIMALS = ["antelope", "grizzly+bear", "killer+whale", "beaver", "dalmatian", "persian+cat", "horse",
+           "german+shepherd", "blue+whale", "siamese+cat", "skunk", "mole", "tiger", "hippopotamus", "leopard",
+           "moose", "spider+monkey", "humpback+whale", "elephant", "gorilla", "ox", "fox", "sheep", "seal",
+           "chimpanzee", "hamster", "squirrel", "rhinoceros", "rabbit", "bat", "giraffe", "wolf"]
+PREDICATES = ["black", "white", "blue", "brown"]
+
+
+def awa2(d: Dataset) -> tuple[bytes, FakeRelease]:
+    """AwA2-data.zip and the AWA2 xlsa17 release. Class 'antelope' gets four missing values (−1 in
+    xlsa17, 0 in predicate-matrix-continuous.txt), as the real files have."""
+    names = [ANIMALS[c] for c in range(d.n_classes)]
+    predicates = PREDICATES + [f"attr{i}" for i in range(len(PREDICATES), d.n_attributes)]
+    files, new_files = {}, []
+    for row, (rel, label) in enumerate(zip(d.image_files, d.labels)):
+        cls = names[label]
+        new = f"{cls}/{cls}_{10001 + row}.jpg"
+        new_files.append(new)
+        files[f"Animals_with_Attributes2/JPEGImages/{new}"] = _jpeg(d.image_root / rel)
+    own = np.round(d.original_att, 2)   # AwA2's matrix has two decimals, and xlsa17 copies it exactly
+    antelope = names.index("antelope")
+    own[antelope, :4] = 0.0
+    files["Animals_with_Attributes2/classes.txt"] = "".join(f"{i + 1}\t{n}\n" for i, n in enumerate(names)).encode()
+    files["Animals_with_Attributes2/predicates.txt"] = "".join(
+        f"{i + 1}\t{n}\n" for i, n in enumerate(predicates)).encode()
+    files["Animals_with_Attributes2/predicate-matrix-continuous.txt"] = "".join(
+        " ".join(f"{v:.2f}" for v in row) + "\n" for row in own).encode()
+    xl = np.round(d.original_att, 2)
+    xl[antelope, :4] = -1.0
+    seen_first = [names[c] for c in d.seen_classes] + [names[c] for c in d.unseen_classes]
+    release = xlsa17_release(d, "AWA2", names, new_files, f"{CLUSTER_PREFIX}/data/Animals_with_Attributes2//JPEGImages/",
+                             original_att=xl[[names.index(n) for n in seen_first]])
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for k, v in files.items():
+            z.writestr(k, v)
+    return buf.getvalue(), release
+
+
+def sun(d: Dataset) -> tuple[bytes, bytes, FakeRelease]:
+    """SUNAttributeDB.tar.gz, SUNAttributeDB_Images.tar.gz and the SUN xlsa17 release. Every third class
+    has a sub-folder (`apartment_building/outdoor`), as SUN's nested scenes do."""
+    scenes = []
+    for c in range(d.n_classes):
+        base = f"scene{c:02d}"
+        scenes.append(f"{base}/outdoor" if c % 3 == 0 else base)
+    class_names = [s.replace("/", "_") for s in scenes]
+    images, files = [], {}
+    for row, (rel, label) in enumerate(zip(d.image_files, d.labels)):
+        scene = scenes[label]
+        new = f"{scene[0]}/{scene}/sun_{row:08x}.jpg"
+        images.append(new)
+        files[f"images/{new}"] = _jpeg(d.image_root / rel)
+    att_names = [f"attribute {i}" for i in range(d.n_attributes)]
+    labels_cv = d.original_att[d.labels] / 100.0   # per-image votes whose class means are the class vectors
+    meta = _tar({
+        "SUNAttributeDB/images.mat": _mat_bytes(images=cell(images)),
+        "SUNAttributeDB/attributes.mat": _mat_bytes(attributes=cell(att_names)),
+        "SUNAttributeDB/attributeLabels_continuous.mat": _mat_bytes(labels_cv=labels_cv),
+    })
+    allc = [class_names[c] for c in d.seen_classes] + [class_names[c] for c in d.unseen_classes]
+    release = xlsa17_release(d, "SUN", class_names, images, f"{CLUSTER_PREFIX}/MSc/data/SUN/images/",
+                             original_att=(d.original_att / 100.0)[[class_names.index(n) for n in allc]])
+    return meta, _tar(files), release

@@ -1,0 +1,147 @@
+"""Real-dataset sources end to end over a local HTTP server, with archives in the real layouts."""
+import dataclasses
+import hashlib
+
+import numpy as np
+import pytest
+
+from tests import real_layouts
+from tests.httpserver import FileServer
+from zsl_bench.data import awa2, cub, sun
+from zsl_bench.data.dataset import load_dataset
+from zsl_bench.data.download import DownloadError
+from zsl_bench.io import DataError
+
+
+@pytest.fixture(scope="module")
+def www(tiny_project, tmp_path_factory):
+    d = load_dataset(tiny_project / "data" / "prepared" / "synthetic")
+    root = tmp_path_factory.mktemp("www")
+    (root / "CUB_200_2011.tgz").write_bytes(real_layouts.cub_tgz(tiny_project / "data" / "raw" / "synthetic"))
+    cub_release = real_layouts.xlsa17_release(
+        d, "CUB", d.class_names, d.image_files, f"{real_layouts.CLUSTER_PREFIX}/MSc/CUB_200_2011/CUB_200_2011/images/")
+    awa2_zip, awa2_release = real_layouts.awa2(d)
+    (root / "AwA2-data.zip").write_bytes(awa2_zip)
+    sun_meta, sun_images, sun_release = real_layouts.sun(d)
+    (root / "SUNAttributeDB.tar.gz").write_bytes(sun_meta)
+    (root / "SUNAttributeDB_Images.tar.gz").write_bytes(sun_images)
+    (root / "xlsa17.zip").write_bytes(real_layouts.xlsa17_zip([cub_release, awa2_release, sun_release]))
+    return {"root": root, "d": d, "sizes": {"CUB": cub_release.sizes, "AWA2": awa2_release.sizes,
+                                            "SUN": sun_release.sizes}}
+
+
+@pytest.fixture
+def server(www):
+    with FileServer(www["root"]) as s:
+        yield s
+
+
+@pytest.fixture
+def small_sizes(monkeypatch, www):
+    """The published sizes are CUB's real ones; our archives are small, so their own sizes stand in."""
+    for module, name in ((cub, "CUB"), (awa2, "AWA2"), (sun, "SUN")):
+        monkeypatch.setattr(module, "SIZES", www["sizes"][name])
+    data = (www["root"] / "CUB_200_2011.tgz").read_bytes()
+    monkeypatch.setattr(cub, "ARCHIVE", dataclasses.replace(cub.ARCHIVE, size=len(data),
+                                                            md5=hashlib.md5(data).hexdigest()))
+
+
+def project(tmp_path):
+    return tmp_path / "data" / "raw", tmp_path / "data" / "prepared", tmp_path / "data" / "downloads"
+
+
+def test_cub_downloads_verifies_extracts_and_loads(server, small_sizes, tmp_path, www):
+    raw, prepared, downloads = project(tmp_path)
+    out = cub.prepare_source(raw / "CUB", prepared / "CUB", {"mirror": server.url}, progress=False,
+                             downloads=downloads)
+    d = load_dataset(out)
+    assert d.n_classes == www["d"].n_classes and len(d.labels) == len(www["d"].labels)
+    assert "res101.mat image list and labels agree with the images on disk, row for row" in d.meta["checks"]
+    assert any("sizes match" in c for c in d.meta["checks"])
+    np.testing.assert_array_equal(d.labels, www["d"].labels)
+    assert d.image_path(0).is_file()
+
+
+def test_cub_resumes_a_dropped_download(server, small_sizes, tmp_path):
+    raw, prepared, downloads = project(tmp_path)
+    server.drop_after["CUB_200_2011.tgz"] = 50_000
+    cub.prepare_source(raw / "CUB", prepared / "CUB", {"mirror": server.url}, progress=False, downloads=downloads)
+    ranges = [r for name, r in server.requests if name == "CUB_200_2011.tgz"]
+    assert ranges[0] is None and ranges[1] == "bytes=50000-"
+    assert load_dataset(prepared / "CUB").n_classes > 0
+
+
+def test_cub_wrong_checksum_ends_in_a_clear_error_and_no_dataset(server, small_sizes, monkeypatch, tmp_path):
+    monkeypatch.setattr(cub, "ARCHIVE", dataclasses.replace(cub.ARCHIVE, md5="0" * 32))
+    raw, prepared, downloads = project(tmp_path)
+    with pytest.raises(DownloadError, match="md5 .* differs"):
+        cub.prepare_source(raw / "CUB", prepared / "CUB", {"mirror": server.url}, progress=False, downloads=downloads)
+    assert not (prepared / "CUB").exists() and not (raw / "CUB").exists()
+
+
+def test_corrupt_archive_ends_in_a_clear_error_and_no_partial_folder(server, small_sizes, www, tmp_path):
+    raw, prepared, downloads = project(tmp_path)
+    downloads.mkdir(parents=True)
+    good = (www["root"] / "xlsa17.zip").read_bytes()
+    broken = tmp_path / "xlsa17.zip"
+    broken.write_bytes(good[: len(good) // 2])
+    with pytest.raises(DataError, match="corrupt or truncated archive"):
+        cub.prepare_source(raw / "CUB", prepared / "CUB", {"mirror": server.url, "from": [str(broken)]},
+                           progress=False, downloads=downloads)
+    assert not (prepared / "CUB").exists()
+    leftovers = [p for p in raw.rglob("*") if ".tmp-" in p.name] if raw.exists() else []
+    assert leftovers == []
+
+
+def test_unreachable_host_names_what_to_do(small_sizes, tmp_path):
+    raw, prepared, downloads = project(tmp_path)
+    with pytest.raises(DownloadError, match="(?s)xlsa17.zip.*--mirror URL.*--from PATH"):
+        cub.prepare_source(raw / "CUB", prepared / "CUB", {"mirror": "http://127.0.0.1:9"}, progress=False,
+                           downloads=downloads)
+
+
+def test_cub_release_only_builds_the_dataset_from_res101(server, small_sizes, tmp_path, www):
+    raw, prepared, downloads = project(tmp_path)
+    out = cub.prepare_source(raw / "CUB", prepared / "CUB", {"mirror": server.url, "images": False},
+                             progress=False, downloads=downloads)
+    d = load_dataset(out)
+    np.testing.assert_array_equal(d.labels, www["d"].labels)
+    assert d.image_files == www["d"].image_files
+    assert d.meta["images_downloaded"] is False and d.attribute_names[0] == "attribute_001"
+    assert ("CUB_200_2011.tgz", None) not in server.requests
+
+
+def test_awa2_records_and_applies_the_missing_value_policy(server, small_sizes, tmp_path):
+    raw, prepared, downloads = project(tmp_path)
+    d = load_dataset(awa2.prepare_source(raw / "AWA2", prepared / "AWA2", {"mirror": server.url}, progress=False,
+                                         downloads=downloads))
+    cells = d.meta["missing_values"]["cells"]
+    assert {(c["class"], c["attribute"]) for c in cells} == {("antelope", p) for p in real_layouts.PREDICATES}
+    antelope = d.class_names.index("antelope")
+    assert (d.original_att[antelope, :4] == -1).all() and d.meta["missing_values"]["policy"] == "keep"
+    zero = load_dataset(awa2.prepare_source(raw / "AWA2z", prepared / "AWA2z",
+                                            {"mirror": server.url, "missing_values": "zero"}, progress=False,
+                                            downloads=downloads))
+    assert (zero.original_att[antelope, :4] == 0).all() and zero.meta["missing_values"]["policy"] == "zero"
+    assert d.image_files[0].split("/")[0] in d.class_names
+
+
+def test_sun_joins_nested_scene_folders_and_checks_class_means(server, small_sizes, tmp_path, www):
+    raw, prepared, downloads = project(tmp_path)
+    d = load_dataset(sun.prepare_source(raw / "SUN", prepared / "SUN", {"mirror": server.url}, progress=False,
+                                        downloads=downloads))
+    assert "scene00_outdoor" in d.class_names
+    assert float(d.meta["notes"][0].rsplit(" ", 1)[1]) < 1e-12   # the class means agree
+    assert "every image of images.mat is on disk" in d.meta["checks"]
+    assert len(d.labels) == len(www["d"].labels)
+
+
+def test_missing_images_are_refused_naming_the_folder(server, small_sizes, tmp_path, www):
+    raw, prepared, downloads = project(tmp_path)
+    cub.prepare_source(raw / "CUB", prepared / "CUB", {"mirror": server.url}, progress=False, downloads=downloads)
+    folder = raw / "CUB" / "CUB_200_2011" / "images"
+    first = sorted(folder.iterdir())[0]
+    first.rename(first.with_name(first.name + "_renamed"))
+    with pytest.raises(DataError, match=r"images: \d+ of the \d+ images of images.txt are missing"):
+        cub.prepare(raw / "CUB", raw / "CUB" / "xlsa17" / "data" / "CUB", tmp_path / "out", "CUB")
+    assert not (tmp_path / "out").exists()
