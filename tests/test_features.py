@@ -82,3 +82,96 @@ def test_backbone_spec_rejects_unknown_settings():
         BackboneSpec.from_params({"arch": "resnet10t", "epoch": 3})
     with pytest.raises(ValueError, match="source must be"):
         BackboneSpec.from_params({"source": "imagenet"})
+
+
+def test_npy_rows_reads_any_rows_in_the_order_asked(tmp_path):
+    from zsl_bench.features import NpyRows
+
+    data = np.arange(7 * 3 * 2 * 2, dtype=np.float16).reshape(7, 3, 2, 2)
+    f = NpyRows.create(tmp_path / "m.npy", data.shape, np.float16)
+    f.write(0, data[:4])
+    f.write(4, data[4:])
+    np.testing.assert_array_equal(np.load(tmp_path / "m.npy"), data)   # a plain .npy for any reader
+    rows = [5, 0, 1, 2, 6, 6]
+    np.testing.assert_array_equal(NpyRows.open(tmp_path / "m.npy").read(rows), data[rows])
+    with pytest.raises(IndexError):
+        f.read([7])
+
+
+def test_map_extraction_resumes_after_an_interruption(tiny_project, tmp_path):
+    from zsl_bench.features import ExtractSpec, extract
+
+    d = load_dataset(tiny_project / "data" / "prepared" / "synthetic")
+    backbone = tiny_project / "data" / "backbones" / "synthetic"
+    spec = ExtractSpec(levels=("layer3", "layer4"), batch_size=64)
+    full = FeatureStore(extract(d, backbone, tmp_path / "full", spec, progress=False))
+    with pytest.raises(KeyboardInterrupt):
+        extract(d, backbone, tmp_path / "cut", spec, progress=False, stop_after_batches=2)
+    assert not (tmp_path / "cut").exists() and (tmp_path / ".cut.partial" / "progress.json").is_file()
+    resumed = FeatureStore(extract(d, backbone, tmp_path / "cut", spec, progress=False))
+    assert resumed.index["resumed_from_row"] == 128
+    for name in ("pooled", "layer3", "layer4"):
+        assert resumed.shape(name) == full.shape(name)
+        assert resumed.fingerprint(name) == full.fingerprint(name)
+    n, c, h, w = full.shape("layer4")
+    assert (n, c) == (len(d.labels), 512) and h == w
+    # the pooled vector is the spatial mean of the last map (global average pooling)
+    np.testing.assert_allclose(full.read([3])[0], full.read([3], "layer4")[0].mean(axis=(1, 2)), atol=2e-2)
+
+
+def test_res101_vectors_are_imported_in_dataset_row_order(tiny_project, tmp_path):
+    from scipy.io import savemat
+
+    from zsl_bench.backbone import BackboneSpec
+    from zsl_bench.features import import_res101
+    from tests.real_layouts import cell
+
+    d = load_dataset(tiny_project / "data" / "prepared" / "synthetic")
+    feats = np.random.default_rng(0).random((len(d.labels), 2048))
+    savemat(tmp_path / "res101.mat", {"features": feats.T, "labels": (d.labels + 1).reshape(-1, 1).astype(float),
+                                      "image_files": cell([f"/a/b/c/{f}" for f in d.image_files])})
+    info = {"spec": vars(BackboneSpec(arch="resnet101", source="xlsa17_res101")), "arch": "resnet101",
+            "pretraining_data": "imagenet-1k", "trained_on": None}
+    store = FeatureStore(import_res101(d, tmp_path / "res101.mat", tmp_path / "store", info))
+    np.testing.assert_allclose(store.read([0, 5]), feats[[0, 5]].astype(np.float32))
+    bad = d.labels.copy()
+    bad[[0, 1]] = bad[[1, 0]] if bad[0] != bad[1] else (bad[0] + 1, bad[1])
+    savemat(tmp_path / "bad.mat", {"features": feats.T, "labels": (bad + 1).reshape(-1, 1).astype(float)})
+    with pytest.raises(DataError, match="labels differ"):
+        import_res101(d, tmp_path / "bad.mat", tmp_path / "store2", info)
+
+
+def write_dazle_hdf5(path, d, maps, leaky=True):
+    import h5py
+
+    with h5py.File(path, "w") as f:
+        f.create_dataset("feature_map", data=maps)
+        f.create_dataset("labels", data=d.labels)
+        for key in ("trainval", "test_seen", "test_unseen"):
+            f.create_dataset(f"{key}_loc", data=d.splits[key])
+        f.create_dataset("att", data=d.att)
+        f.create_dataset("original_att", data=d.original_att)
+        f.create_dataset("w2v_att", data=np.zeros((d.n_attributes, 300)))
+        if leaky:  # DAZLE's SUN/AWA2 files carry the v1 fields; they must be ignored
+            f.create_dataset("train_loc", data=d.splits["test_seen"])
+
+
+def test_dazle_hdf5_is_read_lazily_after_checking_it_matches(tiny_project, tmp_path):
+    from zsl_bench.backbone import BackboneSpec
+    from zsl_bench.features import register_hdf5
+
+    d = load_dataset(tiny_project / "data" / "prepared" / "synthetic")
+    maps = np.random.default_rng(1).random((len(d.labels), 8, 3, 3)).astype(np.float32)
+    write_dazle_hdf5(tmp_path / "f.hdf5", d, maps)
+    info = {"spec": vars(BackboneSpec(arch="resnet101", source="hdf5", features_file=str(tmp_path / "f.hdf5"))),
+            "arch": "resnet101", "pretraining_data": "imagenet-1k", "trained_on": None}
+    store = FeatureStore(register_hdf5(d, tmp_path / "f.hdf5", tmp_path / "store", info))
+    assert store.index["ignored_keys"] == ["train_loc"]
+    np.testing.assert_array_equal(store.read([9, 2, 2], "layer4"), maps[[9, 2, 2]])
+    shuffled = d.labels[::-1].copy()
+    import h5py
+
+    with h5py.File(tmp_path / "f.hdf5", "r+") as f:
+        f["labels"][...] = shuffled
+    with pytest.raises(DataError, match="labels differ"):
+        register_hdf5(d, tmp_path / "f.hdf5", tmp_path / "store3", info)

@@ -17,13 +17,20 @@ import numpy as np
 from zsl_bench.io import atomic_directory, read_json, write_json
 
 WEIGHTS_FILE = "weights.pt"
+SOURCES = {
+    "train_on_seen": "a timm model trained here on the validation fold's train images (embedded default)",
+    "pretrained": "timm weights from the hub, or from `weights_file` offline; features extracted here",
+    "xlsa17_res101": "the published xlsa17 res101.mat vectors (Caffe ResNet-101, ImageNet-1k), imported",
+    "hdf5": "a DAZLE/TransZero feature-map HDF5 file (`features_file`), read lazily",
+}
 
 
 @dataclass(frozen=True)
 class BackboneSpec:
     arch: str = "resnet10t"
-    source: str = "train_on_seen"       # or "pretrained"
+    source: str = "train_on_seen"       # see SOURCES
     weights_file: str | None = None     # local weights for "pretrained" (offline use)
+    features_file: str | None = None    # the DAZLE/TransZero HDF5 file for "hdf5"
     pretraining_data: str = "none"      # e.g. "imagenet-1k"; recorded with every result
     input_size: int = 64
     epochs: int = 12
@@ -40,8 +47,10 @@ class BackboneSpec:
         if unknown:
             raise ValueError(f"unknown backbone parameters {sorted(unknown)}; known: {sorted(known)}")
         spec = cls(**params)
-        if spec.source not in ("train_on_seen", "pretrained"):
-            raise ValueError(f"backbone source must be 'train_on_seen' or 'pretrained', not {spec.source!r}")
+        if spec.source not in SOURCES:
+            raise ValueError(f"backbone source must be one of {', '.join(SOURCES)}, not {spec.source!r}")
+        if spec.source == "hdf5" and not spec.features_file:
+            raise ValueError("backbone source 'hdf5' needs features_file: the path of the HDF5 feature file")
         return spec
 
 
@@ -125,10 +134,10 @@ def train_backbone(dataset, spec: BackboneSpec, out: Path, progress: bool = True
 
 
 def describe_pretrained(spec: BackboneSpec, out: Path) -> Path:
-    """For pretrained backbones nothing is trained: record which weights extraction will load."""
+    """Nothing is trained for the other sources: record what extraction will load or import."""
     with atomic_directory(out) as tmp:
         write_json(tmp / "backbone.json", {"spec": asdict(spec), "arch": spec.arch,
-                                           "pretraining_data": spec.pretraining_data,
+                                           "pretraining_data": spec.pretraining_data, "source": SOURCES[spec.source],
                                            "weights_file": spec.weights_file, "trained_on": None})
     return out
 
@@ -140,6 +149,8 @@ def load_backbone(folder: Path):
 
     info = read_json(Path(folder) / "backbone.json")
     spec = BackboneSpec(**info["spec"])
+    if spec.source not in ("train_on_seen", "pretrained"):
+        raise ValueError(f"{folder}: backbone source {spec.source!r} has no model to run; its features are imported")
     if spec.source == "train_on_seen":
         model = timm.create_model(spec.arch, pretrained=False, num_classes=0)
         model.load_state_dict(torch.load(Path(folder) / WEIGHTS_FILE, map_location="cpu", weights_only=True))

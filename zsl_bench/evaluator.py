@@ -28,6 +28,7 @@ from zsl_bench.training import seed_hash
 
 SELECTION_METRICS = ("H", "T1", "AUSUC")
 ORACLE_METRICS = ("T1", "H", "AUSUC")  # each maximised separately on test, as published code does
+FEATURE_OF_INPUT = {"vector": "pooled", "map": "layer4"}  # which feature-store array a method reads
 
 
 def grid(default: dict, space: dict[str, list]) -> list[dict]:
@@ -93,7 +94,8 @@ class Evaluator:
         self.device, self.progress = device, progress
         default = method_cls.default_hparams(dataset.name)
         self.configs = grid(default, method_cls.search_space(dataset.name) if search else {})
-        x_shape = store.array().shape[1:]
+        self.feature = FEATURE_OF_INPUT[method_cls.input_kind]
+        x_shape = store.shape(self.feature)[1:]
         self.task = Task(dataset=dataset.name, attribute_names=tuple(dataset.attribute_names),
                          input_kind=method_cls.input_kind, input_shape=tuple(int(d) for d in x_shape))
 
@@ -107,10 +109,10 @@ class Evaluator:
         from tqdm import tqdm
 
         labels = self.dataset.labels
-        train = TrainData(x=self.store.rows(phase.train_rows),
+        train = TrainData(x=self.store.read(phase.train_rows, self.feature),
                           y=np.searchsorted(phase.train_classes, labels[phase.train_rows]),
                           semantics=self.semantics(phase.train_classes))
-        x_eval = self.store.rows(phase.eval_rows)
+        x_eval = self.store.read(phase.eval_rows, self.feature)
         eval_semantics = self.semantics(phase.candidate_classes)
         unseen = self.semantics(phase.candidate_classes[~phase.is_seen_class])
         bar = tqdm(list(enumerate(self.configs)), desc=f"{self.method_cls.name} {phase.name}", unit="config",

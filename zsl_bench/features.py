@@ -1,15 +1,24 @@
-"""The feature store: backbone features written once, read memory-mapped by every method.
+"""The feature store: backbone features written once, read by every method without loading it whole.
 
-    index.json     what was extracted: backbone description, input size, dataset fingerprint,
-                   one entry per array (file, shape, dtype)
-    pooled.npy     N × D float16, rows in the dataset's image order (global average pooling)
+    index.json      what is stored: backbone description, input size, dataset fingerprint, and one entry
+                    per array (file, format, shape, dtype, checksum)
+    pooled.npy      N × D, global-average-pooled vectors, rows in the dataset's image order
+    <level>.npy     N × C × H × W spatial maps of a backbone stage (`layer4`, or `layer2..4` for Mg-MRN)
 
-Plain `.npy` so any script can read it: `np.load("pooled.npy", mmap_mode="r")`. Extraction
-streams batches into a memory-mapped file, so memory stays bounded whatever N is.
+Plain `.npy` so any script can read it (`np.load(f, mmap_mode="r")`). Each image's map is one
+contiguous row ("chunked by image"); zsl-bench reads and writes rows with positioned file I/O rather
+than a memory map, so resident memory stays at a batch, whatever the store's size (AWA2 at 2048×14×14
+is 30 GB in float16). Extraction streams batches to disk, shows progress, and resumes after an
+interruption from `.<name>.partial/`. Two more sources register an existing file instead of
+extracting: xlsa17's `res101.mat` vectors (imported) and DAZLE/TransZero HDF5 maps (read lazily).
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -17,67 +26,306 @@ import numpy as np
 from zsl_bench.io import DataError, atomic_directory, read_json, sha256_file, write_json
 
 STORE_DTYPE = np.float16
+HDF5_REQUIRED = ("feature_map", "labels", "trainval_loc", "test_seen_loc", "test_unseen_loc", "att", "original_att")
 
 
-def extract_pooled(dataset, backbone_dir: Path, out: Path, batch_size: int = 128, progress: bool = True) -> Path:
+# --- row files -------------------------------------------------------------------------------------
+
+class NpyRows:
+    """A `.npy` file addressed by rows (the first axis) with pread/pwrite: no memory map, no page growth."""
+
+    def __init__(self, path: Path, shape: tuple[int, ...], dtype: np.dtype, offset: int):
+        self.path, self.shape, self.dtype, self.offset = Path(path), tuple(shape), np.dtype(dtype), offset
+        self.row_shape = self.shape[1:]
+        self.row_bytes = int(np.prod(self.row_shape, dtype=np.int64)) * self.dtype.itemsize
+
+    @classmethod
+    def create(cls, path: Path, shape: tuple[int, ...], dtype) -> "NpyRows":
+        arr = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=tuple(shape))
+        offset = arr.offset
+        del arr  # the file now has its header and full (sparse) size
+        return cls(path, shape, dtype, offset)
+
+    @classmethod
+    def open(cls, path: Path) -> "NpyRows":
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = read_header(f)
+            if fortran:
+                raise DataError(f"{path}: Fortran-ordered array; rows are not contiguous")
+            return cls(path, shape, dtype, f.tell())
+
+    def write(self, start: int, block: np.ndarray) -> None:
+        block = np.ascontiguousarray(block, dtype=self.dtype)
+        if block.shape[1:] != self.row_shape or start + len(block) > self.shape[0]:
+            raise ValueError(f"{self.path}: block {block.shape} at row {start} does not fit {self.shape}")
+        fd = os.open(self.path, os.O_WRONLY)
+        try:
+            os.pwrite(fd, block.tobytes(), self.offset + start * self.row_bytes)
+        finally:
+            os.close(fd)
+
+    def read(self, rows) -> np.ndarray:
+        """Rows in the order asked for; consecutive rows are read in one call."""
+        rows = np.asarray(rows, dtype=np.int64)
+        out = np.empty((len(rows), *self.row_shape), dtype=self.dtype)
+        if len(rows) == 0:
+            return out
+        if rows.min() < 0 or rows.max() >= self.shape[0]:
+            raise IndexError(f"{self.path}: rows outside 0..{self.shape[0] - 1}")
+        order = np.argsort(rows, kind="stable")
+        sorted_rows = rows[order]
+        breaks = np.flatnonzero(np.diff(sorted_rows) != 1) + 1
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            pos = 0
+            for run in np.split(sorted_rows, breaks):
+                data = os.pread(fd, len(run) * self.row_bytes, self.offset + int(run[0]) * self.row_bytes)
+                out[order[pos:pos + len(run)]] = np.frombuffer(data, dtype=self.dtype).reshape(len(run), *self.row_shape)
+                pos += len(run)
+        finally:
+            os.close(fd)
+        return out
+
+
+# --- extraction ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ExtractSpec:
+    levels: tuple[str, ...] = ()        # backbone stages to store as maps, e.g. ("layer4",)
+    input_size: int | None = None       # default: the backbone's own input size
+    crop: str = "none"                  # "none": whole image resized (xlsa17); "center": short side + centre crop
+    batch_size: int = 128
+
+    @classmethod
+    def from_params(cls, params: dict) -> "ExtractSpec":
+        spec = cls(levels=tuple(params.get("levels") or ()), input_size=params.get("input_size"),
+                   crop=params.get("crop", "none"), batch_size=int(params.get("batch_size", 128)))
+        if spec.crop not in ("none", "center"):
+            raise ValueError(f"extract.crop must be 'none' or 'center', not {spec.crop!r}")
+        return spec
+
+
+def _stage_indices(model, levels: tuple[str, ...]) -> list[int]:
+    modules = [f["module"] for f in model.feature_info]
+    unknown = [lv for lv in levels if lv not in modules]
+    if unknown:
+        raise ValueError(f"backbone has no stage {unknown}; its stages are {modules}")
+    return [modules.index(lv) for lv in levels]
+
+
+def extract(dataset, backbone_dir: Path, out: Path, spec: ExtractSpec = ExtractSpec(), progress: bool = True,
+            stop_after_batches: int | None = None) -> Path:
+    """Pooled vectors (and maps of `spec.levels`) for every image, streamed to disk, resumable.
+
+    `stop_after_batches` interrupts on purpose (tests and benchmarks of resuming).
+    """
     import torch
     from tqdm import tqdm
 
     from zsl_bench.backbone import load_backbone
-    from zsl_bench.images import load_batch, to_normalised_tensor
+    from zsl_bench.images import load_batch_for_backbone
 
     model, info = load_backbone(backbone_dir)
-    size = info["spec"]["input_size"]
+    size = spec.input_size or info["spec"]["input_size"]
     n = len(dataset.labels)
-    start = time.time()
+    out = Path(out)
+    partial = out.with_name(f".{out.name}.partial")
+    config = {"dataset_fingerprint": dataset.fingerprint(), "backbone": info, "spec": asdict(spec), "size": size}
+    config_hash = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
+    progress_file = partial / "progress.json"
+    indices = _stage_indices(model, spec.levels) if spec.levels else []
+
+    with torch.inference_mode():
+        probe = model.forward_intermediates(torch.zeros(1, 3, size, size), indices=indices or [len(model.feature_info) - 1],
+                                            intermediates_only=True)
+    shapes = {"pooled": (n, int(model.num_features))}
+    shapes.update({lv: (n, *probe[i].shape[1:]) for i, lv in enumerate(spec.levels)})
+
+    start_row = 0
+    if progress_file.is_file() and json.loads(progress_file.read_text()).get("config") == config_hash:
+        start_row = json.loads(progress_file.read_text())["rows_done"]
+        files = {k: NpyRows.open(partial / f"{k}.npy") for k in shapes}
+    else:
+        if partial.exists():
+            import shutil
+
+            shutil.rmtree(partial)
+        partial.mkdir(parents=True)
+        files = {k: NpyRows.create(partial / f"{k}.npy", shape, STORE_DTYPE) for k, shape in shapes.items()}
+    started = time.time()
+    batches = range(start_row, n, spec.batch_size)
+    bar = tqdm(batches, desc=f"extract {'+'.join(shapes)}", unit="batch", disable=not progress, initial=0)
+    done_batches = 0
+    with torch.inference_mode():
+        for lo in bar:
+            rows = range(lo, min(lo + spec.batch_size, n))
+            x = load_batch_for_backbone([dataset.image_path(r) for r in rows], size, spec.crop)
+            if indices:
+                final, maps = model.forward_intermediates(x, indices=indices)
+                pooled = model.forward_head(final)
+                for lv, m in zip(spec.levels, maps):
+                    files[lv].write(lo, m.numpy())
+            else:
+                pooled = model(x)
+            files["pooled"].write(lo, pooled.numpy())
+            _write_progress(progress_file, config_hash, lo + len(rows))
+            done_batches += 1
+            if stop_after_batches is not None and done_batches >= stop_after_batches and lo + len(rows) < n:
+                raise KeyboardInterrupt(f"stopped on purpose after {done_batches} batches (resume by running again)")
+    arrays = {k: {"file": f"{k}.npy", "format": "npy", "shape": list(f.shape), "dtype": np.dtype(STORE_DTYPE).name,
+                  "sha256": sha256_file(f.path)} for k, f in files.items()}
+    progress_file.unlink()
+    write_json(partial / "index.json", {
+        "dataset": dataset.name, "dataset_fingerprint": dataset.fingerprint(),
+        "backbone": {k: info.get(k) for k in ("arch", "pretraining_data", "trained_on")},
+        "backbone_spec": info["spec"], "input_size": size,
+        "resize": "whole image, bilinear, no crop" if spec.crop == "none" else "short side, bilinear, centre crop",
+        "arrays": arrays, "wall_s_last_session": round(time.time() - started, 2), "resumed_from_row": start_row,
+    })
+    if out.exists():
+        import shutil
+
+        shutil.rmtree(out)
+    os.replace(partial, out)
+    return out
+
+
+def _write_progress(path: Path, config_hash: str, rows_done: int) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"config": config_hash, "rows_done": rows_done}))
+    os.replace(tmp, path)
+
+
+def import_res101(dataset, res101_path: Path, out: Path, backbone_info: dict) -> Path:
+    """xlsa17's published ResNet-101 vectors as the pooled store (float32, as published in float64)."""
+    from zsl_bench.data.xlsa17 import read_res101
+
+    res = read_res101(res101_path, lambda s: s)
+    if not np.array_equal(res.labels, dataset.labels):
+        raise DataError(f"{res101_path}: labels differ from the prepared dataset {dataset.name} row for row "
+                        "(another release, or another dataset?)")
+    feats = res.features()
     with atomic_directory(out) as tmp:
-        store = np.lib.format.open_memmap(tmp / "pooled.npy", mode="w+", dtype=STORE_DTYPE,
-                                          shape=(n, model.num_features))
-        with torch.inference_mode():
-            for lo in tqdm(range(0, n, batch_size), desc="extract pooled", unit="batch", disable=not progress):
-                rows = range(lo, min(lo + batch_size, n))
-                x = to_normalised_tensor(load_batch([dataset.image_path(r) for r in rows], size))
-                store[lo:lo + len(rows)] = model(x).numpy().astype(STORE_DTYPE)
-        store.flush()
-        del store
+        rows = NpyRows.create(tmp / "pooled.npy", feats.shape, np.float32)
+        rows.write(0, feats)
         write_json(tmp / "index.json", {
             "dataset": dataset.name, "dataset_fingerprint": dataset.fingerprint(),
-            "backbone": {k: info[k] for k in ("arch", "pretraining_data", "trained_on") if k in info},
-            "backbone_spec": info["spec"], "input_size": size, "resize": "whole image, bilinear, no crop",
-            "arrays": {"pooled": {"file": "pooled.npy", "shape": [n, int(model.num_features)],
-                                  "dtype": np.dtype(STORE_DTYPE).name,
-                                  "sha256": sha256_file(tmp / "pooled.npy")}},
-            "wall_s": round(time.time() - start, 2),
+            "backbone": {k: backbone_info.get(k) for k in ("arch", "pretraining_data", "trained_on")},
+            "backbone_spec": backbone_info["spec"], "input_size": 224,
+            "resize": "as published by xlsa17 (224 px, no crop, Caffe ResNet-101)",
+            "arrays": {"pooled": {"file": "pooled.npy", "format": "npy", "shape": list(feats.shape),
+                                  "dtype": "float32", "sha256": sha256_file(tmp / "pooled.npy")}},
         })
     return out
 
 
+def register_hdf5(dataset, hdf5_path: Path, out: Path, backbone_info: dict) -> Path:
+    """A DAZLE/TransZero feature file as a lazily read map source, after checking it matches the dataset.
+
+    Schema (DAZLE's extract_feature_map_*.py, TransZero's preprocessing.py): `feature_map` N×2048×H×W,
+    0-based `labels` and locs in res101 row order, `att`/`original_att` K×A, optional `w2v_att` A×300.
+    DAZLE's SUN/AWA2 files also carry `train_loc`/`val_unseen_loc` from the leaky v1 split: never read.
+    """
+    import h5py
+
+    hdf5_path = Path(hdf5_path).resolve()
+    try:
+        f = h5py.File(hdf5_path, "r")
+    except (OSError, FileNotFoundError) as e:
+        raise DataError(f"{hdf5_path}: cannot open as HDF5 ({e})") from None
+    with f:
+        missing = [k for k in HDF5_REQUIRED if k not in f]
+        if missing:
+            raise DataError(f"{hdf5_path}: missing keys {missing} (not a DAZLE/TransZero feature file?)")
+        fm = f["feature_map"]
+        if fm.ndim != 4 or fm.shape[0] != len(dataset.labels):
+            raise DataError(f"{hdf5_path}: feature_map is {fm.shape}, expected N × C × H × W with N = "
+                            f"{len(dataset.labels)}")
+        if not np.array_equal(np.asarray(f["labels"]).astype(np.int64).ravel(), dataset.labels):
+            raise DataError(f"{hdf5_path}: labels differ from the prepared dataset row for row")
+        for key in ("trainval_loc", "test_seen_loc", "test_unseen_loc"):
+            if not np.array_equal(np.sort(np.asarray(f[key]).astype(np.int64).ravel()),
+                                  np.sort(dataset.splits[key.removesuffix("_loc")])):
+                raise DataError(f"{hdf5_path}: {key} differs from the split of the prepared dataset")
+        ignored = [k for k in ("train_loc", "val_unseen_loc", "val_loc") if k in f]
+        shape, dtype = list(fm.shape), str(fm.dtype)
+    with open(hdf5_path, "rb") as fh:
+        head = hashlib.sha256(fh.read(64 << 20)).hexdigest()
+    with atomic_directory(out) as tmp:
+        write_json(tmp / "index.json", {
+            "dataset": dataset.name, "dataset_fingerprint": dataset.fingerprint(),
+            "backbone": {k: backbone_info.get(k) for k in ("arch", "pretraining_data", "trained_on")},
+            "backbone_spec": backbone_info["spec"], "input_size": None, "resize": "as in the HDF5 file",
+            "arrays": {"layer4": {"file": str(hdf5_path), "format": "hdf5", "key": "feature_map", "shape": shape,
+                                  "dtype": dtype, "sha256": f"size {hdf5_path.stat().st_size}, head64MiB {head}"}},
+            "ignored_keys": ignored,
+        })
+    return out
+
+
+# --- reading ---------------------------------------------------------------------------------------
+
+@dataclass
 class FeatureStore:
     """Read side of a feature folder."""
+    root: Path
+    index: dict = field(init=False)
 
-    def __init__(self, root: Path):
-        self.root = Path(root)
+    def __post_init__(self):
+        self.root = Path(self.root)
         if not (self.root / "index.json").is_file():
             raise DataError(f"{self.root}: no feature store here; run the extract stage first "
                             f"(`dvc repro extract@{self.root.name}`)")
         self.index = read_json(self.root / "index.json")
+        self._files: dict[str, object] = {}
 
-    def array(self, name: str = "pooled") -> np.ndarray:
-        """Memory-mapped, read-only: nothing is loaded until rows are indexed."""
+    def _entry(self, name: str) -> dict:
         entry = self.index["arrays"].get(name)
         if entry is None:
             raise DataError(f"{self.root / 'index.json'}: no '{name}' array (has {sorted(self.index['arrays'])})")
-        arr = np.load(self.root / entry["file"], mmap_mode="r")
-        if list(arr.shape) != entry["shape"]:
-            raise DataError(f"{self.root / entry['file']}: shape {arr.shape}, index.json says {entry['shape']}")
-        return arr
+        return entry
 
-    def rows(self, rows: np.ndarray, name: str = "pooled") -> np.ndarray:
-        """Selected rows as float32 (methods compute in float32; the store keeps float16)."""
-        return np.asarray(self.array(name)[np.asarray(rows)], dtype=np.float32)
+    def shape(self, name: str = "pooled") -> tuple[int, ...]:
+        return tuple(self._entry(name)["shape"])
+
+    def names(self) -> list[str]:
+        return sorted(self.index["arrays"])
+
+    def read(self, rows, name: str = "pooled") -> np.ndarray:
+        """The selected rows as float32, in the order asked for, without loading the rest."""
+        entry = self._entry(name)
+        if entry.get("format", "npy") == "hdf5":
+            return self._read_hdf5(entry, rows)
+        if name not in self._files:
+            rows_file = NpyRows.open(self.root / entry["file"])
+            if list(rows_file.shape) != entry["shape"]:
+                raise DataError(f"{rows_file.path}: shape {rows_file.shape}, index.json says {entry['shape']}")
+            self._files[name] = rows_file
+        return self._files[name].read(rows).astype(np.float32)
+
+    rows = read  # the name vector methods used first
+
+    def _read_hdf5(self, entry: dict, rows) -> np.ndarray:
+        import h5py
+
+        rows = np.asarray(rows, dtype=np.int64)
+        order = np.argsort(rows, kind="stable")
+        uniq, inverse = np.unique(rows[order], return_inverse=True)
+        with h5py.File(entry["file"], "r") as f:
+            data = f[entry["key"]][uniq]            # h5py wants increasing indices
+        out = np.empty((len(rows), *data.shape[1:]), dtype=np.float32)
+        out[order] = data[inverse]
+        return out
+
+    def array(self, name: str = "pooled") -> np.ndarray:
+        """The whole `.npy` array memory-mapped, for small stores and for any outside script."""
+        return np.load(self.root / self._entry(name)["file"], mmap_mode="r")
 
     def fingerprint(self, name: str = "pooled") -> str:
-        return self.index["arrays"][name]["sha256"]
+        return self._entry(name)["sha256"]
 
     def check_matches(self, dataset) -> None:
         if self.index["dataset_fingerprint"] != dataset.fingerprint():

@@ -29,6 +29,30 @@ def load_batch(paths: list[Path], size: int) -> np.ndarray:
     return np.stack([load_rgb(p, size) for p in paths])
 
 
+def load_rgb_center_crop(path: Path, size: int) -> np.ndarray:
+    """Short side resized to `size`, then the central size×size square (DAZLE/TransZero's transform)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            w, h = im.size
+            scale = size / min(w, h)
+            im = im.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.Resampling.BILINEAR)
+            left, top = (im.size[0] - size) // 2, (im.size[1] - size) // 2
+            return np.asarray(im.crop((left, top, left + size, top + size)))
+    except FileNotFoundError:
+        raise DataError(f"{path}: image not found") from None
+    except (UnidentifiedImageError, OSError) as e:
+        raise DataError(f"{path}: not a readable image ({e})") from None
+
+
+def load_batch_for_backbone(paths: list[Path], size: int, crop: str = "none"):
+    """Images → normalised N×3×size×size tensor; crop "none" (whole image) or "center"."""
+    load = load_rgb if crop == "none" else load_rgb_center_crop
+    return to_normalised_tensor(np.stack([load(p, size) for p in paths]))
+
+
 def to_normalised_tensor(batch_uint8, mean=IMAGENET_MEAN, std=IMAGENET_STD):
     """N×H×W×3 uint8 (numpy or tensor) → N×3×H×W float32, normalised."""
     import torch

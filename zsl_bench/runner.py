@@ -45,7 +45,7 @@ def execute(request: RunRequest, paths: ProjectPaths, progress: bool = True, mir
                           selection_metric=request.selection_metric, search=request.search, device=device,
                           progress=progress)
     key_spec = {"protocol_version": PROTOCOL_VERSION, "method": request.method, "dataset": request.dataset,
-                "dataset_fingerprint": dataset.fingerprint(), "features_sha256": store.fingerprint(),
+                "dataset_fingerprint": dataset.fingerprint(), "features_sha256": store.fingerprint(evaluator.feature),
                 "seed": request.seed, "fold": request.fold, "selection_metric": request.selection_metric,
                 "configs": evaluator.configs}
     key = run_key(key_spec)
@@ -68,7 +68,8 @@ def execute(request: RunRequest, paths: ProjectPaths, progress: bool = True, mir
                    "configs": out.configs},
         "data": {"dataset_fingerprint": dataset.fingerprint(), "dataset_checks": dataset.meta.get("checks", []),
                  "features": {"path": str(store.root.relative_to(paths.root)) if store.root.is_relative_to(paths.root)
-                              else str(store.root), "sha256": store.fingerprint(),
+                              else str(store.root), "array": evaluator.feature,
+                              "sha256": store.fingerprint(evaluator.feature),
                               "backbone": store.index["backbone"], "input_size": store.index["input_size"]}},
         "hparams": {"val": out.configs[out.selection["val"]["config_id"]],
                     "last": out.configs[0],

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from zsl_bench.io import DataError
 from zsl_bench.params import section
 from zsl_bench.paths import ProjectPaths
 
@@ -27,13 +28,24 @@ def backbone(dataset: str, params: dict, paths: ProjectPaths, progress: bool = T
 
 
 def extract(dataset: str, params: dict, paths: ProjectPaths, progress: bool = True) -> Path:
+    from zsl_bench import features
     from zsl_bench.data.dataset import load_dataset
-    from zsl_bench.features import extract_pooled
+    from zsl_bench.io import read_json
     from zsl_bench.training import limit_threads
 
+    ds = load_dataset(paths.prepared(dataset))
+    info = read_json(paths.backbone(dataset) / "backbone.json")
+    source = info["spec"]["source"]
+    if source == "xlsa17_res101":
+        if ds.xlsa17_dir is None:
+            raise DataError(f"{paths.prepared(dataset)}: not split by an xlsa17 release; no res101.mat to import")
+        return features.import_res101(ds, ds.xlsa17_dir / "res101.mat", paths.features(dataset), info)
+    if source == "hdf5":
+        return features.register_hdf5(ds, Path(info["spec"]["features_file"]).expanduser(), paths.features(dataset),
+                                      info)
     limit_threads()
-    return extract_pooled(load_dataset(paths.prepared(dataset)), paths.backbone(dataset), paths.features(dataset),
-                          batch_size=int(section(params, "extract", "batch_size")), progress=progress)
+    return features.extract(ds, paths.backbone(dataset), paths.features(dataset),
+                            features.ExtractSpec.from_params(section(params, "extract")), progress=progress)
 
 
 def train(dataset: str, method: str, seed: int, params: dict, paths: ProjectPaths, progress: bool = True) -> Path:

@@ -63,6 +63,12 @@ class Dataset:
         """Content hash of the normalised folder (recorded with every run)."""
         return self.meta["fingerprint"]
 
+    @property
+    def xlsa17_dir(self) -> Path | None:
+        """The xlsa17 folder this dataset was split by (holds res101.mat when the release has it)."""
+        rel = self.meta.get("xlsa17_dir")
+        return (self.root / rel).resolve() if rel else None
+
     def image_path(self, row: int) -> Path:
         return self.image_root / self.image_files[row]
 

@@ -9,6 +9,7 @@ Facts this module enforces:
 from __future__ import annotations
 
 import io
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -313,7 +314,7 @@ def build_dataset(*, name: str, source: str, xlsa17_dir: Path, out: Path, image_
         attribute_names=attribute_names, image_root=image_root, image_files=image_files, labels=labels,
         original_att=original, seen_classes=seen, unseen_classes=unseen, splits=splits, folds=folds, checks=checks,
         extra={"att_splits_version": att.version, "val_seen_fraction": VAL_SEEN_FRACTION, "split_seed": SPLIT_SEED,
-               **(extra or {})},
+               "xlsa17_dir": os.path.relpath(xlsa17_dir.resolve(), Path(out).resolve()), **(extra or {})},
     )
 
 
