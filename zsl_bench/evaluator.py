@@ -97,7 +97,8 @@ class Evaluator:
         self.feature = FEATURE_OF_INPUT[method_cls.input_kind]
         x_shape = store.shape(self.feature)[1:]
         self.task = Task(dataset=dataset.name, attribute_names=tuple(dataset.attribute_names),
-                         input_kind=method_cls.input_kind, input_shape=tuple(int(d) for d in x_shape))
+                         input_kind=method_cls.input_kind, input_shape=tuple(int(d) for d in x_shape),
+                         attribute_embeddings=dataset.attribute_embeddings())
 
     def semantics(self, classes: np.ndarray) -> ClassSemantics:
         classes = np.asarray(classes)

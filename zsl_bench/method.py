@@ -37,6 +37,8 @@ class Task:
     attribute_names: tuple[str, ...]
     input_kind: str
     input_shape: tuple[int, ...]    # one sample, e.g. (D,) for pooled vectors
+    # one text vector per attribute, by kind ("w2v", "minilm"): names carry no class information
+    attribute_embeddings: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def n_attributes(self) -> int:

@@ -71,6 +71,11 @@ def execute(request: RunRequest, paths: ProjectPaths, progress: bool = True, mir
                               else str(store.root), "array": evaluator.feature,
                               "sha256": store.fingerprint(evaluator.feature),
                               "backbone": store.index["backbone"], "input_size": store.index["input_size"]}},
+        "attribute_embeddings": {
+            "available": {k: {f: v for f, v in e.items() if f in ("source", "git_blob", "shape")}
+                          for k, e in dataset.meta.get("attribute_embeddings", {}).items()},
+            "used": out.configs[out.selection["val"]["config_id"]].get("attribute_embedding"),
+        },
         "hparams": {"val": out.configs[out.selection["val"]["config_id"]],
                     "last": out.configs[0],
                     "oracle": {m: out.configs[p["config_id"]] for m, p in out.selection["oracle"]["points"].items()}},

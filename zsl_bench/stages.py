@@ -11,8 +11,20 @@ from zsl_bench.paths import ProjectPaths
 def prepare(dataset: str, params: dict, paths: ProjectPaths, progress: bool = True) -> Path:
     from zsl_bench.data import prepare_source
 
-    return prepare_source(dataset, paths.raw(dataset), paths.prepared(dataset),
-                          section(params, "sources", dataset), progress=progress, downloads=paths.downloads)
+    source_params = section(params, "sources", dataset)
+    out = prepare_source(dataset, paths.raw(dataset), paths.prepared(dataset),
+                         {k: v for k, v in source_params.items() if k != "attribute_embeddings"},
+                         progress=progress, downloads=paths.downloads)
+    kinds = source_params.get("attribute_embeddings", [])
+    if kinds:
+        from zsl_bench import attribute_embeddings
+        from zsl_bench.data.dataset import attach_attribute_embeddings, load_dataset
+
+        ds = load_dataset(out)
+        attach_attribute_embeddings(out, {k: attribute_embeddings.compute(k, ds, paths.downloads,
+                                                                          mirror=source_params.get("mirror"),
+                                                                          progress=progress) for k in kinds})
+    return out
 
 
 def backbone(dataset: str, params: dict, paths: ProjectPaths, progress: bool = True) -> Path:

@@ -69,6 +69,10 @@ class Dataset:
         rel = self.meta.get("xlsa17_dir")
         return (self.root / rel).resolve() if rel else None
 
+    def attribute_embeddings(self) -> dict[str, np.ndarray]:
+        """Every stored attribute text embedding, by kind (A × dim each)."""
+        return {kind: np.load(self.root / e["file"]) for kind, e in self.meta.get("attribute_embeddings", {}).items()}
+
     def image_path(self, row: int) -> Path:
         return self.image_root / self.image_files[row]
 
@@ -104,11 +108,35 @@ def write_dataset(out: Path, *, name: str, source: str, class_names: list[str], 
             "image_root": Path(os.path.relpath(Path(image_root).resolve(), out.resolve())).as_posix(),
             "folds": {str(k): v for k, v in folds.items()}, "checks": checks, **(extra or {}),
         }
-        parts = {p.name: sha256_file(p) for p in sorted(tmp.iterdir())}
-        parts["dataset.json"] = sha256_bytes(canonical_json(meta).encode())
-        meta["fingerprint"] = sha256_bytes(canonical_json(parts).encode())
-        write_json(tmp / "dataset.json", meta)
+        _write_meta(tmp, meta)
     return out
+
+
+def _write_meta(folder: Path, meta: dict) -> None:
+    """dataset.json with a fingerprint over every file of the folder and the metadata itself."""
+    meta = {k: v for k, v in meta.items() if k != "fingerprint"}
+    parts = {p.name: sha256_file(p) for p in sorted(folder.iterdir()) if p.name != "dataset.json"}
+    parts["dataset.json"] = sha256_bytes(canonical_json(meta).encode())
+    write_json(folder / "dataset.json", {**meta, "fingerprint": sha256_bytes(canonical_json(parts).encode())})
+
+
+def attach_attribute_embeddings(root: Path, embeddings: dict[str, tuple[np.ndarray, dict]]) -> None:
+    """Add `attribute_embeddings_<kind>.npy` files to a prepared folder (atomically, new fingerprint)."""
+    import shutil
+
+    root = Path(root)
+    meta = read_json(root / "dataset.json")
+    with atomic_directory(root) as tmp:
+        for p in root.iterdir():
+            shutil.copy2(p, tmp / p.name)
+        info = dict(meta.get("attribute_embeddings", {}))
+        for kind, (vectors, origin) in embeddings.items():
+            if vectors.shape[0] != meta["n_attributes"]:
+                raise DataError(f"{root}: {kind} embeddings have {vectors.shape[0]} rows, the dataset has "
+                                f"{meta['n_attributes']} attributes")
+            np.save(tmp / f"attribute_embeddings_{kind}.npy", vectors)
+            info[kind] = {"file": f"attribute_embeddings_{kind}.npy", "shape": list(vectors.shape), **origin}
+        _write_meta(tmp, {**meta, "attribute_embeddings": info})
 
 
 def load_dataset(root: Path) -> Dataset:
