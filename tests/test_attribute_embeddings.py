@@ -33,7 +33,7 @@ def test_word2vec_vectors_download_checked_against_their_git_blob(served_pickle,
     got, origin = ae.word2vec("AWA2", tmp_path / "dl", 85, mirror=server.url, progress=False)
     np.testing.assert_array_equal(got, vectors)
     assert origin["kind"] == "w2v" and origin["git_blob"] == ae.W2V_BLOBS["AWA2"]
-    with pytest.raises(DataError, match="shape \(85, 300\), the dataset has 84 attributes"):
+    with pytest.raises(DataError, match=r"shape \(85, 300\), the dataset has 84 attributes"):
         ae.word2vec("AWA2", tmp_path / "dl", 84, mirror=server.url, progress=False)
 
 

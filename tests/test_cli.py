@@ -69,3 +69,15 @@ def test_pipeline_stage_scripts_report_bad_input(tmp_path, stage):
                          capture_output=True, text=True)
     assert out.returncode != 0
     assert "nowhere" in out.stderr
+
+
+def test_datasets_explains_every_source_on_a_fresh_clone(tmp_path):
+    out = run("datasets", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    for expected in ("CUB: missing", "SUN: missing", "AWA2: missing", "synthetic: missing",
+                     "zsl-bench download CUB", "CUB_200_2011.tgz: missing, 1.2 GB", "generated offline"):
+        assert expected in out.stdout
+    out = run("download", "synthetic", cwd=tmp_path)
+    assert out.returncode == 0 and "nothing to download" in out.stdout
+    out = run("download", "MNIST", cwd=tmp_path)
+    assert out.returncode == 2 and "MNIST" in out.stderr

@@ -145,3 +145,29 @@ def test_missing_images_are_refused_naming_the_folder(server, small_sizes, tmp_p
     with pytest.raises(DataError, match=r"images: \d+ of the \d+ images of images.txt are missing"):
         cub.prepare(raw / "CUB", raw / "CUB" / "xlsa17" / "data" / "CUB", tmp_path / "out", "CUB")
     assert not (tmp_path / "out").exists()
+
+
+def test_datasets_status_moves_from_missing_to_verified_to_prepared(server, small_sizes, tmp_path):
+    from zsl_bench.catalog import datasets_text, download, status
+    from zsl_bench.paths import ProjectPaths
+
+    paths = ProjectPaths(tmp_path)
+    params = {"datasets": ["CUB"], "sources": {"CUB": {"mirror": server.url}}}
+    assert status("CUB", params, paths).status == "missing"
+    paths.downloads.mkdir(parents=True)
+    (paths.downloads / "CUB_200_2011.tgz.part").write_bytes(b"x" * 10)
+    s = status("CUB", params, paths)
+    assert s.status == "missing" and any("partial" in a for a in s.archives)
+    (paths.downloads / "CUB_200_2011.tgz.part").unlink()
+    download("CUB", params, paths, mirror=None, from_paths=[], images=None, progress=False)
+    s = status("CUB", params, paths)
+    assert s.status == "verified" and all("verified" in a for a in s.archives)
+    assert "md5 match the pinned value" in s.archives[0]
+    cub.prepare_source(paths.raw("CUB"), paths.prepared("CUB"), params["sources"]["CUB"], progress=False,
+                       downloads=paths.downloads)
+    s = status("CUB", params, paths)
+    assert s.status == "prepared" and s.bytes_on_disk > 0 and s.command.endswith("dvc repro")
+    text = datasets_text(params, paths)
+    for name in ("CUB (in params.yaml): prepared", "SUN: missing", "AWA2: missing", "synthetic: missing",
+                 "zsl-bench download SUN"):
+        assert name in text

@@ -17,6 +17,8 @@ examples:
   zsl-bench compare eszsl sae ale --selection oracle
   zsl-bench report                           rebuild reports/ from the run records
   zsl-bench train --method ale --seed 3      one extra run (needs prepared data and features)
+  zsl-bench datasets                         what each dataset needs, what is here, how to get the rest
+  zsl-bench download CUB --from ~/CUB_200_2011.tgz
   mlflow ui --backend-store-uri sqlite:///$PWD/mlflow.db
 """
 
@@ -49,6 +51,16 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--no-search", action="store_true", help="default hyperparameters only (still selects epoch/γ)")
 
     sub.add_parser("methods", help="list the registered methods and what they declare")
+    sub.add_parser("datasets", help="every dataset source: status, size on disk, and the command to get it")
+    dl = sub.add_parser("download", help="download and verify the archives a dataset needs (no extraction)",
+                        description="Fetch a dataset's archives into data/downloads/, resuming partial files and "
+                                    "checking checksums. `dvc repro` then extracts and prepares them.")
+    dl.add_argument("dataset", help="CUB, SUN or AWA2")
+    dl.add_argument("--mirror", metavar="URL", help="a folder URL holding the same file names, tried first")
+    dl.add_argument("--from", dest="from_paths", metavar="PATH", action="append", default=[],
+                    help="an archive you already have (named as the original); repeatable")
+    dl.add_argument("--no-images", dest="images", action="store_false", default=None,
+                    help="only what methods on the xlsa17 res101 features need")
     sub.add_parser("prepare", help="prepare a dataset (the prepare stage, outside DVC)").add_argument("dataset")
     return p
 
@@ -131,7 +143,34 @@ def _prepare(args) -> int:
     return 0
 
 
-VERBS = {"compare": _compare, "report": _report, "train": _train, "methods": _methods, "prepare": _prepare}
+def _datasets(args) -> int:
+    from zsl_bench.catalog import datasets_text
+    from zsl_bench.params import load_params
+    from zsl_bench.paths import ProjectPaths
+
+    paths = ProjectPaths.here()
+    params = load_params(paths) if (paths.root / "params.yaml").is_file() else {}
+    print(datasets_text(params, paths), end="")
+    return 0
+
+
+def _download(args) -> int:
+    from zsl_bench.catalog import download
+    from zsl_bench.params import load_params
+    from zsl_bench.paths import ProjectPaths
+
+    paths = ProjectPaths.here()
+    params = load_params(paths) if (paths.root / "params.yaml").is_file() else {}
+    fetched = download(args.dataset, params, paths, args.mirror, args.from_paths, args.images)
+    for path in fetched:
+        print(path)
+    if not fetched:
+        print(f"{args.dataset} is generated offline by `dvc repro`; nothing to download")
+    return 0
+
+
+VERBS = {"compare": _compare, "report": _report, "train": _train, "methods": _methods, "prepare": _prepare,
+         "datasets": _datasets, "download": _download}
 
 if __name__ == "__main__":
     sys.exit(main())

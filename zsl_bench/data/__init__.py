@@ -1,24 +1,29 @@
-"""Dataset sources. A source is a module here with `prepare_source(raw, out, params, progress, downloads)`;
-adding a dataset means adding one module, nothing else."""
+"""Dataset sources. A source is a module here with `NAME`, `required_archives(params)` and
+`prepare_source(raw, out, params, progress, downloads)`; adding a dataset means adding one module."""
 from __future__ import annotations
 
 import importlib
 from pathlib import Path
 
 
-def prepare_source(name: str, raw: Path, out: Path, params: dict, progress: bool = True,
-                   downloads: Path | None = None) -> Path:
+def source_module(name: str):
     try:
         module = importlib.import_module(f"{__name__}.{name.lower()}")
     except ModuleNotFoundError:
         module = None
     if module is None or not hasattr(module, "prepare_source"):
         raise ValueError(f"unknown dataset source {name!r}; available: {', '.join(available_sources())}")
-    return module.prepare_source(raw, out, params, progress=progress, downloads=downloads)
+    return module
+
+
+def prepare_source(name: str, raw: Path, out: Path, params: dict, progress: bool = True,
+                   downloads: Path | None = None) -> Path:
+    return source_module(name).prepare_source(raw, out, params, progress=progress, downloads=downloads)
 
 
 def available_sources() -> list[str]:
     import pkgutil
 
-    return sorted(info.name for info in pkgutil.iter_modules([str(Path(__file__).parent)])
-                  if hasattr(importlib.import_module(f"{__name__}.{info.name}"), "prepare_source"))
+    modules = [importlib.import_module(f"{__name__}.{info.name}")
+               for info in pkgutil.iter_modules([str(Path(__file__).parent)])]
+    return sorted(m.NAME for m in modules if hasattr(m, "prepare_source"))

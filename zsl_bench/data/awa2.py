@@ -28,6 +28,11 @@ BASE_ARCHIVE = RemoteFile("AwA2-base.zip", urls=tuple(f"{h}/AwA2-base.zip" for h
 XLSA17_NAME = "AWA2"
 ROOT = "Animals_with_Attributes2"
 MISSING_VALUE_POLICIES = ("keep", "zero")
+NAME = "AWA2"
+
+
+def required_archives(params: dict) -> list[RemoteFile]:
+    return [ARCHIVE if params.get("images", True) else BASE_ARCHIVE, XLSA17_ARCHIVE]
 
 
 def _read_named_list(path: Path) -> list[str]:

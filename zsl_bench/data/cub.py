@@ -28,6 +28,11 @@ ARCHIVE = RemoteFile(
     description="CUB-200-2011 images, attributes and parts (Caltech)",
 )
 XLSA17_NAME = "CUB"
+NAME = "CUB"
+
+
+def required_archives(params: dict) -> list[RemoteFile]:
+    return [ARCHIVE, XLSA17_ARCHIVE] if params.get("images", True) else [XLSA17_ARCHIVE]
 
 
 @dataclass(frozen=True)

@@ -65,17 +65,32 @@ def _recorded(folder: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def _record(folder: Path, remote: RemoteFile, sha256: str, origin: str) -> None:
+def _record(folder: Path, name: str, path: Path, sha256: str, how: str, origin: str) -> None:
+    """Remember a verified file: its sha256 (the pin for files with none published) and the size and
+    mtime it had, so that later calls and `zsl-bench datasets` need not hash gigabytes again."""
     data = _recorded(folder)
-    data[remote.name] = {"sha256": sha256, "origin": origin,
-                         "recorded": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    previous = data.get(name, {})
+    stat = path.stat()
+    data[name] = {"sha256": sha256, "verified": how, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
+                  "origin": previous.get("origin", origin),
+                  "recorded": previous.get("recorded", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))}
     tmp = folder / f".{CHECKSUMS_FILE}.tmp"
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, folder / CHECKSUMS_FILE)
 
 
-def verify(path: Path, remote: RemoteFile, folder: Path | None = None) -> str:
-    """Check `path` against every checksum known for `remote`; return how it was verified."""
+def verified_record(folder: Path, name: str) -> dict | None:
+    """The verification record of `folder/name` if the file is unchanged since it was verified."""
+    path = Path(folder) / name
+    rec = _recorded(Path(folder)).get(name)
+    if rec and path.is_file() and rec.get("size") == path.stat().st_size \
+            and rec.get("mtime_ns") == path.stat().st_mtime_ns:
+        return rec
+    return None
+
+
+def verify(path: Path, remote: RemoteFile, folder: Path | None = None) -> tuple[str, str]:
+    """Check `path` against every checksum known for `remote`; return (how it was verified, its sha256)."""
     path = Path(path)
     size = path.stat().st_size
     if remote.size is not None and size != remote.size:
@@ -89,12 +104,13 @@ def verify(path: Path, remote: RemoteFile, folder: Path | None = None) -> str:
                                 f"or the host serves another version. {_advice(remote)}")
     pinned = [k for k in ("md5", "sha256", "git_blob") if getattr(remote, k)]
     if pinned:
-        return f"{', '.join(pinned)} match the pinned value"
+        return f"{', '.join(pinned)} match the pinned value", h["sha256"]
     recorded = _recorded(folder or path.parent).get(remote.name)
     if recorded and recorded["sha256"] != h["sha256"]:
         raise DownloadError(f"{path}: sha256 {h['sha256']} differs from the one recorded at its first download "
                             f"({recorded['sha256']}, {recorded['recorded']}). {_advice(remote)}")
-    return "sha256 matches the first download" if recorded else "no published checksum; sha256 recorded now"
+    return ("sha256 matches the first download" if recorded else
+            "no published checksum; sha256 recorded at this first download"), h["sha256"]
 
 
 def _advice(remote: RemoteFile) -> str:
@@ -111,7 +127,9 @@ def fetch(remote: RemoteFile, folder: Path, mirror: str | None = None, from_path
     if from_path is not None:
         return _adopt(Path(from_path), remote, folder)
     if final.is_file():
-        verify(final, remote, folder)
+        if verified_record(folder, remote.name) is None:  # hash once, not at every prepare
+            how, sha = verify(final, remote, folder)
+            _record(folder, remote.name, final, sha, how, "found in the download folder")
         return final
     urls = ([mirror.rstrip("/") + "/" + remote.name] if mirror else []) + list(remote.urls)
     errors = []
@@ -124,12 +142,11 @@ def fetch(remote: RemoteFile, folder: Path, mirror: str | None = None, from_path
             continue
         os.replace(part, final)
         try:
-            how = verify(final, remote, folder)
+            how, sha = verify(final, remote, folder)
         except DownloadError:
             final.rename(final.with_name(final.name + ".bad"))
             raise
-        if not any(getattr(remote, k) for k in ("md5", "sha256", "git_blob")) and "recorded now" in how:
-            _record(folder, remote, _hashes(final)["sha256"], url)
+        _record(folder, remote.name, final, sha, how, url)
         return final
     raise DownloadError(f"could not download {remote.name}:\n  " + "\n  ".join(errors) + f"\n{_advice(remote)}")
 
@@ -137,14 +154,13 @@ def fetch(remote: RemoteFile, folder: Path, mirror: str | None = None, from_path
 def _adopt(source: Path, remote: RemoteFile, folder: Path) -> Path:
     if not source.is_file():
         raise DownloadError(f"{source}: --from names no file")
-    how = verify(source, remote, folder)
+    how, sha = verify(source, remote, folder)
     final = folder / remote.name
     if source.resolve() != final.resolve():
         tmp = folder / f".{remote.name}.copy"
         shutil.copyfile(source, tmp)
         os.replace(tmp, final)
-    if "recorded now" in how:
-        _record(folder, remote, _hashes(final)["sha256"], f"from {source}")
+    _record(folder, remote.name, final, sha, how, f"from {source}")
     return final
 
 

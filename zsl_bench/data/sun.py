@@ -28,6 +28,12 @@ IMAGES_ARCHIVE = RemoteFile("SUNAttributeDB_Images.tar.gz",
                             description="SUN Attribute images (about 1.8 GB)")
 XLSA17_NAME = "SUN"
 META = "SUNAttributeDB"
+NAME = "SUN"
+
+
+def required_archives(params: dict) -> list[RemoteFile]:
+    return [META_ARCHIVE, IMAGES_ARCHIVE, XLSA17_ARCHIVE] if params.get("images", True) else \
+        [META_ARCHIVE, XLSA17_ARCHIVE]
 
 
 def class_of(relative_path: str) -> str:

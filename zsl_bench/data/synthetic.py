@@ -32,6 +32,11 @@ from zsl_bench.data.xlsa17 import ClassLists, N_VALIDATION_FOLDS, write_att_spli
 from zsl_bench.io import atomic_directory, write_json
 
 XLSA17_NAME = "SYNTHETIC"
+NAME = "synthetic"
+
+
+def required_archives(params: dict) -> list:
+    return []  # generated here: nothing to download
 FAMILY_NAMES = ("Finch", "Warbler", "Tanager", "Shrike", "Vireo", "Sparrow", "Wren", "Kinglet", "Pipit", "Thrush",
                 "Oriole", "Bunting", "Grosbeak", "Flycatcher", "Swallow", "Lark", "Nuthatch", "Creeper")
 

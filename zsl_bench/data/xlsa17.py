@@ -165,8 +165,8 @@ def write_att_splits(path: Path, class_names: list[str], original_att: np.ndarra
 XLSA17_ARCHIVE = RemoteFile(
     "xlsa17.zip",
     urls=("http://datasets.d2.mpi-inf.mpg.de/xian/xlsa17.zip", "https://datasets.d2.mpi-inf.mpg.de/xian/xlsa17.zip"),
-    description="GBU proposed split (att_splits.mat, class lists) and ResNet-101 features (res101.mat); "
-                "no published checksum: its sha256 is recorded at first download",
+    description="the GBU proposed split and its ResNet-101 features (about 0.9 GB); no published checksum, "
+                "sha256 recorded at first download",
 )
 
 
