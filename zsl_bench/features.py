@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from concurrent.futures import ThreadPoolExecutor
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -156,13 +157,22 @@ def extract(dataset, backbone_dir: Path, out: Path, spec: ExtractSpec = ExtractS
         partial.mkdir(parents=True)
         files = {k: NpyRows.create(partial / f"{k}.npy", shape, STORE_DTYPE) for k, shape in shapes.items()}
     started = time.time()
-    batches = range(start_row, n, spec.batch_size)
-    bar = tqdm(batches, desc=f"extract {'+'.join(shapes)}", unit="batch", disable=not progress, initial=0)
+    starts = list(range(start_row, n, spec.batch_size))
+
+    def load(lo):
+        return load_batch_for_backbone([dataset.image_path(r) for r in range(lo, min(lo + spec.batch_size, n))],
+                                       size, spec.crop)
+
+    bar = tqdm(starts, desc=f"extract {'+'.join(shapes)}", unit="batch", disable=not progress)
     done_batches = 0
-    with torch.inference_mode():
-        for lo in bar:
+    # Decode the next batch in a thread while the model runs this one (PIL and torch release the GIL).
+    with torch.inference_mode(), ThreadPoolExecutor(max_workers=1) as pool:
+        upcoming = pool.submit(load, starts[0]) if starts else None
+        for i, lo in enumerate(bar):
             rows = range(lo, min(lo + spec.batch_size, n))
-            x = load_batch_for_backbone([dataset.image_path(r) for r in rows], size, spec.crop)
+            x = upcoming.result()
+            if i + 1 < len(starts):
+                upcoming = pool.submit(load, starts[i + 1])
             if indices:
                 final, maps = model.forward_intermediates(x, indices=indices)
                 pooled = model.forward_head(final)
@@ -319,6 +329,16 @@ class FeatureStore:
         out = np.empty((len(rows), *data.shape[1:]), dtype=np.float32)
         out[order] = data[inverse]
         return out
+
+    def batches(self, rows, batch_size: int, name: str = "pooled", seed: int | None = None):
+        """An epoch over `rows` in batches (shuffled when a seed is given): yields (rows, float32 block).
+        Memory stays at one batch whatever the store's size."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if seed is not None:
+            rows = np.random.default_rng(seed).permutation(rows)
+        for lo in range(0, len(rows), batch_size):
+            chunk = rows[lo:lo + batch_size]
+            yield chunk, self.read(chunk, name)
 
     def array(self, name: str = "pooled") -> np.ndarray:
         """The whole `.npy` array memory-mapped, for small stores and for any outside script."""
