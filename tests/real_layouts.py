@@ -123,8 +123,8 @@ ANIMALS = ["antelope", "grizzly+bear", "killer+whale", "beaver", "dalmatian", "p
 PREDICATES = ["black", "white", "blue", "brown"]
 
 
-def awa2(d: Dataset) -> tuple[bytes, FakeRelease]:
-    """AwA2-data.zip and the AWA2 xlsa17 release. Class 'antelope' gets four missing values (−1 in
+def awa2(d: Dataset) -> tuple[bytes, bytes, FakeRelease]:
+    """AwA2-data.zip, AwA2-base.zip (metadata only) and the AWA2 xlsa17 release. Class 'antelope' gets four missing values (−1 in
     xlsa17, 0 in predicate-matrix-continuous.txt), as the real files have."""
     names = [ANIMALS[c] for c in range(d.n_classes)]
     predicates = PREDICATES + [f"attr{i}" for i in range(len(PREDICATES), d.n_attributes)]
@@ -147,11 +147,15 @@ def awa2(d: Dataset) -> tuple[bytes, FakeRelease]:
     seen_first = [names[c] for c in d.seen_classes] + [names[c] for c in d.unseen_classes]
     release = xlsa17_release(d, "AWA2", names, new_files, f"{CLUSTER_PREFIX}/data/Animals_with_Attributes2//JPEGImages/",
                              original_att=xl[[names.index(n) for n in seen_first]])
+    return _zip(files), _zip({k: v for k, v in files.items() if "JPEGImages" not in k}), release
+
+
+def _zip(files: dict[str, bytes]) -> bytes:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as z:
         for k, v in files.items():
             z.writestr(k, v)
-    return buf.getvalue(), release
+    return buf.getvalue()
 
 
 def sun(d: Dataset) -> tuple[bytes, bytes, FakeRelease]:

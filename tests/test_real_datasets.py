@@ -20,8 +20,9 @@ def www(tiny_project, tmp_path_factory):
     (root / "CUB_200_2011.tgz").write_bytes(real_layouts.cub_tgz(tiny_project / "data" / "raw" / "synthetic"))
     cub_release = real_layouts.xlsa17_release(
         d, "CUB", d.class_names, d.image_files, f"{real_layouts.CLUSTER_PREFIX}/MSc/CUB_200_2011/CUB_200_2011/images/")
-    awa2_zip, awa2_release = real_layouts.awa2(d)
+    awa2_zip, awa2_base, awa2_release = real_layouts.awa2(d)
     (root / "AwA2-data.zip").write_bytes(awa2_zip)
+    (root / "AwA2-base.zip").write_bytes(awa2_base)
     sun_meta, sun_images, sun_release = real_layouts.sun(d)
     (root / "SUNAttributeDB.tar.gz").write_bytes(sun_meta)
     (root / "SUNAttributeDB_Images.tar.gz").write_bytes(sun_images)
@@ -171,3 +172,33 @@ def test_datasets_status_moves_from_missing_to_verified_to_prepared(server, smal
     for name in ("CUB (in params.yaml): prepared", "SUN: missing", "AWA2: missing", "synthetic: missing",
                  "zsl-bench download SUN"):
         assert name in text
+
+
+@pytest.mark.parametrize("module", [awa2, sun], ids=["AWA2", "SUN"])
+def test_release_only_mode_needs_no_images(server, small_sizes, tmp_path, www, module):
+    raw, prepared, downloads = project(tmp_path)
+    d = load_dataset(module.prepare_source(raw / module.NAME, prepared / module.NAME,
+                                           {"mirror": server.url, "images": False}, progress=False,
+                                           downloads=downloads))
+    assert d.meta["images_downloaded"] is False and d.meta["attribute_names_known"] is True
+    assert len(d.labels) == len(www["d"].labels)
+    assert not any("Images" in name or "data.zip" in name for name, _ in server.requests)
+
+
+def test_hdf5_maps_through_the_pipeline_stages(project_copy):
+    from tests.test_features import write_dazle_hdf5
+    from zsl_bench import stages
+    from zsl_bench.features import FeatureStore
+    from zsl_bench.params import load_params
+    from zsl_bench.paths import ProjectPaths
+
+    paths = ProjectPaths(project_copy)
+    params = load_params(paths)
+    d = load_dataset(paths.prepared("synthetic"))
+    maps = np.random.default_rng(2).random((len(d.labels), 4, 2, 2)).astype(np.float32)
+    write_dazle_hdf5(project_copy / "maps.hdf5", d, maps, leaky=False)
+    params["backbone"]["synthetic"] = {"arch": "resnet101", "source": "hdf5", "pretraining_data": "imagenet-1k",
+                                       "features_file": str(project_copy / "maps.hdf5")}
+    stages.backbone("synthetic", params, paths, progress=False)
+    store = FeatureStore(stages.extract("synthetic", params, paths, progress=False))
+    np.testing.assert_array_equal(store.read([1, 0], "layer4"), maps[[1, 0]])
