@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from zsl_bench.backbone import BackboneSpec, describe_pretrained, load_backbone
+from zsl_bench.backbone import BackboneSpec, describe_untrained, load_backbone
 from zsl_bench.data.dataset import load_dataset
 from zsl_bench.features import FeatureStore
 from zsl_bench.io import DataError, read_json
@@ -70,7 +70,7 @@ def test_pretrained_backbone_loads_offline_from_a_local_weight_file(tmp_path):
     torch.save(reference.state_dict(), weights)
     spec = BackboneSpec(arch="resnet10t", source="pretrained", weights_file=str(weights),
                         pretraining_data="imagenet-1k", input_size=64)
-    folder = describe_pretrained(spec, tmp_path / "backbone")
+    folder = describe_untrained(spec, tmp_path / "backbone")
     model, info = load_backbone(folder)
     assert info["pretraining_data"] == "imagenet-1k" and info["trained_on"] is None
     assert model.num_features == 512

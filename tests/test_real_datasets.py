@@ -200,5 +200,6 @@ def test_hdf5_maps_through_the_pipeline_stages(project_copy):
     params["backbone"]["synthetic"] = {"arch": "resnet101", "source": "hdf5", "pretraining_data": "imagenet-1k",
                                        "features_file": str(project_copy / "maps.hdf5")}
     stages.backbone("synthetic", params, paths, progress=False)
+    assert not (paths.backbone("synthetic") / "weights.pt").exists(), "nothing is trained for an HDF5 source"
     store = FeatureStore(stages.extract("synthetic", params, paths, progress=False))
     np.testing.assert_array_equal(store.read([1, 0], "layer4"), maps[[1, 0]])

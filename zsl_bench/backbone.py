@@ -133,7 +133,7 @@ def train_backbone(dataset, spec: BackboneSpec, out: Path, progress: bool = True
     return out
 
 
-def describe_pretrained(spec: BackboneSpec, out: Path) -> Path:
+def describe_untrained(spec: BackboneSpec, out: Path) -> Path:
     """Nothing is trained for the other sources: record what extraction will load or import."""
     with atomic_directory(out) as tmp:
         write_json(tmp / "backbone.json", {"spec": asdict(spec), "arch": spec.arch,

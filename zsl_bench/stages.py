@@ -28,13 +28,13 @@ def prepare(dataset: str, params: dict, paths: ProjectPaths, progress: bool = Tr
 
 
 def backbone(dataset: str, params: dict, paths: ProjectPaths, progress: bool = True) -> Path:
-    from zsl_bench.backbone import BackboneSpec, describe_pretrained, train_backbone
+    from zsl_bench.backbone import BackboneSpec, describe_untrained, train_backbone
     from zsl_bench.data.dataset import load_dataset
     from zsl_bench.training import limit_threads
 
     spec = BackboneSpec.from_params(section(params, "backbone", dataset))
-    if spec.source == "pretrained":
-        return describe_pretrained(spec, paths.backbone(dataset))
+    if spec.source != "train_on_seen":  # pretrained weights, imported vectors or an HDF5 file: nothing to train
+        return describe_untrained(spec, paths.backbone(dataset))
     limit_threads()
     return train_backbone(load_dataset(paths.prepared(dataset)), spec, paths.backbone(dataset), progress=progress)
 
