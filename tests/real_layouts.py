@@ -87,7 +87,7 @@ def xlsa17_zip(releases: list[FakeRelease]) -> bytes:
     return buf.getvalue()
 
 
-def _tar(files: dict[str, bytes]) -> bytes:
+def tgz_bytes(files: dict[str, bytes]) -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as t:
         for name, data in files.items():
@@ -104,7 +104,7 @@ def cub_tgz(raw_synthetic: Path) -> bytes:
         rel = p.relative_to(raw_synthetic).as_posix()
         if p.is_file() and (rel.startswith("CUB_200_2011/") or rel == "attributes.txt"):
             files[rel] = p.read_bytes()
-    return _tar(files)
+    return tgz_bytes(files)
 
 
 def _jpeg(path: Path) -> bytes:
@@ -174,7 +174,7 @@ def sun(d: Dataset) -> tuple[bytes, bytes, FakeRelease]:
         files[f"images/{new}"] = _jpeg(d.image_root / rel)
     att_names = [f"attribute {i}" for i in range(d.n_attributes)]
     labels_cv = d.original_att[d.labels] / 100.0   # per-image votes whose class means are the class vectors
-    meta = _tar({
+    meta = tgz_bytes({
         "SUNAttributeDB/images.mat": _mat_bytes(images=cell(images)),
         "SUNAttributeDB/attributes.mat": _mat_bytes(attributes=cell(att_names)),
         "SUNAttributeDB/attributeLabels_continuous.mat": _mat_bytes(labels_cv=labels_cv),
@@ -182,4 +182,4 @@ def sun(d: Dataset) -> tuple[bytes, bytes, FakeRelease]:
     allc = [class_names[c] for c in d.seen_classes] + [class_names[c] for c in d.unseen_classes]
     release = xlsa17_release(d, "SUN", class_names, images, f"{CLUSTER_PREFIX}/MSc/data/SUN/images/",
                              original_att=(d.original_att / 100.0)[[class_names.index(n) for n in allc]])
-    return meta, _tar(files), release
+    return meta, tgz_bytes(files), release

@@ -1,12 +1,11 @@
 """Downloads over a real local HTTP server: full, resumed, wrong checksum, corrupt, unreachable."""
 import hashlib
-import io
 import json
-import tarfile
 
 import pytest
 
 from tests.httpserver import FileServer
+from tests.real_layouts import tgz_bytes
 from zsl_bench.data.download import CHECKSUMS_FILE, DownloadError, RemoteFile, extract, fetch
 from zsl_bench.io import DataError
 
@@ -105,19 +104,9 @@ def test_git_blob_pin_is_checked(server, tmp_path):
         fetch(remote(server, git_blob="1" * 40), tmp_path / "bad", progress=False)
 
 
-def _tgz(files: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as t:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            t.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
-
-
 def test_extraction_is_atomic_and_a_truncated_archive_leaves_nothing(tmp_path):
     good = tmp_path / "good.tgz"
-    good.write_bytes(_tgz({"a/b.txt": b"hello", "a/c.txt": b"world" * 1000}))
+    good.write_bytes(tgz_bytes({"a/b.txt": b"hello", "a/c.txt": b"world" * 1000}))
     out = extract(good, tmp_path / "out", progress=False)
     assert (out / "a" / "b.txt").read_bytes() == b"hello"
     truncated = tmp_path / "bad.tgz"
@@ -130,7 +119,7 @@ def test_extraction_is_atomic_and_a_truncated_archive_leaves_nothing(tmp_path):
 
 def test_extraction_refuses_paths_that_escape(tmp_path):
     evil = tmp_path / "evil.tgz"
-    evil.write_bytes(_tgz({"../escape.txt": b"x"}))
+    evil.write_bytes(tgz_bytes({"../escape.txt": b"x"}))
     with pytest.raises(DataError):
         extract(evil, tmp_path / "out", progress=False)
     assert not (tmp_path / "escape.txt").exists() and not (tmp_path / "out").exists()
