@@ -29,7 +29,7 @@ def write_params(root: Path, methods=("eszsl", "ale"), seeds=(0, 1)) -> None:
         "datasets": ["synthetic"],
         "sources": {"synthetic": dict(TINY_SYNTHETIC)},
         "backbone": {"synthetic": dict(TINY_BACKBONE)},
-        "extract": {"batch_size": 64},
+        "extract": {"batch_size": 64, "levels": ["layer2", "layer3", "layer4"], "input_size": 64},
         "train": {"methods": list(methods), "seeds": list(seeds), "fold": 1, "selection_metric": "H",
                   "search": True, "device": "cpu"},
         "tracking": {"mlflow": False},
@@ -61,3 +61,25 @@ def project_copy(tiny_project, tmp_path) -> Path:
     shutil.copytree(tiny_project, dst, symlinks=True)
     # the prepared folder points at the raw images by a relative path, which the copy keeps intact
     return dst
+
+
+@pytest.fixture(scope="session")
+def region_project(tiny_project, tmp_path_factory) -> Path:
+    """The tiny project with an attribute embedding (random vectors standing in for MiniLM, which would
+    cost a model load) and its features re-extracted, as region methods need both."""
+    import numpy as np
+
+    from zsl_bench import stages
+    from zsl_bench.data.dataset import attach_attribute_embeddings, load_dataset
+    from zsl_bench.params import load_params
+    from zsl_bench.paths import ProjectPaths
+
+    root = tmp_path_factory.mktemp("region") / "project"
+    shutil.copytree(tiny_project, root, symlinks=True)
+    paths = ProjectPaths(root)
+    d = load_dataset(paths.prepared("synthetic"))
+    vectors = np.random.default_rng(0).normal(size=(d.n_attributes, 24)).astype(np.float32)
+    attach_attribute_embeddings(paths.prepared("synthetic"), {"minilm": (vectors, {"kind": "minilm",
+                                                                                   "source": "random (tests)"})})
+    stages.extract("synthetic", load_params(paths), paths, progress=False)
+    return root

@@ -28,7 +28,8 @@ from zsl_bench.training import seed_hash
 
 SELECTION_METRICS = ("H", "T1", "AUSUC")
 ORACLE_METRICS = ("T1", "H", "AUSUC")  # each maximised separately on test, as published code does
-FEATURE_OF_INPUT = {"vector": "pooled", "map": "layer4"}  # which feature-store array a method reads
+# which feature-store arrays a method reads: vectors whole, maps through a lazy view
+FEATURES_OF_INPUT = {"vector": ("pooled",), "map": ("layer4",), "maps": ("layer2", "layer3", "layer4")}
 
 
 def grid(default: dict, space: dict[str, list]) -> list[dict]:
@@ -75,13 +76,59 @@ class Checkpoint:
 
 @dataclass
 class RunOutput:
-    selection: dict                         # policy → {"metrics", "config", "epoch", ...}
+    selection: dict                         # policy → {"metrics", "config_id", "epoch", ...}
     validation_trace: list[dict]
     test_trace: list[dict]
     predictions: dict[str, np.ndarray]
     state: dict
     configs: list[dict]
-    extra: dict = field(default_factory=dict)
+    score_variants: dict[str, "RunOutput"] = field(default_factory=dict)
+
+
+class PolicyPicks:
+    """Reads the test sweep for one scoring variant: the val-chosen checkpoint (once), the oracle
+    maxima and the defaults' final checkpoint. Knows nothing of how the choice was made."""
+
+    def __init__(self, chosen: dict, labels: np.ndarray, is_seen_class: np.ndarray, gamma_last: float):
+        self.chosen, self.labels, self.is_seen_class, self.gamma_last = chosen, labels, is_seen_class, gamma_last
+        self.trace: list[dict] = []
+        self.val: Checkpoint | None = None
+        self.oracle: dict[str, Checkpoint] = {}
+        self.last: Checkpoint | None = None
+
+    def observe(self, config_id: int, epoch, scores: np.ndarray, method) -> None:
+        m = phase_metrics(scores, self.labels, self.is_seen_class)
+        self.trace.append({"config_id": config_id, "epoch": epoch, **m})
+        if (config_id, epoch) == (self.chosen["config_id"], self.chosen["epoch"]):
+            self.val = Checkpoint(scores, metrics_at_gamma(scores, self.labels, self.is_seen_class,
+                                                           self.chosen["gamma"]),
+                                  config_id, epoch, copy.deepcopy(method.state_dict()))
+        for metric in ORACLE_METRICS:
+            if metric not in self.oracle or m[metric] > self.oracle[metric].metrics[metric]:
+                self.oracle[metric] = Checkpoint(scores, m, config_id, epoch)
+        if config_id == 0:  # the defaults; the final checkpoint wins
+            self.last = Checkpoint(scores, None, config_id, epoch)
+
+    def selection(self, fold: int, selection_metric: str) -> dict:
+        last_metrics = metrics_at_gamma(self.last.scores, self.labels, self.is_seen_class, self.gamma_last)
+        oracle_metrics = {"T1": self.oracle["T1"].metrics["T1"], "AUSUC": self.oracle["AUSUC"].metrics["AUSUC"],
+                          **{k: self.oracle["H"].metrics[k] for k in ("U", "S", "H", "gamma")}}
+        return {
+            "val": {"metrics": self.val.metrics, "config_id": self.val.config_id, "epoch": self.val.epoch,
+                    "validation": {k: self.chosen[k] for k in ("T1", "H", "U", "S", "gamma", "AUSUC")},
+                    "selected_on": f"validation fold {fold}, max {selection_metric}; γ max val H"},
+            "last": {"metrics": last_metrics, "config_id": 0, "epoch": self.last.epoch,
+                     "selected_on": "default hyperparameters, final epoch, default γ"},
+            "oracle": {"metrics": oracle_metrics,
+                       "points": {k: {"config_id": c.config_id, "epoch": c.epoch} for k, c in self.oracle.items()},
+                       "selected_on": "test set: T1, H (with test-best γ) and AUSUC each maximised separately"},
+        }
+
+    def predictions(self) -> dict[str, np.ndarray]:
+        return {"scores_val": self.val.scores, "gamma_val": np.float64(self.chosen["gamma"]),
+                "scores_last": self.last.scores, "gamma_last": np.float64(self.gamma_last),
+                **{f"scores_oracle_{k}": c.scores for k, c in self.oracle.items()},
+                "gamma_oracle_H": np.float64(self.oracle["H"].metrics["gamma"])}
 
 
 class Evaluator:
@@ -94,39 +141,61 @@ class Evaluator:
         self.device, self.progress = device, progress
         default = method_cls.default_hparams(dataset.name)
         self.configs = grid(default, method_cls.search_space(dataset.name) if search else {})
-        self.feature = FEATURE_OF_INPUT[method_cls.input_kind]
-        x_shape = store.shape(self.feature)[1:]
+        self.features = FEATURES_OF_INPUT.get(method_cls.input_kind, ())   # "image": read from the dataset
+        shapes = tuple(tuple(int(d) for d in store.shape(f)[1:]) for f in self.features)
         self.task = Task(dataset=dataset.name, attribute_names=tuple(dataset.attribute_names),
-                         input_kind=method_cls.input_kind, input_shape=tuple(int(d) for d in x_shape),
-                         attribute_embeddings=dataset.attribute_embeddings())
+                         input_kind=method_cls.input_kind, input_shape=shapes[-1] if shapes else (3,),
+                         input_shapes=shapes, attribute_embeddings=dataset.attribute_embeddings())
+        # Scoring-only variants (Mg-MRN's per-branch inference) are read off the same fitted models.
+        self.score_variants = {"": {}, **method_cls.score_variants}
 
     def semantics(self, classes: np.ndarray) -> ClassSemantics:
         classes = np.asarray(classes)
         return ClassSemantics(class_ids=classes, att=self.dataset.att[classes],
                               original=self.dataset.original_att[classes])
 
+    def inputs(self, rows: np.ndarray):
+        """Pooled vectors as an array; maps as a lazy `MapView` (a map store need not fit in memory)."""
+        if self.method_cls.input_kind == "vector":
+            return self.store.read(rows, "pooled")
+        if self.method_cls.input_kind == "image":
+            from zsl_bench.images import ImageView
+
+            return ImageView(self.dataset, rows)
+        from zsl_bench.features import MapView
+
+        return MapView(self.store, self.features, rows)
+
     def sweep(self, phase: Phase, on_checkpoint) -> None:
-        """Fit every config on `phase`; call on_checkpoint(config_id, epoch, scores, method) each time."""
+        """Fit every config on `phase`; call on_checkpoint(config_id, epoch, {variant: scores}, method)."""
         from tqdm import tqdm
 
         labels = self.dataset.labels
-        train = TrainData(x=self.store.read(phase.train_rows, self.feature),
+        train = TrainData(x=self.inputs(phase.train_rows),
                           y=np.searchsorted(phase.train_classes, labels[phase.train_rows]),
                           semantics=self.semantics(phase.train_classes))
-        x_eval = self.store.read(phase.eval_rows, self.feature)
+        x_eval = self.inputs(phase.eval_rows)
         eval_semantics = self.semantics(phase.candidate_classes)
         unseen = self.semantics(phase.candidate_classes[~phase.is_seen_class])
+        expected = (len(phase.eval_rows), len(phase.candidate_classes))
         bar = tqdm(list(enumerate(self.configs)), desc=f"{self.method_cls.name} {phase.name}", unit="config",
                    disable=not self.progress, leave=False)
         for config_id, config in bar:
             method = self.method_cls(config, self.task, self.device)
 
             def checkpoint(epoch, method=method, config_id=config_id):
-                scores = np.asarray(method.score(x_eval, eval_semantics), dtype=np.float32)
-                if scores.shape != (len(phase.eval_rows), len(phase.candidate_classes)):
-                    raise ValueError(f"{self.method_cls.name}.score returned {scores.shape}, expected "
-                                     f"{(len(phase.eval_rows), len(phase.candidate_classes))}")
-                on_checkpoint(config_id, epoch, scores, method)
+                by_variant = {}
+                for variant, overrides in self.score_variants.items():
+                    fitted = method.hparams
+                    method.hparams = {**fitted, **overrides}
+                    try:
+                        scores = np.asarray(method.score(x_eval, eval_semantics), dtype=np.float32)
+                    finally:
+                        method.hparams = fitted
+                    if scores.shape != expected:
+                        raise ValueError(f"{self.method_cls.name}.score returned {scores.shape}, expected {expected}")
+                    by_variant[variant] = scores
+                on_checkpoint(config_id, epoch, by_variant, method)
 
             ctx = FitContext(seed=seed_hash(self.seed, phase.name, config), device=self.device,
                              progress=self.progress, _on_checkpoint=checkpoint, _unseen=unseen,
@@ -140,66 +209,41 @@ class Evaluator:
         # 1. Validation: choose (config, epoch) and γ without looking at test.
         val_phase = validation_phase(self.dataset, self.fold)
         val_labels, val_seen_cols = val_phase.eval_columns(labels), val_phase.is_seen_class
-        validation_trace: list[dict] = []
+        validation = {v: [] for v in self.score_variants}
 
-        def on_validation(config_id, epoch, scores, method):
-            validation_trace.append({"config_id": config_id, "epoch": epoch,
-                                     **phase_metrics(scores, val_labels, val_seen_cols)})
+        def on_validation(config_id, epoch, by_variant, method):
+            for v, scores in by_variant.items():
+                validation[v].append({"config_id": config_id, "epoch": epoch,
+                                      **phase_metrics(scores, val_labels, val_seen_cols)})
 
         self.sweep(val_phase, on_validation)
-        chosen = max(validation_trace, key=lambda r: r[self.selection_metric])  # first of equals wins
-        chosen_key = (chosen["config_id"], chosen["epoch"])
+        chosen = {v: max(trace, key=lambda r: r[self.selection_metric]) for v, trace in validation.items()}
 
-        # 2. Test: refit on trainval; read the val choice once, and the oracle and last points.
+        # 2. Test: refit on trainval; read each variant's val choice once, and its oracle and last points.
         t_phase = test_phase(self.dataset)
         t_labels, t_seen_cols = t_phase.eval_columns(labels), t_phase.is_seen_class
-        test_trace: list[dict] = []
-        val_point: Checkpoint | None = None
-        oracle: dict[str, Checkpoint] = {}
-        last: Checkpoint | None = None
-        gamma_last = float(self.method_cls.default_calibration_gamma)
+        picks = {v: PolicyPicks(chosen[v], t_labels, t_seen_cols, float(self.method_cls.default_calibration_gamma))
+                 for v in self.score_variants}
 
-        def on_test(config_id, epoch, scores, method):
-            nonlocal val_point, last
-            m = phase_metrics(scores, t_labels, t_seen_cols)
-            test_trace.append({"config_id": config_id, "epoch": epoch, **m})
-            if (config_id, epoch) == chosen_key:
-                val_point = Checkpoint(scores, metrics_at_gamma(scores, t_labels, t_seen_cols, chosen["gamma"]),
-                                       config_id, epoch, copy.deepcopy(method.state_dict()))
-            for metric in ORACLE_METRICS:
-                if metric not in oracle or m[metric] > oracle[metric].metrics[metric]:
-                    oracle[metric] = Checkpoint(scores, m, config_id, epoch)
-            if config_id == 0:  # the defaults; the final checkpoint wins
-                last = Checkpoint(scores, None, config_id, epoch)
+        def on_test(config_id, epoch, by_variant, method):
+            for v, scores in by_variant.items():
+                picks[v].observe(config_id, epoch, scores, method)
 
         self.sweep(t_phase, on_test)
-        if val_point is None:
-            raise RuntimeError(f"{self.method_cls.name}: the refit on trainval never reached the validation-selected "
-                               f"checkpoint (config {chosen_key[0]}, epoch {chosen_key[1]}); a method must "
-                               "checkpoint the same epochs whatever its training set")
-        last.metrics = metrics_at_gamma(last.scores, t_labels, t_seen_cols, gamma_last)
-
-        oracle_metrics = {"T1": oracle["T1"].metrics["T1"], "AUSUC": oracle["AUSUC"].metrics["AUSUC"],
-                          **{k: oracle["H"].metrics[k] for k in ("U", "S", "H", "gamma")}}
-        selection = {
-            "val": {"metrics": val_point.metrics, "config_id": val_point.config_id, "epoch": val_point.epoch,
-                    "validation": {k: chosen[k] for k in ("T1", "H", "U", "S", "gamma", "AUSUC")},
-                    "selected_on": f"validation fold {self.fold}, max {self.selection_metric}; γ max val H"},
-            "last": {"metrics": last.metrics, "config_id": 0, "epoch": last.epoch,
-                     "selected_on": "default hyperparameters, final epoch, default γ"},
-            "oracle": {"metrics": oracle_metrics,
-                       "points": {k: {"config_id": c.config_id, "epoch": c.epoch} for k, c in oracle.items()},
-                       "selected_on": "test set: T1, H (with test-best γ) and AUSUC each maximised separately"},
-        }
-        predictions = {
-            "scores_val": val_point.scores, "gamma_val": np.float64(chosen["gamma"]),
-            "scores_last": last.scores, "gamma_last": np.float64(gamma_last),
-            **{f"scores_oracle_{k}": c.scores for k, c in oracle.items()},
-            "gamma_oracle_H": np.float64(oracle["H"].metrics["gamma"]),
-            "labels": t_labels, "class_ids": t_phase.candidate_classes,
-            "class_names": np.array(self.dataset.class_names)[t_phase.candidate_classes],
-            "seen_class_mask": t_seen_cols, "unseen_sample_mask": ~t_seen_cols[t_labels],
-            "image_rows": t_phase.eval_rows,
-        }
-        return RunOutput(selection=selection, validation_trace=validation_trace, test_trace=test_trace,
-                         predictions=predictions, state=val_point.state, configs=self.configs)
+        common = {"labels": t_labels, "class_ids": t_phase.candidate_classes,
+                  "class_names": np.array(self.dataset.class_names)[t_phase.candidate_classes],
+                  "seen_class_mask": t_seen_cols, "unseen_sample_mask": ~t_seen_cols[t_labels],
+                  "image_rows": t_phase.eval_rows}
+        outputs = {}
+        for v, p in picks.items():
+            if p.val is None:
+                raise RuntimeError(f"{self.method_cls.name}: the refit on trainval never reached the validation-"
+                                   f"selected checkpoint (config {chosen[v]['config_id']}, epoch "
+                                   f"{chosen[v]['epoch']}); a method must checkpoint the same epochs whatever its "
+                                   "training set")
+            outputs[v] = RunOutput(selection=p.selection(self.fold, self.selection_metric),
+                                   validation_trace=validation[v], test_trace=p.trace,
+                                   predictions={**p.predictions(), **common}, state=p.val.state, configs=self.configs)
+        base = outputs.pop("")
+        base.score_variants = outputs
+        return base

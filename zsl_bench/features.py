@@ -351,3 +351,31 @@ class FeatureStore:
         if self.index["dataset_fingerprint"] != dataset.fingerprint():
             raise DataError(f"{self.root / 'index.json'}: extracted from another version of dataset "
                             f"{dataset.name}; run the extract stage again")
+
+
+class MapView:
+    """Lazy view of some rows of one or more store arrays: what map methods get as `x`.
+
+    `read(positions)` returns a list with one float32 block per array (positions index `rows`);
+    nothing is held in memory beyond the block asked for.
+    """
+
+    def __init__(self, store: FeatureStore, names: tuple[str, ...], rows):
+        self.store, self.names, self.rows = store, tuple(names), np.asarray(rows, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def shapes(self) -> list[tuple[int, ...]]:
+        return [self.store.shape(n)[1:] for n in self.names]
+
+    def read(self, positions) -> list[np.ndarray]:
+        rows = self.rows[np.asarray(positions, dtype=np.int64)]
+        return [self.store.read(rows, n) for n in self.names]
+
+    def batches(self, batch_size: int):
+        """Every row once, in order (for scoring)."""
+        for lo in range(0, len(self), batch_size):
+            positions = np.arange(lo, min(lo + batch_size, len(self)))
+            yield positions, self.read(positions)

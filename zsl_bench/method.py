@@ -36,7 +36,8 @@ class Task:
     dataset: str
     attribute_names: tuple[str, ...]
     input_kind: str
-    input_shape: tuple[int, ...]    # one sample, e.g. (D,) for pooled vectors
+    input_shape: tuple[int, ...]    # one sample, e.g. (D,) for pooled vectors, (C, H, W) for a map
+    input_shapes: tuple[tuple[int, ...], ...] = ()   # every level, for "maps" (layer2, layer3, layer4)
     # one text vector per attribute, by kind ("w2v", "minilm"): names carry no class information
     attribute_embeddings: dict[str, np.ndarray] = field(default_factory=dict)
 
@@ -82,6 +83,24 @@ class Method:
     uses_unseen_semantics: ClassVar[bool] = False
     default_calibration_gamma: ClassVar[float] = 0.0  # γ of the `last` policy
     paper: ClassVar[str] = ""
+    variants: ClassVar[dict[str, dict]] = {}   # named settings: "<name>.<variant>" runs them
+    variant: ClassVar[str | None] = None
+    # Settings that change only `score` (not training): evaluated on the same fitted models and
+    # recorded as runs of "<name>.<variant>" beside the method's own run.
+    score_variants: ClassVar[dict[str, dict]] = {}
+
+    @classmethod
+    def with_variant(cls, variant: str) -> type["Method"]:
+        """A subclass whose defaults carry the variant's overrides (an `input_kind` key switches inputs)."""
+        if variant not in cls.variants:
+            raise KeyError(f"{cls.name} has no variant {variant!r}; variants: {', '.join(sorted(cls.variants)) or 'none'}")
+        overrides = dict(cls.variants[variant])
+        input_kind = overrides.pop("input_kind", cls.input_kind)
+        base_defaults = cls.default_hparams
+        return type(f"{cls.__name__}[{variant}]", (cls,), {
+            "name": f"{cls.name}.{variant}", "variant": variant, "input_kind": input_kind,
+            "score_variants": {},   # readouts of the base configuration only
+            "default_hparams": classmethod(lambda _cls, dataset: {**base_defaults(dataset), **overrides})})
 
     @classmethod
     def default_hparams(cls, dataset: str) -> dict:

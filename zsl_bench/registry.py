@@ -31,6 +31,10 @@ def available_methods() -> list[str]:
 
 
 def get_method(name: str) -> type:
+    """A method class by name; `base.variant` (e.g. `mgmrn.levels1`) gives one of its named variants."""
+    if "." in name and name not in _REGISTRY:
+        base, variant = name.split(".", 1)
+        _REGISTRY[name] = get_method(base).with_variant(variant)
     if name not in _REGISTRY:
         ep = _entry_points().get(name)
         if ep is None:

@@ -45,7 +45,7 @@ def execute(request: RunRequest, paths: ProjectPaths, progress: bool = True, mir
                           selection_metric=request.selection_metric, search=request.search, device=device,
                           progress=progress)
     key_spec = {"protocol_version": PROTOCOL_VERSION, "method": request.method, "dataset": request.dataset,
-                "dataset_fingerprint": dataset.fingerprint(), "features_sha256": store.fingerprint(evaluator.feature),
+                "dataset_fingerprint": dataset.fingerprint(), "features_sha256": [store.fingerprint(f) for f in evaluator.features],
                 "seed": request.seed, "fold": request.fold, "selection_metric": request.selection_metric,
                 "configs": evaluator.configs}
     key = run_key(key_spec)
@@ -54,9 +54,9 @@ def execute(request: RunRequest, paths: ProjectPaths, progress: bool = True, mir
         return folder  # done before: content-addressed, so identical
 
     out = evaluator.run()
-    record = {
-        "schema_version": SCHEMA_VERSION, "protocol_version": PROTOCOL_VERSION, "run_key": key,
-        "method": request.method, "dataset": request.dataset, "seed": request.seed,
+    shared = {
+        "schema_version": SCHEMA_VERSION, "protocol_version": PROTOCOL_VERSION,
+        "dataset": request.dataset, "seed": request.seed,
         "seeds": {"run": request.seed, "per_fit": "seed_hash(run seed, phase name, hyperparameters)",
                   "validation_split": dataset.meta.get("split_seed"),
                   "data": dataset.meta.get("generator", {}).get("seed"),
@@ -68,26 +68,43 @@ def execute(request: RunRequest, paths: ProjectPaths, progress: bool = True, mir
                    "configs": out.configs},
         "data": {"dataset_fingerprint": dataset.fingerprint(), "dataset_checks": dataset.meta.get("checks", []),
                  "features": {"path": str(store.root.relative_to(paths.root)) if store.root.is_relative_to(paths.root)
-                              else str(store.root), "array": evaluator.feature,
-                              "sha256": store.fingerprint(evaluator.feature),
+                              else str(store.root), "arrays": list(evaluator.features),
+                              "sha256": [store.fingerprint(f) for f in evaluator.features],
                               "backbone": store.index["backbone"], "input_size": store.index["input_size"]}},
-        "attribute_embeddings": {
-            "available": {k: {f: v for f, v in e.items() if f in ("source", "git_blob", "shape")}
-                          for k, e in dataset.meta.get("attribute_embeddings", {}).items()},
-            "used": out.configs[out.selection["val"]["config_id"]].get("attribute_embedding"),
-        },
-        "hparams": {"val": out.configs[out.selection["val"]["config_id"]],
-                    "last": out.configs[0],
-                    "oracle": {m: out.configs[p["config_id"]] for m, p in out.selection["oracle"]["points"].items()}},
-        "selection": out.selection,
-        "traces": {"validation": out.validation_trace, "test": out.test_trace},
         "environment": environment(paths.root, device),
         "resources": {"wall_s": round(time.time() - start, 3), "peak_rss_mb": round(peak_rss_mb(), 1)},
         "created_unix": time.time(),
     }
+    for variant, variant_out in out.score_variants.items():
+        # Same fitted models, another scoring rule: its own record, beside the method's in the same slot.
+        name = f"{request.method}.{variant}"
+        variant_record = {**_record_of(variant_out, dataset), **shared, "method": name,
+                          "run_key": run_key({**key_spec, "method": name}),
+                          "score_variant_of": {"method": request.method, "run_key": key,
+                                               "overrides": method_cls.score_variants[variant]}}
+        write_run(folder.parent / variant_record["run_key"], variant_record, variant_out.predictions,
+                  variant_out.state)
+    record = {**_record_of(out, dataset), **shared, "method": request.method, "run_key": key}
     write_run(folder, record, out.predictions, out.state)
     if mirror:
         from zsl_bench.tracking import mirror as mirror_records
 
-        mirror_records([read_record(folder)], paths.tracking_uri, paths.mlflow_artifacts)
+        mirror_records([read_record(f) for f in find_run_folders(folder.parent)], paths.tracking_uri,
+                       paths.mlflow_artifacts)
     return folder
+
+
+def _record_of(out, dataset) -> dict:
+    """The parts of a record that come from one evaluator output."""
+    chosen = out.configs[out.selection["val"]["config_id"]]
+    return {
+        "attribute_embeddings": {
+            "available": {k: {f: v for f, v in e.items() if f in ("source", "git_blob", "shape")}
+                          for k, e in dataset.meta.get("attribute_embeddings", {}).items()},
+            "used": chosen.get("attribute_embedding"),
+        },
+        "hparams": {"val": chosen, "last": out.configs[0],
+                    "oracle": {m: out.configs[p["config_id"]] for m, p in out.selection["oracle"]["points"].items()}},
+        "selection": out.selection,
+        "traces": {"validation": out.validation_trace, "test": out.test_trace},
+    }

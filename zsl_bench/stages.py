@@ -69,27 +69,39 @@ def train(dataset: str, method: str, seed: int, params: dict, paths: ProjectPath
     return execute(request, paths, progress=progress, mirror=bool(section(params, "tracking", "mlflow")))
 
 
-def configured_records(params: dict, paths: ProjectPaths) -> list[dict]:
-    """The records of the runs params.yaml asks for (datasets × methods × seeds)."""
+def configured_records(params: dict, paths: ProjectPaths) -> tuple[list[dict], list[dict]]:
+    """(records of the compared methods, records of the ablation) that params.yaml asks for."""
     from zsl_bench.records import find_records
 
-    records = []
-    for dataset in section(params, "datasets"):
-        for method in section(params, "train", "methods"):
-            for seed in section(params, "train", "seeds"):
-                records += find_records(paths.run_slot(dataset, method, seed))
-    return records
+    datasets, seeds = section(params, "datasets"), section(params, "train", "seeds")
+    methods = section(params, "train", "methods")
+    ablate = params.get("ablate") or {}
+    base = ablate.get("method")
+    results, ablation = [], []
+    for dataset in datasets:
+        for method in methods:
+            for seed in seeds:
+                for r in find_records(paths.run_slot(dataset, method, seed)):
+                    if r["method"] == method:
+                        results.append(r)
+                    if base and (r["method"] == base or r["method"].startswith(base + ".")):
+                        ablation.append(r)
+        for variant in ablate.get("variants", []):
+            for seed in ablate.get("seeds", []):
+                ablation += find_records(paths.run_slot(dataset, f"{base}.{variant}", seed))
+    return results, ablation
 
 
 def report(params: dict, paths: ProjectPaths) -> list[Path]:
     from zsl_bench.report import write_reports
 
-    records = configured_records(params, paths)
-    if not records:
+    results, ablation = configured_records(params, paths)
+    if not results:
         raise RuntimeError(f"no finished runs below {paths.runs}: run the train stages first (`dvc repro`)")
-    written = write_reports(records, paths.reports)
+    written = write_reports(results, paths.reports, ablation=ablation,
+                            ablation_method=(params.get("ablate") or {}).get("method"))
     if section(params, "tracking", "mlflow"):
         from zsl_bench.tracking import mirror
 
-        mirror(records, paths.tracking_uri, paths.mlflow_artifacts)  # runs restored from DVC's cache
+        mirror(results + ablation, paths.tracking_uri, paths.mlflow_artifacts)  # runs restored from DVC's cache
     return written

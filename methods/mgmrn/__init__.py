@@ -1,0 +1,178 @@
+"""Mg-MRN: Wang et al., "Multi-Granularity Mutual Refinement Network for Zero-Shot Learning",
+arXiv 2511.08163. Consistent-channel version of the released code (methods.md §4, README here).
+
+Two input modes, one head:
+- `mgmrn` (`input_kind = "maps"`): frozen layer2/3/4 maps from the feature store (fits a CPU; the
+  embedded default runs it; not in the official code);
+- `mgmrn.image` (`input_kind = "image"`): the paper's setting, ResNet-101 fine-tuned end to end at
+  448 px with the official transforms (for GPUs).
+Per branch k: L_k = λ0 · CE(τ cos(p_k, a_c), y) + λ1 · mean(p_k/‖p_k‖ − a_y/‖a_y‖)²; by default three
+sequential optimizer steps per batch, one per branch (official). Inference sums τ cos(p_k, a_c).
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from zsl_bench.method import ClassSemantics, FitContext, TrainData
+from zsl_bench.registry import register_method
+from zsl_bench.torch_method import TorchMethod
+from zsl_bench.training import class_balanced_batches, make_optimizer, torch_generator
+
+# Mg-MRN:config/<ds>_16w_2s_AttentionNet.yaml (methods.md §4.4).
+COMMON = {
+    "mode": "maps", "semantics": "original", "attribute_embedding": "w2v", "width": 1.0, "parts": 5,
+    "levels": 3, "fusion": "one-way", "grouping": "official", "stop_gradient": True, "update": "sequential",
+    "inference": "sum", "zero_grad": "none", "lr_step_at_epoch_start": True, "optimizer": "sgd",
+    "momentum": 0.9, "weight_decay": 1e-5, "lr_step": 10, "batches_per_epoch": 300, "epochs": 30,
+    "lambda_cls": 1.0, "image_size": 448, "backbone": "resnet101.tv_in1k", "pretrained": True,
+    "weights_file": None, "eval_batch_size": 32,
+}
+PAPER = {
+    "CUB": {"ways": 8, "shots": 2, "lr": 5e-4, "lr_gamma": 0.1, "scale": 20.0, "lambda_reg": 0.1},
+    "SUN": {"ways": 8, "shots": 2, "lr": 5e-4, "lr_gamma": 0.5, "scale": 25.0, "lambda_reg": 1.0},
+    "AWA2": {"ways": 16, "shots": 2, "lr": 5e-5, "lr_gamma": 0.5, "scale": 20.0, "lambda_reg": 1.0},
+}
+# The embedded default: CUB's setting scaled to 1,000 images of 128 px maps on a CPU (README).
+SYNTHETIC = {**PAPER["CUB"], "width": 1 / 32, "epochs": 6, "lr_step": 3, "lr": 5e-3, "batches_per_epoch": 0,
+             "attribute_embedding": "minilm", "image_size": 64, "backbone": "resnet10t", "pretrained": False}
+
+VARIANTS = {   # named ablations, one switch each from the official configuration, and the image mode
+    "levels1": {"levels": 1}, "levels2": {"levels": 2},
+    "fusion-none": {"fusion": "none"}, "fusion-mutual": {"fusion": "mutual"},
+    "grouping-identity": {"grouping": "identity"}, "grouping-decoupled": {"grouping": "decoupled"},
+    "stopgrad-off": {"stop_gradient": False}, "update-joint": {"update": "joint"},
+    "image": {"mode": "image", "input_kind": "image"},
+}
+# Inference per branch changes no weight: read off the official run's own checkpoints (same models).
+SCORE_VARIANTS = {"inference-fine": {"inference": "branch1"}, "inference-mid": {"inference": "branch2"},
+                  "inference-coarse": {"inference": "branch3"}}
+
+
+@register_method("mgmrn")
+class MgMRN(TorchMethod):
+    input_kind = "maps"
+    uses_unseen_semantics = False   # trained on seen classes only; unseen rows appear at inference only
+    paper = "Wang et al., arXiv 2511.08163"
+    variants = VARIANTS
+    score_variants = SCORE_VARIANTS
+
+    @classmethod
+    def default_hparams(cls, dataset: str) -> dict:
+        return {**COMMON, **PAPER.get(dataset, SYNTHETIC)}
+
+    def build_net(self):
+        import torch.nn as nn
+
+        from methods.mgmrn.model import Backbone, MgMRNHead
+
+        hp = self.hparams
+        backbone = None
+        if hp["mode"] == "image":
+            backbone = Backbone(hp["backbone"], hp["pretrained"], hp["weights_file"])
+            channels = backbone.channels
+        else:
+            channels = tuple(shape[0] for shape in self.task.input_shapes)
+        head = MgMRNHead(channels, self.attribute_embedding(), hp["width"], hp["levels"], hp["fusion"],
+                         hp["grouping"], hp["stop_gradient"], hp["parts"])
+        return nn.ModuleDict({"backbone": backbone, "head": head} if backbone else {"head": head})
+
+    # --- inputs ----------------------------------------------------------------------------------------
+    def inputs(self, x, positions, rng=None):
+        """One batch as read once: images (training transform when `rng` is given) or frozen maps."""
+        if self.hparams["mode"] == "image":
+            return x.read(positions, self.hparams["image_size"], train=rng is not None, rng=rng).to(self.torch_device)
+        c3, c4, c5 = (self.tensor(b) for b in x.read(positions))
+        return {1: c3, 2: c4, 3: c5}
+
+    def features(self, batch) -> dict:
+        """branch → backbone output: the frozen maps, or a (fresh) pass of the images through the backbone."""
+        return self.net["backbone"](batch) if self.hparams["mode"] == "image" else batch
+
+    def branch_logits(self, p, class_att):
+        import torch.nn.functional as F
+
+        return self.hparams["scale"] * F.normalize(p, dim=1) @ F.normalize(class_att, dim=1).T
+
+    def losses(self, scores: dict, y, seen_att) -> dict:
+        import torch.nn.functional as F
+
+        hp = self.hparams
+        target = F.normalize(seen_att[y], dim=1)
+        return {k: hp["lambda_cls"] * F.cross_entropy(self.branch_logits(p, seen_att), y)
+                + hp["lambda_reg"] * ((F.normalize(p, dim=1) - target) ** 2).mean()
+                for k, p in scores.items()}
+
+    def fit(self, train: TrainData, ctx: FitContext) -> None:
+        import torch
+
+        hp = self.hparams
+        torch_generator(ctx.seed)
+        rng = np.random.default_rng(ctx.seed)
+        self.net = self.build_net().to(self.torch_device)
+        seen_att = self.tensor(self.class_matrix(train.semantics))
+        opt = make_optimizer(hp["optimizer"], self.net.parameters(), hp["lr"], hp["weight_decay"], hp["momentum"])
+        sched = torch.optim.lr_scheduler.StepLR(opt, step_size=hp["lr_step"], gamma=hp["lr_gamma"])
+        per_epoch = hp["batches_per_epoch"] or int(np.ceil(len(train.y) / (hp["ways"] * hp["shots"])))
+        set_to_none = hp["zero_grad"] == "none"   # torch ≥ 2 semantics; "zeros" = torch 1.x (moves every parameter)
+        for epoch in range(1, hp["epochs"] + 1):
+            if hp["lr_step_at_epoch_start"]:
+                with warnings.catch_warnings():   # torch warns about stepping before optimizer.step(): intended
+                    warnings.simplefilter("ignore", UserWarning)
+                    sched.step()   # official: at the start of each epoch, so the LR decays one epoch early
+            self.net.train()
+            for idx in class_balanced_batches(train.y, per_epoch, hp["ways"], hp["shots"], rng):
+                y = torch.as_tensor(train.y[idx], device=self.torch_device)
+                batch = self.inputs(train.x, idx, rng)
+                if hp["update"] == "sequential":   # a fresh forward and one step per branch, fine to coarse
+                    for k in self.net["head"].branches:
+                        scores, _ = self.net["head"](self.features(batch), only=k)
+                        loss = self.losses(scores, y, seen_att)[k]
+                        opt.zero_grad(set_to_none=set_to_none)
+                        loss.backward()
+                        opt.step()
+                else:
+                    scores, _ = self.net["head"](self.features(batch))
+                    loss = sum(self.losses(scores, y, seen_att).values())
+                    opt.zero_grad(set_to_none=set_to_none)
+                    loss.backward()
+                    opt.step()
+            if not hp["lr_step_at_epoch_start"]:
+                sched.step()
+            ctx.evaluate(epoch)
+
+    def inference_branches(self) -> tuple[int, ...]:
+        active = self.net["head"].branches
+        if self.hparams["inference"] == "sum":
+            return active
+        k = int(self.hparams["inference"].removeprefix("branch"))
+        if k not in active:
+            raise ValueError(f"inference {self.hparams['inference']} names a branch this model does not have "
+                             f"(active: {active})")
+        return (k,)
+
+    def score(self, x, semantics: ClassSemantics) -> np.ndarray:
+        import torch
+
+        att = self.tensor(self.class_matrix(semantics))
+        branches = self.inference_branches()
+        self.net.eval()
+
+        def score_batch(positions):
+            scores, _ = self.net["head"](self.features(self.inputs(x, positions)))
+            return sum(self.branch_logits(scores[k], att) for k in branches).cpu().numpy()
+
+        with torch.no_grad():
+            return np.concatenate([score_batch(np.arange(lo, min(lo + self.hparams["eval_batch_size"], len(x))))
+                                   for lo in range(0, len(x), self.hparams["eval_batch_size"])])
+
+    def attention_maps(self, x, positions) -> dict[int, np.ndarray]:
+        """branch → [N, A, T] decoder attention over that branch's tokens (for figures)."""
+        import torch
+
+        self.net.eval()
+        with torch.no_grad():
+            _, attention = self.net["head"](self.features(self.inputs(x, np.asarray(positions))))
+        return {k: a.cpu().numpy() for k, a in attention.items()}
+

@@ -1,0 +1,195 @@
+"""Mg-MRN's network (methods.md §4.2), consistent-channel version, with the ablation switches.
+
+Branches are numbered as in the paper's code: 1 = fine (ResNet layer2), 2 = mid (layer3),
+3 = coarse (layer4). Every level is brought to the coarse grid by its granularity module
+(grouping unit → conv blocks that halve the size), fused, and read by its own visual-semantic
+decoder over attribute word vectors.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+BRANCHES = {3: (3,), 2: (2, 3), 1: (1, 2, 3)}   # levels → active branches: coarse only, coarse + mid, all
+GROUPING_MODES = ("identity", "official", "decoupled")
+FUSION_MODES = ("none", "one-way", "mutual")
+
+
+class GroupingUnit(nn.Module):
+    """K part centres and per-part smoothing; each pixel is softly assigned to the parts.
+
+    - `official`: mean over parts of (assignment ⊙ x). The assignments sum to 1, so this is x / K
+      exactly (the released code's "region mining" is a constant scale; a test proves it).
+    - `identity`: x unchanged.
+    - `decoupled` (ours): Σ_k W_k (a_k ⊙ x) with a 1×1 projection per part, initialised to I / K so it
+      starts equal to `official`; parts keep their own features and the centres receive gradients.
+    """
+
+    def __init__(self, channels: int, parts: int = 5, mode: str = "official"):
+        super().__init__()
+        if mode not in GROUPING_MODES:
+            raise ValueError(f"grouping must be one of {GROUPING_MODES}, not {mode!r}")
+        self.mode, self.parts = mode, parts
+        centres = torch.empty(parts, channels)
+        nn.init.kaiming_normal_(centres)
+        self.centres = nn.Parameter(centres.clamp(min=1e-5))
+        self.smooth = nn.Parameter(torch.zeros(parts))
+        if mode == "decoupled":
+            self.mix = nn.Conv2d(parts * channels, channels, 1, bias=False)
+            with torch.no_grad():
+                eye = torch.eye(channels) / parts
+                self.mix.weight.copy_(torch.cat([eye] * parts, dim=1)[:, :, None, None])
+
+    def assignments(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, K, H, W] soft assignment of each pixel to the K parts."""
+        sq = (x ** 2).sum(1, keepdim=True) - 2 * torch.einsum("bchw,kc->bkhw", x, self.centres) \
+            + (self.centres ** 2).sum(1)[None, :, None, None]
+        return torch.softmax(-sq / torch.sigmoid(self.smooth)[None, :, None, None], dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mode == "identity":
+            return x
+        a = self.assignments(x)
+        if self.mode == "official":                              # mean_k(a_k ⊙ x), without a [B, K, C, H, W] tensor
+            return x * a.mean(1, keepdim=True)
+        weight = self.mix.weight.view(self.mix.out_channels, self.parts, -1, 1, 1)
+        return sum(F.conv2d(x * a[:, k:k + 1], weight[:, k]) for k in range(self.parts))
+
+
+class SegmentationBlock(nn.Sequential):
+    """Conv3×3 → GroupNorm(32) → ReLU, then a 0.5× bilinear resize, repeated `halvings` times (the
+    official name says "upsample"; it halves)."""
+
+    def __init__(self, c_in: int, c_out: int, halvings: int):
+        layers = [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.GroupNorm(32, c_out), nn.ReLU(inplace=True)]
+        for i in range(halvings):
+            if i > 0:
+                layers += [nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), nn.GroupNorm(32, c_out),
+                           nn.ReLU(inplace=True)]
+            layers.append(Halve())
+        super().__init__(*layers)
+
+
+class Halve(nn.Module):
+    def forward(self, x):
+        return F.interpolate(x, scale_factor=0.5, mode="bilinear", align_corners=True)
+
+
+class SCAM(nn.Module):
+    """Spatial-channel attention fusion: x' = 1×1 conv; x' ⊙ σ(FC(ReLU(FC(GAP x')))) ⊙ σ(conv3×3 x')."""
+
+    def __init__(self, c_in: int, c: int):
+        super().__init__()
+        self.proj = nn.Conv2d(c_in, c, 1, bias=False)
+        nn.init.xavier_uniform_(self.proj.weight)
+        self.fc1, self.fc2 = nn.Linear(c, c), nn.Linear(c, c)
+        self.spatial = nn.Conv2d(c, c, 3, padding=1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.proj(x)
+        channel = torch.sigmoid(self.fc2(F.relu(self.fc1(x.mean((2, 3))))))[:, :, None, None]
+        return x * channel * torch.sigmoid(self.spatial(x))
+
+
+class VisualSemanticDecoder(nn.Module):
+    """Attribute queries (fixed word vectors) attend over region tokens; no 1/√d scaling (official)."""
+
+    def __init__(self, c: int, m: int, dim_v: int, n_attributes: int):
+        super().__init__()
+        self.q, self.k, self.v = nn.Linear(dim_v, m), nn.Linear(c, m), nn.Linear(c, m)
+        self.out = nn.Linear(m, c)
+        self.W = nn.Parameter(torch.randn(n_attributes, c))
+
+    def forward(self, tokens: torch.Tensor, w2v: torch.Tensor):
+        attention = torch.softmax(self.q(w2v) @ self.k(tokens).transpose(1, 2), dim=-1)   # [B, A, T]
+        f = self.out(attention @ self.v(tokens))                                          # [B, A, C]
+        return (f * self.W).sum(-1), attention
+
+
+def regions(x: torch.Tensor) -> torch.Tensor:
+    return x.flatten(2).transpose(1, 2)   # [B, C, H, W] → [B, HW, C]
+
+
+class MgMRNHead(nn.Module):
+    """Everything after the backbone: granularity modules, fusion, decoders."""
+
+    def __init__(self, in_channels: tuple[int, int, int], w2v, width: float = 1.0, levels: int = 3,
+                 fusion: str = "one-way", grouping: str = "official", stop_gradient: bool = True, parts: int = 5):
+        super().__init__()
+        if fusion not in FUSION_MODES:
+            raise ValueError(f"fusion must be one of {FUSION_MODES}, not {fusion!r}")
+        if levels not in (1, 2, 3):
+            raise ValueError("levels must be 1 (coarse), 2 (coarse + mid) or 3")
+        c = max(32, int(round(2048 * width / 32)) * 32)
+        m = max(16, int(round(1024 * width)))
+        self.c, self.fusion, self.stop_gradient = c, fusion, stop_gradient
+        self.branches = BRANCHES[{1: 3, 2: 2, 3: 1}[levels]]
+        self.register_buffer("w2v", torch.as_tensor(w2v, dtype=torch.float32))   # fixed (official)
+        n_attr, dim_v = self.w2v.shape
+        c3, c4, c5 = in_channels
+        halvings = {1: 2, 2: 1, 3: 0}
+        level_in = {1: c3, 2: c4, 3: c5}
+        self.granularity = nn.ModuleDict({
+            str(k): nn.Sequential(GroupingUnit(level_in[k], parts, grouping),
+                                  SegmentationBlock(level_in[k], c, halvings[k])) for k in self.branches})
+        self.fusion_sources = self._fusion_sources()
+        self.scam = nn.ModuleDict({str(k): SCAM(len(src) * c, c) for k, src in self.fusion_sources.items()})
+        self.decoders = nn.ModuleDict({str(k): VisualSemanticDecoder(c, m, dim_v, n_attr) for k in self.branches})
+
+    def _fusion_sources(self) -> dict[int, tuple[int, ...]]:
+        """Which other levels each branch fuses: official = only coarser ones (coarse → fine)."""
+        if self.fusion == "none":
+            return {}
+        out = {}
+        for k in self.branches:
+            others = [j for j in self.branches if j != k and (self.fusion == "mutual" or j > k)]
+            if others:
+                out[k] = tuple(others)
+        return out
+
+    def forward(self, maps: dict[int, torch.Tensor], only: int | None = None):
+        """maps: branch → backbone features; returns per-branch attribute scores and attention.
+
+        `only=k` computes what branch k's output depends on, nothing else: the same values and
+        gradients as a full forward (the official sequential update takes one branch's loss per
+        step), with stop-gradient sources evaluated without building a graph.
+        """
+        wanted = self.branches if only is None else (only,)
+        needed = set(wanted) | {j for k in wanted for j in self.fusion_sources.get(k, ())}
+        s = {}
+        for k in self.branches:
+            if k not in needed:
+                continue
+            if k in wanted or not self.stop_gradient:
+                s[k] = self.granularity[str(k)](maps[k])
+            else:
+                with torch.no_grad():
+                    s[k] = self.granularity[str(k)](maps[k])
+        held = {k: (v.detach() if self.stop_gradient else v) for k, v in s.items()}
+        scores, attention = {}, {}
+        for k in wanted:
+            tokens = regions(s[k])
+            if k in self.fusion_sources:
+                fused = self.scam[str(k)](torch.cat([held[j] for j in self.fusion_sources[k]], dim=1))
+                tokens = torch.cat([tokens, regions(fused)], dim=1)
+            scores[k], attention[k] = self.decoders[str(k)](tokens, self.w2v)
+        return scores, attention
+
+
+class Backbone(nn.Module):
+    """A timm ResNet returning its layer2, layer3, layer4 outputs (image mode: fine-tuned end to end)."""
+
+    def __init__(self, arch: str, pretrained: bool, weights_file: str | None = None):
+        super().__init__()
+        import timm
+
+        kwargs = {"pretrained_cfg_overlay": {"file": weights_file}} if weights_file else {}
+        self.net = timm.create_model(arch, pretrained=pretrained or bool(weights_file), num_classes=0, **kwargs)
+        modules = [f["module"] for f in self.net.feature_info]
+        self.indices = [modules.index(name) for name in ("layer2", "layer3", "layer4")]
+        self.channels = tuple(self.net.feature_info[i]["num_chs"] for i in self.indices)
+
+    def forward(self, images: torch.Tensor) -> dict[int, torch.Tensor]:
+        c3, c4, c5 = self.net.forward_intermediates(images, indices=self.indices, intermediates_only=True)
+        return {1: c3, 2: c4, 3: c5}

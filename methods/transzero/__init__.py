@@ -1,0 +1,106 @@
+"""TransZero: Chen et al., "TransZero: Attribute-guided Transformer for Zero-Shot Learning", AAAI 2022.
+
+Frozen region maps → a geometry-aware encoder over the regions → a decoder whose attribute queries
+(trainable word vectors) attend to them → per-attribute scores e → class logits z = e · a_cᵀ.
+Losses (methods.md §3.3): cross-entropy over all K classes on z, self-calibration
+−log mean_b Σ_{u unseen} softmax(z + m)_u with the built-in offset m = −1 seen / +1 unseen, and
+attribute regression mean (e − a_y)². The offset is also in the official test scores: a fixed
+calibration γ = 2, which here is the evaluator's `default_calibration_gamma` (and the `last` policy).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from zsl_bench.method import ClassSemantics, FitContext, TrainData
+from zsl_bench.registry import register_method
+from zsl_bench.torch_method import AllClassTargets, TorchMethod
+from zsl_bench.training import (class_balanced_batches, epoch_batches, make_optimizer, score_in_batches,
+                                torch_generator)
+
+# shiming-chen/TransZero train_<ds>.py + wandb_config/<ds>_gzsl.yaml (methods.md §3.4).
+COMMON = {"lr": 1e-4, "weight_decay": 1e-4, "batch_size": 50, "logit_offset": 1.0, "attribute_embedding": "w2v",
+          "double_residual": True, "clamp_negative_attributes": False}
+PAPER = {
+    "CUB": {"optimizer": "adam", "momentum": 0.0, "sampler": "random", "epochs": 200, "lambda_sc": 0.3,
+            "lambda_reg": 0.005, "d": 300, "d_ff": 512, "dropout": 0.4, "self_attention": True,
+            "normalize_V": False},
+    "SUN": {"optimizer": "sgd", "momentum": 0.9, "sampler": "balanced", "epochs": 400, "lambda_sc": 0.25,
+            "lambda_reg": 0.001, "d": 128, "d_ff": 2048, "dropout": 0.3, "self_attention": False,
+            "normalize_V": False},
+    "AWA2": {"optimizer": "sgd", "momentum": 0.0, "sampler": "balanced", "epochs": 200, "lambda_sc": 2.0,
+             "lambda_reg": 0.0005, "d": 300, "d_ff": 512, "dropout": 0.5, "self_attention": True,
+             "normalize_V": True, "clamp_negative_attributes": True},
+}
+# The embedded default: the CUB setting, smaller and shorter for 1,000 small images on a CPU (README).
+SYNTHETIC = {**PAPER["CUB"], "lr": 1e-3, "epochs": 15, "d": 128, "d_ff": 256, "dropout": 0.2,
+             "attribute_embedding": "minilm"}
+
+
+@register_method("transzero")
+class TransZero(TorchMethod):
+    input_kind = "map"
+    uses_unseen_semantics = True    # self-calibration and the all-class cross-entropy read unseen attributes
+    default_calibration_gamma = 2.0   # the built-in ±1 logit offset
+    paper = "Chen et al., AAAI 2022"
+
+    @classmethod
+    def default_hparams(cls, dataset: str) -> dict:
+        return {**COMMON, **PAPER.get(dataset, SYNTHETIC)}
+
+    def build_net(self):
+        from methods.transzero.model import TransZeroNet
+
+        hp = self.hparams
+        return TransZeroNet(self.task.input_shape[0], self.attribute_embedding(), hp["d"], hp["d_ff"], hp["dropout"],
+                            hp["self_attention"], hp["normalize_V"], hp["double_residual"])
+
+    def batches(self, y: np.ndarray, rng) -> list:
+        """One "epoch": N / batch_size iterations, as the official iteration count is defined."""
+        hp = self.hparams
+        if hp["sampler"] == "balanced":   # min(#seen, 50) distinct classes × 1 image (AWA2: effectively 40)
+            return class_balanced_batches(y, int(np.ceil(len(y) / hp["batch_size"])), hp["batch_size"], 1, rng)
+        return epoch_batches(len(y), hp["batch_size"], rng)
+
+    def loss(self, maps, y, targets: AllClassTargets):
+        import torch.nn.functional as F
+
+        hp = self.hparams
+        z, e, _ = self.net(maps, targets.all_att)
+        return (F.cross_entropy(z, y) + hp["lambda_sc"] * targets.self_calibration(z)
+                + hp["lambda_reg"] * ((e - targets.seen_att[y]) ** 2).mean())
+
+    def fit(self, train: TrainData, ctx: FitContext) -> None:
+        import torch
+
+        hp = self.hparams
+        torch_generator(ctx.seed)
+        rng = np.random.default_rng(ctx.seed)
+        self.net = self.build_net().to(self.torch_device)
+        targets = AllClassTargets.build(self, train.semantics, ctx.unseen_semantics(), hp["logit_offset"])
+        opt = make_optimizer(hp["optimizer"], self.net.parameters(), hp["lr"], hp["weight_decay"], hp["momentum"])
+        for epoch in range(1, hp["epochs"] + 1):
+            self.net.train()
+            for idx in self.batches(train.y, rng):
+                loss = self.loss(self.tensor(train.x.read(idx)[0]),
+                                 torch.as_tensor(train.y[idx], device=self.torch_device), targets)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            ctx.evaluate(epoch)
+
+    def score(self, x, semantics: ClassSemantics) -> np.ndarray:
+        import torch
+
+        att = self.tensor(self.class_matrix(semantics))
+        self.net.eval()
+        with torch.no_grad():
+            return score_in_batches(x, lambda blocks: self.net(self.tensor(blocks[0]), att)[0].cpu().numpy())
+
+    def attention_maps(self, x) -> np.ndarray:
+        """[N, A, H, W] decoder attention of every attribute query over the regions (for figures)."""
+        import torch
+
+        self.net.eval()
+        with torch.no_grad():
+            out = score_in_batches(x, lambda b: self.net.attribute_scores(self.tensor(b[0]))[1].cpu().numpy())
+        return out.reshape(len(out), out.shape[1], *self.task.input_shape[1:])

@@ -1,0 +1,236 @@
+"""DAZLE, TransZero and Mg-MRN: shapes, gradient reach, the grouping unit, losses, declarations."""
+import numpy as np
+import pytest
+import torch
+
+from methods.mgmrn.model import BRANCHES, GroupingUnit, MgMRNHead
+from methods.transzero.model import TransZeroNet, grid_geometry_embedding
+from zsl_bench.method import ClassSemantics, Task
+from zsl_bench.registry import get_method
+from zsl_bench.torch_method import AllClassTargets
+
+A, DV = 12, 20   # attributes, word-vector size
+
+
+def task(input_shapes, kind="map"):
+    rng = np.random.default_rng(0)
+    return Task(dataset="toy", attribute_names=tuple(f"a{i}" for i in range(A)), input_kind=kind,
+                input_shape=input_shapes[-1], input_shapes=tuple(input_shapes),
+                attribute_embeddings={"w2v": rng.normal(size=(A, DV))})
+
+
+def semantics(n, offset=0):
+    rng = np.random.default_rng(offset + 1)
+    original = rng.uniform(0, 100, (n, A))
+    return ClassSemantics(class_ids=np.arange(offset, offset + n), att=original / np.linalg.norm(original, axis=1,
+                                                                                                   keepdims=True),
+                          original=original)
+
+
+# --- Mg-MRN -------------------------------------------------------------------------------------------
+
+def head(**kw):
+    return MgMRNHead((16, 32, 64), np.random.default_rng(0).normal(size=(A, DV)), width=1 / 32, **kw)
+
+
+def maps(b=2, s=16):
+    torch.manual_seed(0)
+    return {1: torch.randn(b, 16, s, s), 2: torch.randn(b, 32, s // 2, s // 2), 3: torch.randn(b, 64, s // 4, s // 4)}
+
+
+def test_official_grouping_unit_is_exactly_x_over_k():
+    unit = GroupingUnit(64, parts=5, mode="official")
+    with torch.no_grad():
+        unit.smooth.uniform_(-3, 3)
+    x = torch.randn(3, 64, 7, 7) * 4
+    torch.testing.assert_close(unit(x), x / 5, atol=1e-6, rtol=1e-6)
+
+
+def test_decoupled_grouping_starts_as_official_and_learns_part_specific_features():
+    x = torch.randn(2, 8, 5, 5, requires_grad=False)
+    decoupled, official = GroupingUnit(8, 5, "decoupled"), GroupingUnit(8, 5, "official")
+    decoupled.load_state_dict({k: v for k, v in official.state_dict().items()}, strict=False)
+    torch.testing.assert_close(decoupled(x), official(x), atol=1e-5, rtol=1e-5)
+    decoupled(x).pow(2).sum().backward()
+    assert decoupled.mix.weight.grad.abs().sum() > 0
+    assert torch.equal(GroupingUnit(8, 5, "identity")(x), x)
+
+
+@pytest.mark.parametrize("levels,fusion,tokens", [
+    (3, "one-way", {1: 2 * 16, 2: 2 * 16, 3: 16}),   # 2·(s/32)², 2·(s/32)², (s/32)²: 392/392/196 at 448
+    (3, "none", {1: 16, 2: 16, 3: 16}),
+    (3, "mutual", {1: 32, 2: 32, 3: 32}),
+    (2, "one-way", {2: 32, 3: 16}),
+    (1, "one-way", {3: 16}),
+])
+def test_token_counts_and_score_shapes_for_every_variant(levels, fusion, tokens):
+    h = head(levels=levels, fusion=fusion)
+    scores, attention = h(maps(s=16))
+    assert set(scores) == set(BRANCHES[{1: 3, 2: 2, 3: 1}[levels]])
+    for k, n in tokens.items():
+        assert scores[k].shape == (2, A) and attention[k].shape == (2, A, n)
+
+
+def grads(module):
+    return {n for n, p in module.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+
+
+def test_stop_gradient_keeps_coarser_levels_out_of_a_finer_branch():
+    h = head()
+    scores, _ = h(maps())
+    scores[1].sum().backward()
+    reached = grads(h)
+    assert any(n.startswith("granularity.1.") for n in reached) and any(n.startswith("scam.1.") for n in reached)
+    assert not any(n.startswith(("granularity.2.", "granularity.3.", "decoders.2.", "decoders.3.", "scam.2."))
+                   for n in reached)
+
+    h = head(stop_gradient=False)
+    scores, _ = h(maps())
+    scores[1].sum().backward()
+    assert any(n.startswith("granularity.3.") for n in grads(h)), "without stop-gradient branch 1 trains level 3"
+
+
+def test_only_one_branch_gives_the_same_output_and_gradients_as_a_full_forward():
+    full, part = head(), head()
+    part.load_state_dict(full.state_dict())
+    x = maps()
+    full(x)[0][2].sum().backward()
+    part(x, only=2)[0][2].sum().backward()
+    for (n, p), (_, q) in zip(full.named_parameters(), part.named_parameters()):
+        if p.grad is None:
+            assert q.grad is None, n
+        else:
+            torch.testing.assert_close(p.grad, q.grad, msg=n)
+
+
+def test_image_mode_layer4_is_trained_only_by_the_coarse_branch():
+    method = get_method("mgmrn.image")({**get_method("mgmrn.image").default_hparams("synthetic"),
+                                        "backbone": "resnet10t", "pretrained": False, "attribute_embedding": "w2v"},
+                                       task([(3,)], "image"))
+    assert method.input_kind == "image"
+    net = method.build_net()
+    images = torch.randn(2, 3, 64, 64)
+    for k, layer4_trained in ((1, False), (2, False), (3, True)):
+        net.zero_grad(set_to_none=True)
+        scores, _ = net["head"](net["backbone"](images), only=k)
+        scores[k].sum().backward()
+        layer4 = [p.grad for n, p in net["backbone"].named_parameters() if ".layer4." in f".{n}"]
+        layer2 = [p.grad for n, p in net["backbone"].named_parameters() if ".layer2." in f".{n}"]
+        assert all(g is not None for g in layer2), f"branch {k} trains layer2"
+        assert any(g is not None for g in layer4) == layer4_trained, f"branch {k}"
+
+
+def one_step_lowers(loss_fn, params, lr=1e-2):
+    before = loss_fn()
+    opt = torch.optim.Adam(params, lr=lr)
+    opt.zero_grad()
+    before.backward()
+    opt.step()
+    with torch.no_grad():
+        after = loss_fn()
+    return float(before.detach()), float(after)
+
+
+def test_one_training_step_lowers_the_loss_on_a_fixed_batch_for_every_method():
+    torch.manual_seed(0)
+    seen, unseen = semantics(5), semantics(3, offset=5)
+    y = torch.tensor([0, 1, 2, 3, 4, 0])
+    for name in ("dazle", "transzero"):
+        cls = get_method(name)
+        m = cls({**cls.default_hparams("CUB"), "dropout": 0.0, "d": 16, "d_ff": 32}, task([(8, 3, 3)]))
+        m.net = m.build_net()
+        m.net.eval()   # no dropout: the same function before and after the step
+        targets = AllClassTargets.build(m, seen, unseen, 1.0)
+        x = torch.randn(6, 8, 3, 3)
+        before, after = one_step_lowers(lambda: m.loss(x, y, targets), [p for p in m.net.parameters()
+                                                                         if p.requires_grad])
+        assert after < before, name
+    cls = get_method("mgmrn")
+    m = cls({**cls.default_hparams("synthetic"), "attribute_embedding": "w2v"}, task([(16, 16, 16), (32, 8, 8),
+                                                                                     (64, 4, 4)], "maps"))
+    m.net = m.build_net()
+    att = m.tensor(m.class_matrix(seen))
+    x = maps(b=6)
+    before, after = one_step_lowers(lambda: sum(m.losses(m.net["head"](x)[0], y, att).values()),
+                                    list(m.net.parameters()), lr=1e-3)
+    assert after < before, "mgmrn"
+
+
+def test_declarations_of_unseen_semantics():
+    assert get_method("dazle").uses_unseen_semantics and get_method("transzero").uses_unseen_semantics
+    assert not get_method("mgmrn").uses_unseen_semantics
+    assert get_method("transzero").default_calibration_gamma == 2.0 == get_method("dazle").default_calibration_gamma
+
+
+def test_transzero_offset_is_calibration_with_gamma_two(region_project):
+    """`last` (γ = 2) on raw scores equals the official argmax of the offset logits."""
+    import methods.transzero as tz
+    from zsl_bench.data.dataset import load_dataset
+    from zsl_bench.evaluator import Evaluator
+    from zsl_bench.features import FeatureStore
+    from zsl_bench.metrics import per_class_accuracy
+
+    d = load_dataset(region_project / "data" / "prepared" / "synthetic")
+    store = FeatureStore(region_project / "features" / "synthetic")
+    short = type("ShortTransZero", (get_method("transzero"),), {"default_hparams": classmethod(
+        lambda c, ds: {**tz.TransZero.default_hparams(ds), "epochs": 2})})
+    out = Evaluator(d, store, short, seed=0, search=False, progress=False).run()
+    p = out.predictions
+    official = np.argmax(p["scores_last"].astype(np.float64) + np.where(p["seen_class_mask"], -1.0, 1.0), axis=1)
+    for rows, classes, key in ((p["unseen_sample_mask"], ~p["seen_class_mask"], "U"),
+                               (~p["unseen_sample_mask"], p["seen_class_mask"], "S")):
+        acc = np.nanmean(per_class_accuracy(p["labels"][rows], official[rows], np.flatnonzero(classes)))
+        assert out.selection["last"]["metrics"][key] == pytest.approx(acc)
+    assert out.selection["last"]["metrics"]["gamma"] == 2.0
+
+
+def test_transzero_geometry_is_the_official_embedding():
+    g = grid_geometry_embedding(14, 14)
+    assert g.shape == (196, 196, 64)
+    # cell 0 to cell 1 (same row, next column): Δx = 0 → log(1e-3); Δy = −1/14 over the size 1/14 + 1
+    dy = np.log(abs(-1 / 14) / (1 / 14 + 1))
+    expected_first = np.sin(np.array([np.log(1e-3), dy, 0.0, 0.0])[:, None] * 100 / 1000 ** (np.arange(8) / 8))
+    np.testing.assert_allclose(g[0, 1, :32].numpy(), expected_first.ravel(), atol=1e-5)
+    net = TransZeroNet(8, np.random.default_rng(0).normal(size=(A, DV)), 16, 32, 0.0, True, False)
+    z, e, attention = net(torch.randn(2, 8, 3, 4), torch.randn(5, A))
+    assert z.shape == (2, 5) and e.shape == (2, A) and attention.shape == (2, A, 12)
+    cached = net.encoder._grid[1]
+    net(torch.randn(2, 8, 3, 4), torch.randn(5, A))
+    assert net.encoder._grid[1] is cached, "the grid embedding is computed once per grid"
+
+
+def test_variants_are_named_and_documented():
+    v = get_method("mgmrn.levels1")
+    assert v.name == "mgmrn.levels1" and v.default_hparams("CUB")["levels"] == 1
+    assert v.default_hparams("CUB")["lr"] == get_method("mgmrn").default_hparams("CUB")["lr"]
+    assert v.score_variants == {} and set(get_method("mgmrn").score_variants) == {
+        "inference-fine", "inference-mid", "inference-coarse"}
+    with pytest.raises(KeyError, match="no variant 'nope'"):
+        get_method("mgmrn.nope")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["dazle", "transzero", "mgmrn", "mgmrn.grouping-decoupled", "mgmrn.update-joint"])
+def test_tiny_end_to_end_run_through_the_evaluator(region_project, tmp_path, name, monkeypatch):
+    import importlib
+    import shutil
+
+    from zsl_bench import stages
+    from zsl_bench.params import load_params
+    from zsl_bench.paths import ProjectPaths
+    from zsl_bench.records import find_records
+
+    module = importlib.import_module(f"methods.{name.split('.')[0]}")
+    monkeypatch.setitem(module.SYNTHETIC, "epochs", 2)
+    root = tmp_path / "project"
+    shutil.copytree(region_project, root, symlinks=True)
+    paths = ProjectPaths(root)
+    stages.train("synthetic", name, 0, load_params(paths), paths, progress=False)
+    records = {r["method"]: r for r in find_records(paths.runs)}
+    r = records[name]
+    assert r["selection"]["val"]["epoch"] in (1, 2)
+    assert r["attribute_embeddings"]["used"] == "minilm"
+    assert r["method_info"]["input_kind"] == ("maps" if name.startswith("mgmrn") else "map")
+    if name == "mgmrn":
+        assert {"mgmrn.inference-fine", "mgmrn.inference-mid", "mgmrn.inference-coarse"} <= set(records)
+        assert records["mgmrn.inference-fine"]["score_variant_of"]["run_key"] == r["run_key"]
