@@ -130,6 +130,10 @@ def _methods(args) -> int:
         cls = get_method(name)
         print(f"{name:12s} input={cls.input_kind:7s} uses_unseen_semantics={str(cls.uses_unseen_semantics).lower():5s} "
               f"{cls.paper}")
+        if cls.variants:
+            print(f"{'':12s} variants: {', '.join(f'{name}.{v}' for v in cls.variants)}")
+        if cls.score_variants:
+            print(f"{'':12s} read off the same runs: {', '.join(f'{name}.{v}' for v in cls.score_variants)}")
     return 0
 
 

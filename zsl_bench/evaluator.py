@@ -178,9 +178,11 @@ class Evaluator:
         eval_semantics = self.semantics(phase.candidate_classes)
         unseen = self.semantics(phase.candidate_classes[~phase.is_seen_class])
         expected = (len(phase.eval_rows), len(phase.candidate_classes))
-        bar = tqdm(list(enumerate(self.configs)), desc=f"{self.method_cls.name} {phase.name}", unit="config",
-                   disable=not self.progress, leave=False)
-        for config_id, config in bar:
+        # One tick per checkpoint (an epoch of an iterative method, or one closed-form fit).
+        bar = tqdm(total=sum(int(c.get("epochs", 1)) for c in self.configs), unit="ckpt", leave=False,
+                   desc=f"{self.method_cls.name} {phase.name} ({len(self.configs)} config{'s' * (len(self.configs) > 1)})",
+                   disable=not self.progress)
+        for config_id, config in enumerate(self.configs):
             method = self.method_cls(config, self.task, self.device)
 
             def checkpoint(epoch, method=method, config_id=config_id):
@@ -196,6 +198,7 @@ class Evaluator:
                         raise ValueError(f"{self.method_cls.name}.score returned {scores.shape}, expected {expected}")
                     by_variant[variant] = scores
                 on_checkpoint(config_id, epoch, by_variant, method)
+                bar.update(1)
 
             ctx = FitContext(seed=seed_hash(self.seed, phase.name, config), device=self.device,
                              progress=self.progress, _on_checkpoint=checkpoint, _unseen=unseen,
@@ -203,6 +206,7 @@ class Evaluator:
             method.fit(train, ctx)
             if not ctx.checkpoints:  # closed-form methods have one state: score it once
                 checkpoint(None)
+        bar.close()
 
     def run(self) -> RunOutput:
         labels = self.dataset.labels

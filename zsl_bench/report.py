@@ -97,8 +97,9 @@ def setup_lines(records: list[dict]) -> list[str]:
         origin = (f"trained here on {trained['split']} ({trained['n_images']} images of {len(trained['classes'])} "
                   "seen classes; no validation-unseen, test or unseen-class image)" if trained else
                   f"pretrained on {bb.get('pretraining_data')}")
-        lines.append(f"- **{dataset}**: features from `{bb.get('arch')}`, {origin}; input {f['input_size']} px, "
-                     f"pooled vectors; dataset fingerprint `{r['data']['dataset_fingerprint'][:12]}`; "
+        arrays = sorted({a for x in records if x["dataset"] == dataset for a in x["data"]["features"].get("arrays", [])})
+        lines.append(f"- **{dataset}**: features from `{bb.get('arch')}`, {origin}; input {f['input_size']} px "
+                     f"({', '.join(arrays)}); dataset fingerprint `{r['data']['dataset_fingerprint'][:12]}`; "
                      f"validation fold {r['config']['fold']}, selection metric {r['config']['selection_metric']}.")
     return lines
 
