@@ -234,3 +234,27 @@ def test_tiny_end_to_end_run_through_the_evaluator(region_project, tmp_path, nam
     if name == "mgmrn":
         assert {"mgmrn.inference-fine", "mgmrn.inference-mid", "mgmrn.inference-coarse"} <= set(records)
         assert records["mgmrn.inference-fine"]["score_variant_of"]["run_key"] == r["run_key"]
+
+
+@pytest.mark.slow
+def test_ablate_stage_runs_variants_in_parallel_resumes_and_prunes(region_project, tmp_path):
+    import shutil
+
+    from zsl_bench import stages
+    from zsl_bench.params import load_params
+    from zsl_bench.paths import ProjectPaths
+    from zsl_bench.records import find_records
+
+    root = tmp_path / "project"
+    shutil.copytree(region_project, root, symlinks=True)
+    paths = ProjectPaths(root)
+    params = load_params(paths)
+    params["ablate"] = {"method": "mgmrn", "variants": ["levels1", "fusion-none"], "seeds": [0, 1], "workers": 2}
+    first = stages.ablate("synthetic", params, paths, progress=False)
+    assert len(first) == 4 and {r["method"] for r in find_records(paths.runs)} == {"mgmrn.levels1", "mgmrn.fusion-none"}
+    mtimes = {f: (f / "record.json").stat().st_mtime_ns for f in first}
+    again = stages.ablate("synthetic", params, paths, progress=False)
+    assert again == first and all((f / "record.json").stat().st_mtime_ns == m for f, m in mtimes.items())
+    params["ablate"]["variants"] = ["levels1"]
+    stages.ablate("synthetic", params, paths, progress=False)
+    assert {r["method"] for r in find_records(paths.runs)} == {"mgmrn.levels1"}, "runs no longer asked for are removed"

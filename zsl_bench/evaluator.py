@@ -186,17 +186,14 @@ class Evaluator:
             method = self.method_cls(config, self.task, self.device)
 
             def checkpoint(epoch, method=method, config_id=config_id):
-                by_variant = {}
-                for variant, overrides in self.score_variants.items():
-                    fitted = method.hparams
-                    method.hparams = {**fitted, **overrides}
-                    try:
-                        scores = np.asarray(method.score(x_eval, eval_semantics), dtype=np.float32)
-                    finally:
-                        method.hparams = fitted
+                if len(self.score_variants) == 1:
+                    by_variant = {"": method.score(x_eval, eval_semantics)}
+                else:
+                    by_variant = method.score_many(x_eval, eval_semantics, self.score_variants)
+                for variant, scores in by_variant.items():
+                    by_variant[variant] = scores = np.asarray(scores, dtype=np.float32)
                     if scores.shape != expected:
                         raise ValueError(f"{self.method_cls.name}.score returned {scores.shape}, expected {expected}")
-                    by_variant[variant] = scores
                 on_checkpoint(config_id, epoch, by_variant, method)
                 bar.update(1)
 

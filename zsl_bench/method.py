@@ -124,6 +124,19 @@ class Method:
         """N × len(semantics) raw compatibility scores, higher = more compatible."""
         raise NotImplementedError
 
+    def score_many(self, x: Any, semantics: ClassSemantics, variants: dict[str, dict]) -> dict[str, np.ndarray]:
+        """Scores under several scoring-only settings (`score_variants`; "" = as fitted). Override when
+        one pass can serve them all."""
+        out = {}
+        for name, overrides in variants.items():
+            fitted = self.hparams
+            self.hparams = {**fitted, **overrides}
+            try:
+                out[name] = self.score(x, semantics)
+            finally:
+                self.hparams = fitted
+        return out
+
     def state_dict(self) -> dict:
         raise NotImplementedError
 

@@ -49,6 +49,10 @@ class ProjectPaths:
         """The DVC output of one train stage; it holds the content-addressed run folder(s)."""
         return self.runs / dataset / method / f"seed{seed}"
 
+    def ablation_slot(self, dataset: str, method: str, seed: int) -> Path:
+        """Where the `ablate` stage (one DVC output per dataset) keeps a variant's run."""
+        return self.runs / dataset / "ablation" / method / f"seed{seed}"
+
     @property
     def reports(self) -> Path:
         return self.root / "reports"

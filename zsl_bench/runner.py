@@ -27,8 +27,10 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def execute(request: RunRequest, paths: ProjectPaths, progress: bool = True, mirror: bool = True) -> Path:
-    """Run (or find, if already done) the run folder for `request`; returns its path."""
+def execute(request: RunRequest, paths: ProjectPaths, progress: bool = True, mirror: bool = True,
+            slot: Path | None = None) -> Path:
+    """Run (or find, if already done) the run folder for `request` in `slot` (default: its train-stage slot);
+    returns its path."""
     from zsl_bench.data.dataset import load_dataset
     from zsl_bench.evaluator import Evaluator
     from zsl_bench.features import FeatureStore
@@ -49,7 +51,7 @@ def execute(request: RunRequest, paths: ProjectPaths, progress: bool = True, mir
                 "seed": request.seed, "fold": request.fold, "selection_metric": request.selection_metric,
                 "configs": evaluator.configs}
     key = run_key(key_spec)
-    folder = paths.run_slot(request.dataset, request.method, request.seed) / key
+    folder = (slot or paths.run_slot(request.dataset, request.method, request.seed)) / key
     if folder in find_run_folders(folder.parent):
         return folder  # done before: content-addressed, so identical
 

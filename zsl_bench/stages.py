@@ -69,6 +69,55 @@ def train(dataset: str, method: str, seed: int, params: dict, paths: ProjectPath
     return execute(request, paths, progress=progress, mirror=bool(section(params, "tracking", "mlflow")))
 
 
+def _run_in_worker(args) -> str:
+    """One ablation run in a pool worker: one torch thread (small models use two threads badly, two
+    processes well), no MLflow (the parent mirrors once, avoiding concurrent SQLite writers)."""
+    request, root, slot, threads = args
+    import torch
+
+    from zsl_bench.runner import execute
+
+    torch.set_num_threads(threads)
+    return str(execute(request, ProjectPaths(Path(root)), progress=False, mirror=False, slot=Path(slot)))
+
+
+def ablate(dataset: str, params: dict, paths: ProjectPaths, progress: bool = True) -> list[Path]:
+    """Every variant × seed of `ablate` in params, two (or `ablate.workers`) at a time. Runs done before
+    are found again by their content key, and runs no longer asked for are removed."""
+    import multiprocessing
+    import os
+    import shutil
+    from concurrent.futures import ProcessPoolExecutor
+
+    from tqdm import tqdm
+
+    from zsl_bench.registry import get_method
+    from zsl_bench.runner import RunRequest
+
+    cfg, t = section(params, "ablate"), section(params, "train")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    workers = int(cfg.get("workers") or cores)
+    names = [f"{cfg['method']}.{v}" for v in cfg["variants"]]
+    for name in names:
+        get_method(name)  # an unknown variant fails here, before any work
+    jobs = [(RunRequest(dataset=dataset, method=name, seed=int(seed), fold=int(t["fold"]),
+                        selection_metric=t["selection_metric"], search=False, device=t["device"]),
+             str(paths.root), str(paths.ablation_slot(dataset, name, int(seed))), max(1, cores // workers))
+            for name in names for seed in cfg["seeds"]]
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        folders = [Path(f) for f in tqdm(pool.map(_run_in_worker, jobs), total=len(jobs), unit="run",
+                                         desc=f"ablate {cfg['method']} ({workers} workers)", disable=not progress)]
+    root = paths.runs / dataset / "ablation"
+    for stale in [p for p in root.glob("*/seed*/*") if p.is_dir() and p not in folders]:
+        shutil.rmtree(stale)
+    if section(params, "tracking", "mlflow"):
+        from zsl_bench.records import read_record
+        from zsl_bench.tracking import mirror
+
+        mirror([read_record(f) for f in folders], paths.tracking_uri, paths.mlflow_artifacts)
+    return folders
+
+
 def configured_records(params: dict, paths: ProjectPaths) -> tuple[list[dict], list[dict]]:
     """(records of the compared methods, records of the ablation) that params.yaml asks for."""
     from zsl_bench.records import find_records
@@ -88,7 +137,7 @@ def configured_records(params: dict, paths: ProjectPaths) -> tuple[list[dict], l
                         ablation.append(r)
         for variant in ablate.get("variants", []):
             for seed in ablate.get("seeds", []):
-                ablation += find_records(paths.run_slot(dataset, f"{base}.{variant}", seed))
+                ablation += find_records(paths.ablation_slot(dataset, f"{base}.{variant}", seed))
     return results, ablation
 
 

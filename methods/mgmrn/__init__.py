@@ -27,7 +27,7 @@ COMMON = {
     "inference": "sum", "zero_grad": "none", "lr_step_at_epoch_start": True, "optimizer": "sgd",
     "momentum": 0.9, "weight_decay": 1e-5, "lr_step": 10, "batches_per_epoch": 300, "epochs": 30,
     "lambda_cls": 1.0, "image_size": 448, "backbone": "resnet101.tv_in1k", "pretrained": True,
-    "weights_file": None, "eval_batch_size": 32,
+    "weights_file": None, "eval_batch_size": 32,   # the official test batch
 }
 PAPER = {
     "CUB": {"ways": 8, "shots": 2, "lr": 5e-4, "lr_gamma": 0.1, "scale": 20.0, "lambda_reg": 0.1},
@@ -36,7 +36,8 @@ PAPER = {
 }
 # The embedded default: CUB's setting scaled to 1,000 images of 128 px maps on a CPU (README).
 SYNTHETIC = {**PAPER["CUB"], "width": 1 / 32, "epochs": 6, "lr_step": 3, "lr": 5e-3, "batches_per_epoch": 0,
-             "attribute_embedding": "minilm", "image_size": 64, "backbone": "resnet10t", "pretrained": False}
+             "attribute_embedding": "minilm", "image_size": 64, "backbone": "resnet10t", "pretrained": False,
+             "eval_batch_size": 256}
 
 VARIANTS = {   # named ablations, one switch each from the official configuration, and the image mode
     "levels1": {"levels": 1}, "levels2": {"levels": 2},
@@ -152,20 +153,36 @@ class MgMRN(TorchMethod):
                              f"(active: {active})")
         return (k,)
 
-    def score(self, x, semantics: ClassSemantics) -> np.ndarray:
+    def branch_scores(self, x, semantics: ClassSemantics) -> dict[int, np.ndarray]:
+        """branch → τ cos(p_k, a_c) for every sample and candidate class (one pass over `x`)."""
         import torch
 
         att = self.tensor(self.class_matrix(semantics))
-        branches = self.inference_branches()
         self.net.eval()
-
-        def score_batch(positions):
-            scores, _ = self.net["head"](self.features(self.inputs(x, positions)))
-            return sum(self.branch_logits(scores[k], att) for k in branches).cpu().numpy()
-
+        step = self.hparams["eval_batch_size"]
+        parts = []
         with torch.no_grad():
-            return np.concatenate([score_batch(np.arange(lo, min(lo + self.hparams["eval_batch_size"], len(x))))
-                                   for lo in range(0, len(x), self.hparams["eval_batch_size"])])
+            for lo in range(0, len(x), step):
+                scores, _ = self.net["head"](self.features(self.inputs(x, np.arange(lo, min(lo + step, len(x))))))
+                parts.append({k: self.branch_logits(p, att).cpu().numpy() for k, p in scores.items()})
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+    def score(self, x, semantics: ClassSemantics) -> np.ndarray:
+        per_branch = self.branch_scores(x, semantics)
+        return sum(per_branch[k] for k in self.inference_branches())
+
+    def score_many(self, x, semantics: ClassSemantics, variants: dict[str, dict]) -> dict[str, np.ndarray]:
+        """Every inference setting from one forward pass: they differ only in which branches are summed."""
+        per_branch = self.branch_scores(x, semantics)
+        out = {}
+        for name, overrides in variants.items():
+            fitted = self.hparams
+            self.hparams = {**fitted, **overrides}
+            try:
+                out[name] = sum(per_branch[k] for k in self.inference_branches())
+            finally:
+                self.hparams = fitted
+        return out
 
     def attention_maps(self, x, positions) -> dict[int, np.ndarray]:
         """branch → [N, A, T] decoder attention over that branch's tokens (for figures)."""
