@@ -32,6 +32,7 @@ def write_params(root: Path, methods=("eszsl", "ale"), seeds=(0, 1)) -> None:
         "extract": {"batch_size": 64, "levels": ["layer2", "layer3", "layer4"], "input_size": 64},
         "train": {"methods": list(methods), "seeds": list(seeds), "fold": 1, "selection_metric": "H",
                   "search": True, "device": "cpu"},
+        "ablate": {"method": "mgmrn", "variants": [], "seeds": [0]},
         "tracking": {"mlflow": False},
     }
     (root / "params.yaml").write_text(yaml.safe_dump(params))

@@ -39,10 +39,11 @@ def test_extracted_features_match_the_backbone_on_the_same_image(tiny_project):
 
     d = load_dataset(tiny_project / "data" / "prepared" / "synthetic")
     model, info = load_backbone(tiny_project / "data" / "backbones" / "synthetic")
-    x = to_normalised_tensor(load_batch([d.image_path(7)], info["spec"]["input_size"]))
+    store = FeatureStore(tiny_project / "features" / "synthetic")
+    x = to_normalised_tensor(load_batch([d.image_path(7)], store.index["input_size"]))
     with torch.inference_mode():
         direct = model(x).numpy()[0]
-    stored = FeatureStore(tiny_project / "features" / "synthetic").rows(np.array([7]))[0]
+    stored = store.rows(np.array([7]))[0]
     np.testing.assert_allclose(stored, direct, rtol=2e-3, atol=2e-3)  # float16 storage
 
 

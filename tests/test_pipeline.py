@@ -86,9 +86,10 @@ def test_report_and_compare(trained_project):
     paths = ProjectPaths(trained_project)
     written = stages.report(load_params(paths), paths)
     md = (trained_project / "reports" / "results.md").read_text()
-    assert [p.name for p in written] == ["results.md", "results.csv"]
+    assert [p.name for p in written] == ["results.md", "results.csv", "ablation.md"]
     assert "| ale |" in md and "| eszsl |" in md and "ddof = 1" in md and "selection: val" in md
     assert "Std 0 for eszsl" in md
+    assert "0 ablation runs" in (trained_project / "reports" / "ablation.md").read_text()
     csv = (trained_project / "reports" / "results.csv").read_text().splitlines()
     assert csv[0].startswith("dataset,method,policy") and len(csv) == 1 + 2 * 3
 

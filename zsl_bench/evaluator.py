@@ -43,25 +43,20 @@ def grid(default: dict, space: dict[str, list]) -> list[dict]:
     return configs
 
 
-def phase_metrics(scores: np.ndarray, labels: np.ndarray, is_seen_class: np.ndarray) -> dict:
-    """T1, AUSUC, and GZSL at γ = 0 and at the γ that maximises H on these scores."""
-    curve = seen_unseen_curve(scores, labels, is_seen_class)
-    h = curve.H
-    best = int(np.argmax(h)) if h.max() > 0 else None
-    at0 = gzsl_accuracies(scores, labels, is_seen_class, 0.0)
-    best_gamma = float(curve.gammas[best]) if best is not None else 0.0
-    at_best = gzsl_accuracies(scores, labels, is_seen_class, best_gamma)
-    return {"T1": zsl_top1(scores, labels, is_seen_class), "AUSUC": curve.auc(),
-            "gamma": best_gamma, "U": at_best.U, "S": at_best.S, "H": at_best.H,
-            "U_gamma0": at0.U, "S_gamma0": at0.S, "H_gamma0": at0.H}
-
-
-def metrics_at_gamma(scores: np.ndarray, labels: np.ndarray, is_seen_class: np.ndarray, gamma: float) -> dict:
+def metrics_at_gamma(scores: np.ndarray, labels: np.ndarray, is_seen_class: np.ndarray, gamma: float,
+                     curve=None) -> dict:
+    """T1, AUSUC, and GZSL U/S/H at calibration γ and at γ = 0."""
+    curve = curve or seen_unseen_curve(scores, labels, is_seen_class)
     g, g0 = gzsl_accuracies(scores, labels, is_seen_class, gamma), gzsl_accuracies(scores, labels, is_seen_class, 0.0)
-    return {"T1": zsl_top1(scores, labels, is_seen_class),
-            "AUSUC": seen_unseen_curve(scores, labels, is_seen_class).auc(),
+    return {"T1": zsl_top1(scores, labels, is_seen_class), "AUSUC": curve.auc(),
             "gamma": float(gamma), "U": g.U, "S": g.S, "H": g.H,
             "U_gamma0": g0.U, "S_gamma0": g0.S, "H_gamma0": g0.H}
+
+
+def phase_metrics(scores: np.ndarray, labels: np.ndarray, is_seen_class: np.ndarray) -> dict:
+    """`metrics_at_gamma` at the γ that maximises H on these very scores."""
+    curve = seen_unseen_curve(scores, labels, is_seen_class)
+    return metrics_at_gamma(scores, labels, is_seen_class, curve.best_gamma(), curve)
 
 
 @dataclass

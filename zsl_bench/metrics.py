@@ -97,6 +97,14 @@ class SeenUnseenCurve:
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(total > 0, 2 * self.U * self.S / np.where(total > 0, total, 1), 0.0)
 
+    def best_gamma(self) -> float:
+        """The γ that maximises H; among equal H the one closest to 0 (least calibration); 0 if H is 0."""
+        h = self.H
+        if h.max() == 0:
+            return 0.0
+        best = np.flatnonzero(np.isclose(h, h.max(), rtol=0, atol=1e-12))
+        return float(self.gammas[best[np.argmin(np.abs(self.gammas[best]))]])
+
     def auc(self) -> float:
         """AUSUC: area under S as a function of U (trapezoid rule, points sorted by U)."""
         order = np.lexsort((-self.S, self.U))
@@ -146,10 +154,4 @@ def ausuc(scores: np.ndarray, labels: np.ndarray, is_seen_class: np.ndarray) -> 
 
 
 def best_gamma_for_h(scores: np.ndarray, labels: np.ndarray, is_seen_class: np.ndarray) -> float:
-    """γ that maximises H on these scores; among equal H, the γ closest to 0 (no calibration)."""
-    curve = seen_unseen_curve(scores, labels, is_seen_class)
-    h = curve.H
-    best = np.flatnonzero(np.isclose(h, h.max(), rtol=0, atol=1e-12))
-    if h.max() == 0:
-        return 0.0
-    return float(curve.gammas[best[np.argmin(np.abs(curve.gammas[best]))]])
+    return seen_unseen_curve(scores, labels, is_seen_class).best_gamma()

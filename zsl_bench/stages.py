@@ -104,10 +104,13 @@ def ablate(dataset: str, params: dict, paths: ProjectPaths, progress: bool = Tru
                         selection_metric=t["selection_metric"], search=False, device=t["device"]),
              str(paths.root), str(paths.ablation_slot(dataset, name, int(seed))), max(1, cores // workers))
             for name in names for seed in cfg["seeds"]]
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        folders = [Path(f) for f in tqdm(pool.map(_run_in_worker, jobs), total=len(jobs), unit="run",
-                                         desc=f"ablate {cfg['method']} ({workers} workers)", disable=not progress)]
+    folders = []
+    if jobs:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            folders = [Path(f) for f in tqdm(pool.map(_run_in_worker, jobs), total=len(jobs), unit="run",
+                                             desc=f"ablate {cfg['method']} ({workers} workers)", disable=not progress)]
     root = paths.runs / dataset / "ablation"
+    root.mkdir(parents=True, exist_ok=True)   # the stage's DVC output, even with nothing to run
     for stale in [p for p in root.glob("*/seed*/*") if p.is_dir() and p not in folders]:
         shutil.rmtree(stale)
     if section(params, "tracking", "mlflow"):
