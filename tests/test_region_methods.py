@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from methods.mgmrn.model import BRANCHES, GroupingUnit, MgMRNHead
-from methods.transzero.model import TransZeroNet, grid_geometry_embedding
+from methods.transzero.model import AttributeDecoder, BatchDropout, Dropout, TransZeroNet, grid_geometry_embedding
 from zsl_bench.method import ClassSemantics, Task
 from zsl_bench.registry import get_method
 from zsl_bench.torch_method import AllClassTargets
@@ -197,6 +197,47 @@ def test_transzero_geometry_is_the_official_embedding():
     cached = net.encoder._grid[1]
     net(torch.randn(2, 8, 3, 4), torch.randn(5, A))
     assert net.encoder._grid[1] is cached, "the grid embedding is computed once per grid"
+
+
+def test_transzero_geometry_per_batch_element_is_the_same_embedding():
+    batched = grid_geometry_embedding(3, 4, batch=2, dtype=torch.float32)
+    assert batched.shape == (2, 12, 12, 64)
+    np.testing.assert_allclose(batched[1].numpy(), grid_geometry_embedding(3, 4).numpy(), atol=1e-4)
+
+
+@pytest.mark.parametrize("self_attention", [True, False])
+def test_transzero_decoder_with_shared_queries_equals_torch_decoder_layer(self_attention):
+    torch.manual_seed(0)
+    d, b, r = 16, 3, 7
+    ours = AttributeDecoder(d, 32, 0.3, self_attention).eval()
+    reference = torch.nn.TransformerDecoderLayer(d, 1, 32, 0.3, batch_first=True).eval()
+    renamed = {k.replace("cross_attn.", "multihead_attn."): v for k, v in ours.state_dict().items()}
+    reference.load_state_dict(renamed)
+    queries, memory = torch.randn(A, d), torch.randn(b, r, d)
+    out, weights = ours(queries, memory)
+    if self_attention:
+        expected = reference(queries.expand(b, A, d), memory)
+    else:   # torch's layer always has the self-attention block: compute the rest by hand
+        expected_t = queries.expand(b, A, d)
+        attended = reference.multihead_attn(expected_t, memory, memory)[0]
+        t = reference.norm2(expected_t + attended)
+        expected = reference.norm3(t + reference.linear2(torch.relu(reference.linear1(t))))
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    assert weights.shape == (b, A, r)
+    torch.testing.assert_close(weights.sum(-1), torch.ones(b, A))
+
+
+def test_transzero_dropout_keeps_one_minus_p_rescaled_and_draws_a_mask_per_image():
+    torch.manual_seed(0)
+    drop = Dropout(0.4).train()
+    y = drop(torch.ones(200_000))
+    np.testing.assert_allclose(torch.unique(y).numpy(), [0.0, 1 / 0.6], rtol=1e-6)
+    assert (y > 0).float().mean().item() == pytest.approx(0.6, abs=0.005)
+    assert torch.equal(drop.eval()(torch.ones(5)), torch.ones(5))
+    shared = BatchDropout(0.5).train()
+    shared.size = 4
+    masks = shared(torch.ones(6, 50))
+    assert masks.shape == (4, 6, 50) and not torch.equal(masks[0], masks[1])
 
 
 def test_variants_are_named_and_documented():

@@ -1,9 +1,14 @@
 """TransZero's network (methods.md §3.2), checked against shiming-chen/TransZero `model.py` (7c10cdb).
 
-Same mathematics as the official code, two differences in how it is computed:
+Same mathematics as the official code; what differs is how it is computed
+(benchmarks/bench_transzero_step.py measures each):
 - the relative-geometry embedding of the grid (sin/cos of log relative offsets, 64 values per pair of
   cells) depends only on the grid, so it is built once per grid instead of at every step and for
   every batch element; the learnt Linear(64→1) + ReLU on top of it still runs at every step;
+- the decoder's attribute queries are the same for every image, so the self-attention among them
+  (projections, scores, softmax) is computed once per step and only its dropout is drawn per image;
+- dropout masks are drawn with `torch.rand` (same Bernoulli keep-and-rescale as `nn.Dropout`, whose
+  CPU kernel is ~3× slower at these sizes);
 - the grid is the input's H × W (the official code hard-codes 14 × 14).
 """
 from __future__ import annotations
@@ -15,24 +20,72 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
-def grid_geometry_embedding(h: int, w: int, dim: int = 64, wave_len: float = 1000.0) -> torch.Tensor:
+def grid_geometry_embedding(h: int, w: int, dim: int = 64, wave_len: float = 1000.0, batch: int | None = None,
+                            dtype=torch.float64) -> torch.Tensor:
     """[R, R, dim] sin/cos embedding of (log|Δx|/w', log|Δy|/h', log w-ratio, log h-ratio) between cells.
 
     Cell (i, j) spans [i/h, (i+1)/h] × [j/w, (j+1)/w]; as in the official code the "size" is the
-    relative extent plus 1 and offsets are clamped at 1e-3 before the log.
+    relative extent plus 1 and offsets are clamped at 1e-3 before the log. With `batch`, the
+    embedding is computed for each of `batch` copies of the grid ([batch, R, R, dim], in `dtype`),
+    which is what the official code does at every step (kept for the benchmark's baseline).
     """
-    rows = torch.arange(h, dtype=torch.float64).repeat_interleave(w) / h   # x_min of each cell, row-major
-    cols = torch.arange(w, dtype=torch.float64).repeat(h) / w
+    lead = () if batch is None else (batch,)
+    rows = (torch.arange(h, dtype=dtype).repeat_interleave(w) / h).expand(*lead, h * w)   # x_min, row-major
+    cols = (torch.arange(w, dtype=dtype).repeat(h) / w).expand(*lead, h * w)
     cx, cy = rows + 0.5 / h, cols + 0.5 / w
     size_x, size_y = torch.full_like(cx, 1.0 / h + 1.0), torch.full_like(cy, 1.0 / w + 1.0)
-    dx = torch.log(torch.clamp(torch.abs((cx[:, None] - cx[None, :]) / size_x[:, None]), min=1e-3))
-    dy = torch.log(torch.clamp(torch.abs((cy[:, None] - cy[None, :]) / size_y[:, None]), min=1e-3))
-    dw = torch.log(size_x[:, None] / size_x[None, :])
-    dh = torch.log(size_y[:, None] / size_y[None, :])
-    position = torch.stack([dx, dy, dw, dh], dim=-1) * 100.0                   # [R, R, 4]
-    freqs = 1.0 / wave_len ** (torch.arange(dim // 8, dtype=torch.float64) / (dim // 8))
-    angles = (position[..., None] * freqs).reshape(h * w, h * w, -1)         # [R, R, dim/2]
+    dx = torch.log(torch.clamp(torch.abs((cx[..., :, None] - cx[..., None, :]) / size_x[..., :, None]), min=1e-3))
+    dy = torch.log(torch.clamp(torch.abs((cy[..., :, None] - cy[..., None, :]) / size_y[..., :, None]), min=1e-3))
+    dw = torch.log(size_x[..., :, None] / size_x[..., None, :])
+    dh = torch.log(size_y[..., :, None] / size_y[..., None, :])
+    position = torch.stack([dx, dy, dw, dh], dim=-1) * 100.0                   # [..., R, R, 4]
+    freqs = 1.0 / wave_len ** (torch.arange(dim // 8, dtype=dtype) / (dim // 8))
+    angles = (position[..., None] * freqs).reshape(*lead, h * w, h * w, -1)   # [..., R, R, dim/2]
     return torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1).float()
+
+
+class Dropout(nn.Module):
+    """`nn.Dropout`'s mathematics: keep each element with probability 1 − p and scale it by 1/(1 − p)."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = float(p)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = (torch.rand_like(x) >= self.p).to(x.dtype).mul_(1.0 / (1.0 - self.p))
+        return x * keep
+
+
+def _in_projection(mha: nn.MultiheadAttention, x: torch.Tensor, which: int) -> torch.Tensor:
+    """The query (0), key (1) or value (2) projection of a one-head `nn.MultiheadAttention`."""
+    d = mha.embed_dim
+    return F.linear(x, mha.in_proj_weight[which * d:(which + 1) * d], mha.in_proj_bias[which * d:(which + 1) * d])
+
+
+def attend(mha: nn.MultiheadAttention, dropout: nn.Module, query, key, value):
+    """One-head attention with `mha`'s parameters, as `nn.MultiheadAttention` computes it: softmax of
+    scaled scores, dropout on the weights, weighted values, output projection. Returns the output and
+    the (dropped-out) weights. Inputs may be unbatched [L, d]; the dropout then broadcasts them over
+    its batch, which is how shared queries are computed once."""
+    q, k, v = (_in_projection(mha, x, i) for i, x in enumerate((query, key, value)))
+    weights = dropout(torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(mha.embed_dim), dim=-1))
+    return mha.out_proj(weights @ v), weights
+
+
+class BatchDropout(nn.Module):
+    """Dropout that first repeats an unbatched [L, M] input over a batch of `size`, so every image gets
+    its own mask (in eval, the input is returned unbatched and broadcasts later)."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.drop, self.size = Dropout(p), 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and self.drop.p > 0 and x.dim() == 2:
+            x = x.expand(self.size, *x.shape)
+        return self.drop(x)
 
 
 class GeometryAttentionEncoder(nn.Module):
@@ -46,11 +99,11 @@ class GeometryAttentionEncoder(nn.Module):
             nn.init.xavier_uniform_(fc.weight)
             nn.init.zeros_(fc.bias)
         self.geometry = nn.Linear(64, 1)
-        self.attention_dropout = nn.Dropout(attention_dropout)   # fixed at 0.1 in the official code (quirk)
-        self.drop_attn, self.ln_attn = nn.Dropout(dropout), nn.LayerNorm(d)
-        self.drop_layer, self.ln_layer = nn.Dropout(dropout), nn.LayerNorm(d)
+        self.attention_dropout = Dropout(attention_dropout)   # fixed at 0.1 in the official code (quirk)
+        self.drop_attn, self.ln_attn = Dropout(dropout), nn.LayerNorm(d)
+        self.drop_layer, self.ln_layer = Dropout(dropout), nn.LayerNorm(d)
         self.fc1, self.fc2 = nn.Linear(d, d_ff), nn.Linear(d_ff, d)
-        self.drop_ff_inner, self.drop_ff, self.ln_ff = nn.Dropout(dropout), nn.Dropout(dropout), nn.LayerNorm(d)
+        self.drop_ff_inner, self.drop_ff, self.ln_ff = Dropout(dropout), Dropout(dropout), nn.LayerNorm(d)
         self.d = d
         self._grid = None
 
@@ -76,17 +129,22 @@ class AttributeDecoder(nn.Module):
     def __init__(self, d: int, d_ff: int, dropout: float, self_attention: bool):
         super().__init__()
         self.self_attention = self_attention
+        # nn.MultiheadAttention holds the parameters (same layout and initialisation as torch's layer);
+        # `attend` computes with them so the shared queries' self-attention runs once per step.
         self.self_attn = nn.MultiheadAttention(d, 1, dropout=dropout, batch_first=True)
         self.cross_attn = nn.MultiheadAttention(d, 1, dropout=dropout, batch_first=True)
+        self.self_attn_dropout, self.cross_attn_dropout = BatchDropout(dropout), Dropout(dropout)
         self.norm1, self.norm2, self.norm3 = nn.LayerNorm(d), nn.LayerNorm(d), nn.LayerNorm(d)
-        self.drop1, self.drop2, self.drop3, self.drop_ff = (nn.Dropout(dropout) for _ in range(4))
+        self.drop1, self.drop2, self.drop3, self.drop_ff = (Dropout(dropout) for _ in range(4))
         self.linear1, self.linear2 = nn.Linear(d, d_ff), nn.Linear(d_ff, d)
 
     def forward(self, queries: torch.Tensor, memory: torch.Tensor):
+        """queries [A, d], shared by every image; memory [B, R, d] → [B, A, d] and cross-attention weights."""
         t = queries
         if self.self_attention:
-            t = self.norm1(t + self.drop1(self.self_attn(t, t, t, need_weights=False)[0]))
-        attended, weights = self.cross_attn(t, memory, memory, need_weights=True)
+            self.self_attn_dropout.size = memory.shape[0]
+            t = self.norm1(t + self.drop1(attend(self.self_attn, self.self_attn_dropout, t, t, t)[0]))
+        attended, weights = attend(self.cross_attn, self.cross_attn_dropout, t, memory, memory)
         t = self.norm2(t + self.drop2(attended))
         t = self.norm3(t + self.drop3(self.linear2(self.drop_ff(F.relu(self.linear1(t))))))
         return t, weights
@@ -107,12 +165,11 @@ class TransZeroNet(nn.Module):
 
     def attribute_scores(self, maps: torch.Tensor):
         """maps [B, C, H, W] → per-attribute scores e [B, A] and decoder attention [B, A, R]."""
-        b, _, h, w = maps.shape
+        h, w = maps.shape[-2:]
         regions = F.normalize(maps.flatten(2), dim=1).transpose(1, 2)        # [B, R, C], unit regions
         v = F.normalize(self.V, dim=1) if self.normalize_V else self.V
         memory = self.encoder(self.embed_regions(regions), (h, w), self.double_residual)
-        queries = self.embed_attributes(v).unsqueeze(0).expand(b, -1, -1)
-        t, weights = self.decoder(queries, memory)
+        t, weights = self.decoder(self.embed_attributes(v), memory)
         return torch.einsum("ad,bad->ba", v @ self.W_1, t), weights
 
     def forward(self, maps: torch.Tensor, class_att: torch.Tensor):
