@@ -84,3 +84,18 @@ def region_project(tiny_project, tmp_path_factory) -> Path:
                                                                                    "source": "random (tests)"})})
     stages.extract("synthetic", load_params(paths), paths, progress=False)
     return root
+
+
+@pytest.fixture
+def trained_project(project_copy):
+    """The tiny project with eszsl and ale trained for seeds 0 and 1 (about 10 s)."""
+    from zsl_bench import stages
+    from zsl_bench.params import load_params
+    from zsl_bench.paths import ProjectPaths
+
+    paths = ProjectPaths(project_copy)
+    params = load_params(paths)
+    for method in ("eszsl", "ale"):
+        for seed in (0, 1):
+            stages.train("synthetic", method, seed, params, paths, progress=False)
+    return project_copy

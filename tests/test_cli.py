@@ -59,7 +59,7 @@ def test_errors_are_one_clear_line(tmp_path):
     out = run("train", "--method", "eszsl", cwd=tmp_path)
     assert out.returncode == 2 and "run the prepare stage first" in out.stderr
     out = run("compare", "eszsl", "ale", cwd=tmp_path)
-    assert out.returncode == 0 and "no run records found" in out.stdout
+    assert out.returncode == 1 and "no runs found" in out.stderr and "dvc repro" in out.stderr
 
 
 @pytest.mark.parametrize("stage", ["prepare", "backbone", "extract"])

@@ -13,8 +13,8 @@ The main job is `dvc repro` (see params.yaml and dvc.yaml). These verbs cover th
 EPILOG = """\
 examples:
   dvc repro                                  run the whole pipeline on params.yaml's datasets
-  zsl-bench compare eszsl ale                two methods side by side, with per-seed paired differences
-  zsl-bench compare eszsl sae ale --selection oracle
+  zsl-bench compare mgmrn transzero          two methods side by side: mean ± std, paired Δ, 95 % bootstrap CI
+  zsl-bench compare eszsl sae ale --selection oracle --format latex
   zsl-bench report                           rebuild reports/ from the run records
   zsl-bench train --method ale --seed 3      one extra run (needs prepared data and features)
   zsl-bench datasets                         what each dataset needs, what is here, how to get the rest
@@ -29,18 +29,31 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="store_true", help="print the version and exit")
     sub = p.add_subparsers(dest="verb", metavar="VERB")
 
-    c = sub.add_parser("compare", help="compare methods: mean ± std over seeds and per-seed paired differences",
-                       description="Compare methods from their run records. The first method is the reference "
-                                   "for paired differences (other − first, over the seeds both ran).")
-    c.add_argument("methods", nargs="+", metavar="METHOD")
-    c.add_argument("--dataset", help="only this dataset (default: every dataset with records)")
+    c = sub.add_parser("compare", help="compare methods: mean ± std over seeds, paired differences, bootstrap CIs",
+                       description="Compare methods under one selection policy. Per dataset and metric: mean ± std "
+                                   "over seeds (sample std, ddof = 1) and n; for every other method the per-seed "
+                                   "paired difference to the FIRST method with a 95 %% paired bootstrap interval over "
+                                   "test images (* where it excludes 0); on real datasets the published numbers "
+                                   "with their source. Reads the MLflow mirror when there is one, the run records "
+                                   "otherwise; both give the same table.")
+    c.add_argument("methods", nargs="+", metavar="METHOD", help="method names as in `zsl-bench methods` "
+                   "(variants as mgmrn.levels1); the first is the reference")
+    c.add_argument("--dataset", help="only this dataset (default: every dataset with runs)")
     c.add_argument("--selection", choices=("val", "oracle", "last"), default="val",
                    help="selection policy: val (headline, validation-selected), oracle (test-selected, as papers "
                         "do), last (defaults, final epoch); default: %(default)s")
-    c.add_argument("--runs", help="runs folder (default: <project>/runs)")
+    c.add_argument("--format", choices=("md", "csv", "latex", "json"), default="md", help="default: %(default)s")
+    c.add_argument("--source", choices=("auto", "mlflow", "records"), default="auto",
+                   help="where to read runs: auto = MLflow mirror if present, else run records; default: %(default)s")
+    c.add_argument("--runs", help="runs folder for --source records (default: <project>/runs)")
 
-    r = sub.add_parser("report", help="rebuild reports/results.{md,csv} from the run records params.yaml names")
-    r.add_argument("--no-mlflow", action="store_true", help="do not mirror the records into MLflow")
+    r = sub.add_parser("report", help="rebuild reports/ (tables, figures) from the run records params.yaml names",
+                       description="Rebuild reports/ from the run records (what the report stage of `dvc repro` "
+                                   "does) and bring the MLflow mirror in line with runs/.")
+    r.add_argument("--no-mlflow", action="store_true", help="do not touch the MLflow mirror")
+    r.add_argument("--mlflow-sync", action="store_true",
+                   help="only rebuild the MLflow mirror from the run records below runs/: create missing runs, "
+                        "replace runs mirrored by an older zsl-bench, delete (soft) runs whose folder is gone")
 
     t = sub.add_parser("train", help="one run of a method (the train stage, outside DVC)",
                        description="Evaluate one method on one dataset and seed under the protocol, writing a run "
@@ -86,13 +99,24 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _compare(args) -> int:
-    from zsl_bench.compare import compare_text
+    from zsl_bench.compare import RENDERERS, compare
+    from zsl_bench.params import load_params
     from zsl_bench.paths import ProjectPaths
-    from zsl_bench.records import find_records
+    from zsl_bench.run_results import load_results
 
     paths = ProjectPaths.here()
-    records = find_records(args.runs or paths.runs)
-    print(compare_text(records, args.methods, dataset=args.dataset, policy=args.selection), end="")
+    params = load_params(paths) if (paths.root / "params.yaml").is_file() else {}
+    mlflow_on = (params.get("tracking") or {}).get("mlflow", True)
+    source = "records" if args.runs or (args.source == "auto" and not mlflow_on) else args.source
+    results, where = load_results(args.runs or paths.runs, paths.tracking_uri, source)
+    seeds = (params.get("train") or {}).get("seeds")
+    comps = compare(results, args.methods, dataset=args.dataset, policy=args.selection,
+                    expected_seeds=len(seeds) if seeds else None)
+    if not comps:
+        print(f"zsl-bench compare: no runs found ({where}): run `dvc repro` (or `zsl-bench train`) first",
+              file=sys.stderr)
+        return 1
+    print(RENDERERS[args.format](comps, args.methods, where), end="")
     return 0
 
 
@@ -102,6 +126,10 @@ def _report(args) -> int:
     from zsl_bench.paths import ProjectPaths
 
     paths = ProjectPaths.here()
+    if args.mlflow_sync:
+        created, deleted = stages.mlflow_sync(paths)
+        print(f"MLflow mirror {paths.tracking_uri}: {created} runs created, {deleted} deleted (soft; restorable)")
+        return 0
     params = load_params(paths)
     if args.no_mlflow:
         params.setdefault("tracking", {})["mlflow"] = False

@@ -1,60 +1,198 @@
-"""`zsl-bench compare A B [C ...]`: the methods side by side and their per-seed paired differences."""
+"""`zsl-bench compare A B [C ...]`: which method is better, by how much, and how sure we are.
+
+Per dataset and metric: mean ± std over seeds (ddof = 1) and n for each method; for each other method
+the per-seed paired difference to the first (mean ± std over the seeds both ran) with a 95 % paired
+bootstrap interval over test images (`bootstrap.py`), marked `*` where it excludes 0; on real datasets
+each method's published numbers, labelled as such, with their source. Rendered as md, csv, latex or json.
+"""
 from __future__ import annotations
 
+import csv
+import io
+import json
 import math
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from zsl_bench.report import POLICY_TITLES, STD_NOTE, cell, latest_per_seed, long_table, summary
+from zsl_bench import bootstrap
+from zsl_bench.published import published
+from zsl_bench.latex import escape, latex_table
+from zsl_bench.report import POLICY_TITLES, STD_NOTE, Cell
+from zsl_bench.run_results import RunResult
 from zsl_bench.tracking import TABLE_METRICS
 
+CI_NOTE = (f"Δ = other − {{base}} per seed, mean ± std over the seeds both ran; [low, high] = 95 % paired bootstrap "
+           f"interval of that mean over test images ({bootstrap.RESAMPLES} resamples within each test class and "
+           "seed, both methods on the same resample; trained models, epoch and γ held fixed, so it reflects "
+           "test-set sampling, not seed-to-seed spread); * = the interval excludes 0")
 
-def paired_differences(df, dataset: str, policy: str, a: str, b: str) -> dict[str, tuple[float, float, int]]:
-    """Per metric: mean and std (ddof = 1) of (a − b) over the seeds both methods ran, and that n."""
-    sub = df[(df["dataset"] == dataset) & (df["policy"] == policy)]
-    left = sub[sub["method"] == a].set_index("seed")
-    right = sub[sub["method"] == b].set_index("seed")
-    seeds = sorted(set(left.index) & set(right.index))
-    out = {}
-    for m in TABLE_METRICS:
-        d = (left.loc[seeds, m] - right.loc[seeds, m]).to_numpy(dtype=float) if seeds else np.array([])
-        out[m] = (float(d.mean()) if len(d) else math.nan, float(d.std(ddof=1)) if len(d) > 1 else math.nan, len(d))
+
+@dataclass
+class Row:
+    kind: str                  # "method" or "difference"
+    name: str
+    cells: dict[str, Cell]
+    n: int
+    published: dict | None = None   # {"T1": .., "U": .., "S": .., "H": .., "source": ..}
+    note: str = ""
+
+
+@dataclass
+class DatasetComparison:
+    dataset: str
+    policy: str
+    rows: list[Row] = field(default_factory=list)
+    real: bool = True
+
+
+def _seed_values(results: list[RunResult], dataset: str, method: str, policy: str) -> dict[int, dict[str, float]]:
+    return {r.seed: {m: 100.0 * r.metrics[policy][m] for m in TABLE_METRICS}
+            for r in results if r.dataset == dataset and r.method == method}
+
+
+def _summary_cell(values: list[float], expected: int | None) -> Cell:
+    v = np.array([x for x in values if not math.isnan(x)])
+    if not len(v):
+        return Cell(note=f"0 of {expected} seeds run" if expected else "0 seeds run")
+    return Cell(mean=float(v.mean()), std=float(v.std(ddof=1)) if len(v) > 1 else math.nan, n=len(v))
+
+
+def _scores(results: list[RunResult], dataset: str, method: str, policy: str) -> dict[int, bootstrap.TestScores]:
+    return {r.seed: bootstrap.TestScores.load(r.predictions, policy)
+            for r in results if r.dataset == dataset and r.method == method and r.predictions is not None}
+
+
+def compare(results: list[RunResult], methods: list[str], dataset: str | None = None, policy: str = "val",
+            expected_seeds: int | None = None, synthetic: tuple[str, ...] = ("synthetic",)) -> list[DatasetComparison]:
+    datasets = [dataset] if dataset else sorted({r.dataset for r in results})
+    out = []
+    for ds in datasets:
+        comp = DatasetComparison(ds, policy, real=ds not in synthetic)
+        per_method = {m: _seed_values(results, ds, m, policy) for m in methods}
+        for m in methods:
+            seeds = per_method[m]
+            pub = published(m.split(".")[0], ds) if comp.real and "." not in m else None
+            comp.rows.append(Row("method", m, {k: _summary_cell([s[k] for s in seeds.values()], expected_seeds)
+                                              for k in TABLE_METRICS}, len(seeds),
+                                 published=({**{k: pub.get(k) for k in ("T1", "U", "S", "H")}, "source": pub.source}
+                                            if pub else None)))
+        base = methods[0]
+        for other in methods[1:]:
+            common = sorted(set(per_method[base]) & set(per_method[other]))
+            name = f"Δ {other} − {base}"
+            if not common:
+                comp.rows.append(Row("difference", name, {k: Cell(note="no seed run by both") for k in TABLE_METRICS},
+                                     0))
+                continue
+            cells = {k: _summary_cell([per_method[other][s][k] - per_method[base][s][k] for s in common], None)
+                     for k in TABLE_METRICS}
+            a, b = _scores(results, ds, other, policy), _scores(results, ds, base, policy)
+            missing = [s for s in common if s not in a or s not in b]
+            intervals = ("predictions.npz missing for seed " + ", ".join(map(str, missing)) if missing else
+                         bootstrap.paired_intervals({s: a[s] for s in common}, {s: b[s] for s in common}))
+            note = ""
+            if isinstance(intervals, str):
+                note = f"no bootstrap interval: {intervals}"
+            else:
+                for k, iv in intervals.items():
+                    cells[k].ci_low, cells[k].ci_high = float(iv.low), float(iv.high)
+            comp.rows.append(Row("difference", name, cells, len(common), note=note))
+        out.append(comp)
     return out
 
 
-def compare_text(records: list[dict], methods: list[str], dataset: str | None = None, policy: str = "val") -> str:
-    records = latest_per_seed(records)
-    df = long_table(records)
-    datasets = [dataset] if dataset else sorted(df["dataset"].unique()) if len(df) else []
-    if not datasets:
-        return "no run records found: run `dvc repro` (or `zsl-bench train`) first"
-    lines = []
-    for ds in datasets:
-        s = summary(df, policy)
-        s = s[s["dataset"] == ds].set_index("method")
-        lines += [f"dataset {ds} · selection {POLICY_TITLES[policy]}",
-                  f"values in %, {STD_NOTE}", ""]
-        width = max(len(m) for m in methods) + max(len(m) for m in methods) + 5  # room for 'b − a'
-        lines.append("method".ljust(width) + "".join(m.rjust(14) for m in TABLE_METRICS) + "n".rjust(4))
-        for method in methods:
-            if method in s.index:
-                row = s.loc[method]
-                cells = [cell(row[f"{m}_mean"], row[f"{m}_std"], int(row[f"{m}_count"])) for m in TABLE_METRICS]
-                n = int(row["n"])
-            else:
-                cells, n = ["— (0 seeds run)"] * len(TABLE_METRICS), 0
-            lines.append(method.ljust(width) + "".join(c.rjust(14) for c in cells) + str(n).rjust(4))
-        base = methods[0]
-        for other in methods[1:]:
-            diffs = paired_differences(df, ds, policy, other, base)
-            n = max(v[2] for v in diffs.values())
-            label = f"{other} − {base}"
-            if n == 0:
-                lines.append(f"{label}: no seed run by both, no paired difference")
-                continue
-            cells = [("—" if math.isnan(mu) else f"{mu:+.1f}" + ("" if math.isnan(sd) else f" ± {sd:.1f}"))
-                     for mu, sd, _ in diffs.values()]
-            lines.append(label.ljust(width) + "".join(c.rjust(14) for c in cells) + str(n).rjust(4)
-                         + "   (paired over seeds)")
-        lines.append("")
-    return "\n".join(lines).rstrip() + "\n"
+# --- rendering -------------------------------------------------------------------------------------
+
+def _published_text(p: dict | None, real: bool) -> str:
+    if not real:
+        return ""
+    if p is None:
+        return "— (none published)"
+    nums = lambda ks: " / ".join("–" if p[k] is None else f"{p[k]:.1f}" for k in ks)  # noqa: E731
+    return f"{nums(['T1'])}; {nums(['U', 'S', 'H'])} ({p['source']})"
+
+
+def _header_lines(comp: DatasetComparison, methods: list[str], where: str) -> list[str]:
+    return [f"dataset {comp.dataset} · selection {POLICY_TITLES[comp.policy]}",
+            f"values in %: {STD_NOTE}",
+            CI_NOTE.format(base=methods[0]),
+            *(["published = the authors' numbers (T1; U / S / H), test-selected as in their papers: compare with "
+               "--selection oracle, not with the headline"] if comp.real else []),
+            f"read from {where}"]
+
+
+def _columns(comp: DatasetComparison) -> list[str]:
+    return ["", *TABLE_METRICS, "n", *(["published"] if comp.real else [])]
+
+
+def _cells(comp: DatasetComparison, row: Row) -> list[str]:
+    return [row.name, *(row.cells[k].text(signed=row.kind == "difference") for k in TABLE_METRICS),
+            str(row.n), *([_published_text(row.published, comp.real)] if comp.real and row.kind == "method" else
+                          [""] if comp.real else [])]
+
+
+def render_md(comps: list[DatasetComparison], methods: list[str], where: str) -> str:
+    out = []
+    for comp in comps:
+        table = [_columns(comp)] + [_cells(comp, row) for row in comp.rows]
+        widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
+        fmt = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
+        out += [f"## {comp.dataset}", "", *(f"- {line}" for line in _header_lines(comp, methods, where)), "",
+                fmt(table[0]), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(fmt, table[1:])]
+        out += [f"- {row.name}: {row.note}" for row in comp.rows if row.note]
+        out.append("")
+    return "\n".join(out)
+
+
+def render_csv(comps: list[DatasetComparison], methods: list[str], where: str) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["dataset", "policy", "kind", "name", "metric", "mean", "std", "n", "ci95_low", "ci95_high",
+                "ci_excludes_zero", "published", "published_source", "note", "units", "std_definition", "source"])
+    for comp in comps:
+        for row in comp.rows:
+            for k in TABLE_METRICS:
+                c = row.cells[k]
+                pub = row.published.get(k) if row.published and k in row.published else None
+                w.writerow([comp.dataset, comp.policy, row.kind, row.name, k, _num(c.mean), _num(c.std), c.n,
+                            _num(c.ci_low), _num(c.ci_high), "" if c.excludes_zero is None else c.excludes_zero,
+                            _num(pub), row.published["source"] if row.published else "", c.note or row.note,
+                            "percent", "sample std over seeds, ddof=1", where])
+    return buf.getvalue()
+
+
+def _num(x) -> str:
+    return "" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4f}"
+
+
+def render_latex(comps: list[DatasetComparison], methods: list[str], where: str) -> str:
+    out = [f"% generated by zsl-bench compare {' '.join(methods)}; read from {escape(where)}"]
+    for comp in comps:
+        rows = [_cells(comp, row) for row in comp.rows]
+        out.append(latex_table(_columns(comp), rows, " ".join(_header_lines(comp, methods, where)[:3]),
+                               f"tab:compare-{comp.dataset}-{comp.policy}"))
+    return "\n".join(out)
+
+
+def render_json(comps: list[DatasetComparison], methods: list[str], where: str) -> str:
+    def clean(x):
+        if isinstance(x, float) and math.isnan(x):
+            return None
+        if isinstance(x, dict):
+            return {k: clean(v) for k, v in x.items()}
+        if isinstance(x, list):
+            return [clean(v) for v in x]
+        return x
+
+    payload = {"methods": methods, "source": where, "units": "percent", "std": "sample std over seeds, ddof=1",
+               "interval": CI_NOTE.format(base=methods[0]),
+               "datasets": [clean(asdict(c)) for c in comps]}
+    for d, comp in zip(payload["datasets"], comps):
+        for r, row in zip(d["rows"], comp.rows):
+            for k in TABLE_METRICS:
+                r["cells"][k]["excludes_zero"] = row.cells[k].excludes_zero
+    return json.dumps(payload, indent=2, ensure_ascii=False) + "\n"
+
+
+RENDERERS = {"md": render_md, "csv": render_csv, "latex": render_latex, "json": render_json}

@@ -112,7 +112,18 @@ class SeenUnseenCurve:
         return float(np.sum((u[1:] - u[:-1]) * (s[1:] + s[:-1]) / 2.0))
 
 
-def seen_unseen_curve(scores: np.ndarray, labels: np.ndarray, is_seen_class: np.ndarray) -> SeenUnseenCurve:
+@dataclass(frozen=True)
+class SwitchPoints:
+    """What the seen–unseen curve is made of: each sample's switch point (γ at which its prediction
+    moves from its best seen to its best unseen class) and what it contributes to U once γ passes it
+    (`gain_unseen`) or to S while γ is below it (`gain_seen`). A gain is the sample's weight in its
+    side's per-class mean, 1 / (its class count × classes present), when its best class is right."""
+    switch: np.ndarray
+    gain_unseen: np.ndarray
+    gain_seen: np.ndarray
+
+
+def switch_points(scores: np.ndarray, labels: np.ndarray, is_seen_class: np.ndarray) -> SwitchPoints:
     scores = np.asarray(scores, dtype=np.float64)
     labels = np.asarray(labels)
     is_seen_class = np.asarray(is_seen_class, dtype=bool)
@@ -125,7 +136,6 @@ def seen_unseen_curve(scores: np.ndarray, labels: np.ndarray, is_seen_class: np.
     rows = np.arange(len(labels))
     switch = scores[rows, best_seen] - scores[rows, best_unseen]  # seen wins while γ < switch
 
-    # Weight of a sample in its side's per-class mean: 1 / (its class count × classes present).
     is_seen_row = is_seen_class[labels]
     counts = np.bincount(labels, minlength=scores.shape[1]).astype(np.float64)
     weight = np.zeros(len(labels))
@@ -133,14 +143,18 @@ def seen_unseen_curve(scores: np.ndarray, labels: np.ndarray, is_seen_class: np.
         n_present = len(np.unique(labels[side]))
         if n_present:
             weight[side] = 1.0 / (counts[labels[side]] * n_present)
-    gain_unseen = np.where(~is_seen_row & (best_unseen == labels), weight, 0.0)  # earned once γ > switch
-    gain_seen = np.where(is_seen_row & (best_seen == labels), weight, 0.0)       # earned while γ < switch
+    return SwitchPoints(switch=switch,
+                        gain_unseen=np.where(~is_seen_row & (best_unseen == labels), weight, 0.0),
+                        gain_seen=np.where(is_seen_row & (best_seen == labels), weight, 0.0))
 
-    points = np.unique(switch)
+
+def seen_unseen_curve(scores: np.ndarray, labels: np.ndarray, is_seen_class: np.ndarray) -> SeenUnseenCurve:
+    sp = switch_points(scores, labels, is_seen_class)
+    points = np.unique(sp.switch)
     # Accuracy on each piece: piece k lies between points[k-1] and points[k] (k = 0..len(points)).
-    piece = np.searchsorted(points, switch)
-    u_gain = np.bincount(piece, weights=gain_unseen, minlength=len(points) + 1)
-    s_gain = np.bincount(piece, weights=gain_seen, minlength=len(points) + 1)
+    piece = np.searchsorted(points, sp.switch)
+    u_gain = np.bincount(piece, weights=sp.gain_unseen, minlength=len(points) + 1)
+    s_gain = np.bincount(piece, weights=sp.gain_seen, minlength=len(points) + 1)
     U = np.concatenate([[0.0], np.cumsum(u_gain[:len(points)])])
     S = np.cumsum(s_gain[::-1])[::-1]  # piece j keeps the seen samples that switch at or after points[j]
     mids = (points[1:] + points[:-1]) / 2.0

@@ -144,7 +144,7 @@ def configured_records(params: dict, paths: ProjectPaths) -> tuple[list[dict], l
     return results, ablation
 
 
-def report(params: dict, paths: ProjectPaths) -> list[Path]:
+def report(params: dict, paths: ProjectPaths, progress: bool = True) -> list[Path]:
     from zsl_bench.report import write_reports
 
     results, ablation = configured_records(params, paths)
@@ -153,7 +153,18 @@ def report(params: dict, paths: ProjectPaths) -> list[Path]:
     written = write_reports(results, paths.reports, ablation=ablation,
                             ablation_method=(params.get("ablate") or {}).get("method"))
     if section(params, "tracking", "mlflow"):
-        from zsl_bench.tracking import mirror
+        mlflow_sync(paths)
+        from zsl_bench.tracking import log_report
 
-        mirror(results + ablation, paths.tracking_uri, paths.mlflow_artifacts)  # runs restored from DVC's cache
+        for dataset in sorted({r["dataset"] for r in results}):
+            log_report(dataset, [p for p in written if p.suffix != ".png" or p.name.startswith(f"{dataset}_")],
+                       paths.tracking_uri, paths.mlflow_artifacts)
     return written
+
+
+def mlflow_sync(paths: ProjectPaths) -> tuple[int, int]:
+    """Rebuild the MLflow mirror from the run folders below runs/ (they are the truth): (created, deleted)."""
+    from zsl_bench.records import find_records
+    from zsl_bench.tracking import sync
+
+    return sync(find_records(paths.runs), paths.tracking_uri, paths.mlflow_artifacts)

@@ -2,7 +2,10 @@
 
 One experiment per protocol version; one MLflow run per run record, found again by its
 `run_key` tag, so mirroring twice changes nothing. Metrics are named `<policy>.<metric>`
-(`val.H`, `oracle.T1`, ...); the headline policy is `val`.
+(`val.H`, `oracle.T1`, ...); the headline policy is `val`. Each run carries the record and
+`predictions.npz` as artifacts; tags and metrics are enough to rebuild every table
+(`zsl_bench.run_results.from_mlflow`). A run mirrored by an older version of this module
+(`MIRROR_VERSION` tag) is replaced by `sync`.
 """
 from __future__ import annotations
 
@@ -12,24 +15,25 @@ from pathlib import Path
 from zsl_bench.protocol import PROTOCOL_VERSION, SELECTION_POLICIES
 
 TABLE_METRICS = ("T1", "U", "S", "H", "AUSUC")
+MIRROR_VERSION = "2"   # bump when what a mirrored run holds changes: `sync` then replaces older runs
 
 
 def experiment_name(protocol_version: str = PROTOCOL_VERSION) -> str:
     return f"zsl-bench/{protocol_version}"
 
 
-def _client(tracking_uri: str):
+def client(tracking_uri: str):
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # no phoning home from a benchmark
     from mlflow.tracking import MlflowClient
 
     return MlflowClient(tracking_uri=tracking_uri)
 
 
-def _experiment_id(client, name: str, artifact_root: Path) -> str:
-    exp = client.get_experiment_by_name(name)
+def _experiment_id(c, name: str, artifact_root: Path) -> str:
+    exp = c.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
-    return client.create_experiment(name, artifact_location=Path(artifact_root).resolve().as_uri())
+    return c.create_experiment(name, artifact_location=Path(artifact_root).resolve().as_uri())
 
 
 def record_metrics(record: dict) -> dict[str, float]:
@@ -57,6 +61,7 @@ def record_tags(record: dict) -> dict[str, str]:
     return {"method": record["method"], "dataset": record["dataset"], "seed": str(record["seed"]),
             "selection": "val", "protocol_version": record["protocol_version"], "run_key": record["run_key"],
             "uses_unseen_semantics": str(record["method_info"]["uses_unseen_semantics"]).lower(),
+            "created_unix": repr(float(record.get("created_unix", 0.0))), "zsl_bench.mirror_version": MIRROR_VERSION,
             "mlflow.runName": run_name(record)}
 
 
@@ -64,26 +69,67 @@ def run_name(record: dict) -> str:
     return f"{record['method']}/{record['dataset']}/seed{record['seed']}"
 
 
-def mirror(records: list[dict], tracking_uri: str, artifact_root: Path) -> int:
-    """Create the MLflow runs that are missing; returns how many were created."""
+def mirror(records: list[dict], tracking_uri: str, artifact_root: Path, replace_outdated: bool = False) -> int:
+    """Create the MLflow runs that are missing; returns how many were created. With `replace_outdated`,
+    runs mirrored by an older `MIRROR_VERSION` are deleted and mirrored again."""
     from mlflow.entities import Metric, Param, RunTag
 
     if not records:
         return 0
-    client = _client(tracking_uri)
+    c = client(tracking_uri)
     created = 0
     for record in records:
-        exp_id = _experiment_id(client, experiment_name(record["protocol_version"]), artifact_root)
-        found = client.search_runs([exp_id], filter_string=f"tags.run_key = '{record['run_key']}'", max_results=1)
-        if found:
+        exp_id = _experiment_id(c, experiment_name(record["protocol_version"]), artifact_root)
+        found = c.search_runs([exp_id], filter_string=f"tags.run_key = '{record['run_key']}'", max_results=10)
+        current = [r for r in found if r.data.tags.get("zsl_bench.mirror_version") == MIRROR_VERSION]
+        if current or (found and not replace_outdated):
             continue
-        run = client.create_run(exp_id, run_name=run_name(record), tags=record_tags(record))
+        for old in found:
+            c.delete_run(old.info.run_id)
         ts = int(record.get("created_unix", 0) * 1000)
-        client.log_batch(run.info.run_id,
-                         metrics=[Metric(k, v, ts, 0) for k, v in record_metrics(record).items()],
-                         params=[Param(k, v) for k, v in record_params(record).items()],
-                         tags=[RunTag("record_folder", record["_folder"])])
-        client.log_artifact(run.info.run_id, str(Path(record["_folder"]) / "record.json"))
-        client.set_terminated(run.info.run_id)
+        run = c.create_run(exp_id, start_time=ts or None, run_name=run_name(record), tags=record_tags(record))
+        c.log_batch(run.info.run_id,
+                    metrics=[Metric(k, v, ts, 0) for k, v in record_metrics(record).items()],
+                    params=[Param(k, v) for k, v in record_params(record).items()],
+                    tags=[RunTag("record_folder", record["_folder"])])
+        folder = Path(record["_folder"])
+        for name in ("record.json", "predictions.npz"):
+            if (folder / name).is_file():
+                c.log_artifact(run.info.run_id, str(folder / name))
+        c.set_terminated(run.info.run_id)
         created += 1
     return created
+
+
+def sync(records: list[dict], tracking_uri: str, artifact_root: Path) -> tuple[int, int]:
+    """Make the mirror hold exactly `records` (the run folders that exist): create what is missing, replace
+    runs mirrored by an older version, delete (MLflow's soft delete, restorable) runs of records that no
+    longer exist, e.g. superseded by a rerun. Returns (created, deleted)."""
+    created = mirror(records, tracking_uri, artifact_root, replace_outdated=True)
+    keys = {r["run_key"] for r in records}
+    c = client(tracking_uri)
+    deleted = 0
+    for version in {r["protocol_version"] for r in records} or {PROTOCOL_VERSION}:
+        exp = c.get_experiment_by_name(experiment_name(version))
+        if exp is None:
+            continue
+        for run in c.search_runs([exp.experiment_id], filter_string="tags.run_key != ''", max_results=50000):
+            if run.data.tags.get("run_key") not in keys:
+                c.delete_run(run.info.run_id)
+                deleted += 1
+    return created, deleted
+
+
+def log_report(dataset: str, files: list[Path], tracking_uri: str, artifact_root: Path,
+               protocol_version: str = PROTOCOL_VERSION) -> str:
+    """One run per dataset named `report/<dataset>` holding the tables and figures; replaced each time."""
+    c = client(tracking_uri)
+    exp_id = _experiment_id(c, experiment_name(protocol_version), artifact_root)
+    for old in c.search_runs([exp_id], filter_string=f"tags.report_dataset = '{dataset}'", max_results=10):
+        c.delete_run(old.info.run_id)
+    run = c.create_run(exp_id, run_name=f"report/{dataset}",
+                       tags={"report_dataset": dataset, "protocol_version": protocol_version})
+    for f in files:
+        c.log_artifact(run.info.run_id, str(f), artifact_path="figures" if f.suffix == ".png" else None)
+    c.set_terminated(run.info.run_id)
+    return run.info.run_id
