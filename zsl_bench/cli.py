@@ -16,6 +16,7 @@ examples:
   zsl-bench compare mgmrn transzero          two methods side by side: mean ± std, paired Δ, 95 % bootstrap CI
   zsl-bench compare eszsl sae ale --selection oracle --format latex
   zsl-bench report                           rebuild reports/ from the run records
+  zsl-bench regress                          CI: rerun the small CI configuration, compare with regress/golden.json
   zsl-bench train --method ale --seed 3      one extra run (needs prepared data and features)
   zsl-bench datasets                         what each dataset needs, what is here, how to get the rest
   zsl-bench download CUB --from ~/CUB_200_2011.tgz
@@ -62,6 +63,16 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--dataset", default="synthetic")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--no-search", action="store_true", help="default hyperparameters only (still selects epoch/γ)")
+
+    g = sub.add_parser("regress", help="rerun the CI configuration; fail when an accuracy moves beyond tolerance",
+                       description="Run regress/params.yaml (every method, 3 seeds, small synthetic data, CPU) in a "
+                                   "work folder and compare the validation-selected T1, U, S, H and AUSUC (mean over "
+                                   "seeds) with regress/golden.json, each within its tolerance (max(0.25, "
+                                   "2·std·sqrt(2/n)) points, from the seed spread measured when the file was "
+                                   "written). Exit 1 with a readable diff when a number moved.")
+    g.add_argument("--update", action="store_true",
+                   help="rewrite regress/golden.json from this run (then review the diff and commit it)")
+    g.add_argument("--workdir", help="work folder (default: <project>/.regress; reused while the config is the same)")
 
     sub.add_parser("methods", help="list the registered methods and what they declare")
     sub.add_parser("datasets", help="every dataset source: status, size on disk, and the command to get it")
@@ -118,6 +129,18 @@ def _compare(args) -> int:
         return 1
     print(RENDERERS[args.format](comps, args.methods, where), end="")
     return 0
+
+
+def _regress(args) -> int:
+    from pathlib import Path
+
+    from zsl_bench.paths import ProjectPaths
+    from zsl_bench.regress import regress
+
+    root = ProjectPaths.here().root
+    code, text = regress(root, Path(args.workdir) if args.workdir else root / ".regress", update=args.update)
+    print(text)
+    return code
 
 
 def _report(args) -> int:
@@ -201,7 +224,7 @@ def _download(args) -> int:
     return 0
 
 
-VERBS = {"compare": _compare, "report": _report, "train": _train, "methods": _methods, "prepare": _prepare,
+VERBS = {"compare": _compare, "regress": _regress, "report": _report, "train": _train, "methods": _methods, "prepare": _prepare,
          "datasets": _datasets, "download": _download}
 
 if __name__ == "__main__":

@@ -145,13 +145,22 @@ def configured_records(params: dict, paths: ProjectPaths) -> tuple[list[dict], l
 
 
 def report(params: dict, paths: ProjectPaths, progress: bool = True) -> list[Path]:
-    from zsl_bench.report import write_reports
+    from zsl_bench.report import latest_per_seed, write_reports
 
     results, ablation = configured_records(params, paths)
     if not results:
         raise RuntimeError(f"no finished runs below {paths.runs}: run the train stages first (`dvc repro`)")
     written = write_reports(results, paths.reports, ablation=ablation,
                             ablation_method=(params.get("ablate") or {}).get("method"))
+    from zsl_bench.figures import write_figures
+    from zsl_bench.report import index_markdown
+
+    for stale in (paths.reports / "figures").glob("*.png"):
+        stale.unlink()   # a figure of a method or dataset no longer configured must not linger
+    written += write_figures(latest_per_seed(results), paths.reports, paths, progress=progress)
+    index = paths.reports / "README.md"
+    index.write_text(index_markdown(written, paths.reports))
+    written.append(index)
     if section(params, "tracking", "mlflow"):
         mlflow_sync(paths)
         from zsl_bench.tracking import log_report

@@ -15,6 +15,7 @@ from pathlib import Path
 from zsl_bench.protocol import PROTOCOL_VERSION, SELECTION_POLICIES
 
 TABLE_METRICS = ("T1", "U", "S", "H", "AUSUC")
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")   # not a GenAI experiment
 MIRROR_VERSION = "2"   # bump when what a mirrored run holds changes: `sync` then replaces older runs
 
 
@@ -31,9 +32,14 @@ def client(tracking_uri: str):
 
 def _experiment_id(c, name: str, artifact_root: Path) -> str:
     exp = c.get_experiment_by_name(name)
-    if exp is not None:
-        return exp.experiment_id
-    return c.create_experiment(name, artifact_location=Path(artifact_root).resolve().as_uri())
+    if exp is None:
+        exp_id = c.create_experiment(name, artifact_location=Path(artifact_root).resolve().as_uri())
+    else:
+        exp_id = exp.experiment_id
+        if exp.tags.get(EXPERIMENT_KIND[0]) == EXPERIMENT_KIND[1]:
+            return exp_id
+    c.set_experiment_tag(exp_id, *EXPERIMENT_KIND)   # `mlflow ui` then opens on the training runs
+    return exp_id
 
 
 def record_metrics(record: dict) -> dict[str, float]:

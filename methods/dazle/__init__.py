@@ -117,12 +117,16 @@ class DAZLE(TorchMethod):
         with torch.no_grad():
             return score_in_batches(x, lambda blocks: self.net(self.tensor(blocks[0]), att)[0].cpu().numpy())
 
-    def attention_maps(self, x) -> np.ndarray:
-        """[N, A, H, W] attention of every attribute over the regions (for figures)."""
+    def attention_maps(self, x, attribute_weights=None) -> dict[str, np.ndarray]:
+        """For figures: {"attention": [N, H, W]}, DAZLE's attention α_i over the regions of the map grid
+        averaged over attributes with `attribute_weights` ([N, A], rescaled to sum 1 per image; uniform
+        when None). Each α_i sums to 1 over the regions, so each map does too."""
         import torch
 
+        from zsl_bench.figures import attribute_weighted_attention
+
         self.net.eval()
-        dummy = self.tensor(np.eye(1, self.task.n_attributes))
+        no_classes = self.tensor(np.ones((1, self.task.n_attributes)))   # the attention does not depend on them
         with torch.no_grad():
-            out = score_in_batches(x, lambda b: self.net(self.tensor(b[0]), dummy)[1].cpu().numpy())
-        return out.reshape(len(out), out.shape[1], *self.task.input_shape[1:])
+            attention = score_in_batches(x, lambda b: self.net(self.tensor(b[0]), no_classes)[1].cpu().numpy())
+        return {"attention": attribute_weighted_attention(attention, attribute_weights, self.task.input_shape[1:])}

@@ -46,6 +46,7 @@ VARIANTS = {   # named ablations, one switch each from the official configuratio
     "stopgrad-off": {"stop_gradient": False}, "update-joint": {"update": "joint"},
     "image": {"mode": "image", "input_kind": "image"},
 }
+BRANCH_NAMES = {1: "fine (layer2)", 2: "mid (layer3)", 3: "coarse (layer4)"}   # model.py's numbering
 # Inference per branch changes no weight: read off the official run's own checkpoints (same models).
 SCORE_VARIANTS = {"inference-fine": {"inference": "branch1"}, "inference-mid": {"inference": "branch2"},
                   "inference-coarse": {"inference": "branch3"}}
@@ -184,12 +185,25 @@ class MgMRN(TorchMethod):
                 self.hparams = fitted
         return out
 
-    def attention_maps(self, x, positions) -> dict[int, np.ndarray]:
-        """branch → [N, A, T] decoder attention over that branch's tokens (for figures)."""
+    def attention_maps(self, x, attribute_weights=None) -> dict[str, np.ndarray]:
+        """For figures: one [N, H, W] map per active branch ("fine (layer2)", "mid (layer3)",
+        "coarse (layer4)") on the coarse grid every branch is brought to. A branch's decoder attends over
+        its own tokens and, with fusion, over as many fused tokens (one per cell of the same grid); the
+        two attentions at a cell are added. Attributes are averaged with `attribute_weights` ([N, A],
+        rescaled to sum 1 per image; uniform when None). Each map sums to 1 over the cells."""
         import torch
 
-        self.net.eval()
-        with torch.no_grad():
-            _, attention = self.net["head"](self.features(self.inputs(x, np.asarray(positions))))
-        return {k: a.cpu().numpy() for k, a in attention.items()}
+        from zsl_bench.figures import attribute_weighted_attention
 
+        self.net.eval()
+        step = self.hparams["eval_batch_size"]
+        parts, grid = [], None
+        with torch.no_grad():
+            for lo in range(0, len(x), step):
+                features = self.features(self.inputs(x, np.arange(lo, min(lo + step, len(x)))))
+                grid = tuple(features[3].shape[-2:])   # the coarse (layer4) grid
+                _, attention = self.net["head"](features)
+                parts.append({k: a.cpu().numpy() for k, a in attention.items()})
+        return {BRANCH_NAMES[k]: attribute_weighted_attention(np.concatenate([p[k] for p in parts]),
+                                                              attribute_weights, grid)
+                for k in self.net["head"].branches}

@@ -96,11 +96,17 @@ class TransZero(TorchMethod):
         with torch.no_grad():
             return score_in_batches(x, lambda blocks: self.net(self.tensor(blocks[0]), att)[0].cpu().numpy())
 
-    def attention_maps(self, x) -> np.ndarray:
-        """[N, A, H, W] decoder attention of every attribute query over the regions (for figures)."""
+    def attention_maps(self, x, attribute_weights=None) -> dict[str, np.ndarray]:
+        """For figures: {"decoder attention": [N, H, W]}, the decoder's cross-attention of each attribute
+        query over the regions of the map grid, averaged over attributes with `attribute_weights`
+        ([N, A], rescaled to sum 1 per image; uniform when None). Each query's attention sums to 1 over
+        the regions, so each map does too."""
         import torch
+
+        from zsl_bench.figures import attribute_weighted_attention
 
         self.net.eval()
         with torch.no_grad():
-            out = score_in_batches(x, lambda b: self.net.attribute_scores(self.tensor(b[0]))[1].cpu().numpy())
-        return out.reshape(len(out), out.shape[1], *self.task.input_shape[1:])
+            attention = score_in_batches(x, lambda b: self.net.attribute_scores(self.tensor(b[0]))[1].cpu().numpy())
+        return {"decoder attention": attribute_weighted_attention(attention, attribute_weights,
+                                                                  self.task.input_shape[1:])}
