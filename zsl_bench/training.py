@@ -36,12 +36,16 @@ def resolve_device(requested: str = "auto") -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+THREADS_ENV = "ZSL_BENCH_THREADS"   # overrides the thread count (regress sets 1: numbers independent of cores)
+
+
 def limit_threads() -> None:
-    """Use the cores we have, not the ones torch guesses (containers report the host's)."""
+    """Use the cores we have, not the ones torch guesses (containers report the host's), unless
+    ZSL_BENCH_THREADS says how many threads to use."""
     import torch
 
     n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    torch.set_num_threads(max(1, n))
+    torch.set_num_threads(max(1, int(os.environ.get(THREADS_ENV) or n)))
 
 
 # --- helpers for torch methods ----------------------------------------------------------------------
