@@ -33,7 +33,7 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compare", help="compare methods: mean ± std over seeds, paired differences, bootstrap CIs",
                        description="Compare methods under one selection policy. Per dataset and metric: mean ± std "
                                    "over seeds (sample std, ddof = 1) and n; for every other method the per-seed "
-                                   "paired difference to the FIRST method with a 95 %% paired bootstrap interval over "
+                                   "paired difference to the FIRST method with a 95 % paired bootstrap interval over "
                                    "test images (* where it excludes 0); on real datasets the published numbers "
                                    "with their source. Reads the MLflow mirror when there is one, the run records "
                                    "otherwise; both give the same table.")
