@@ -57,32 +57,60 @@ def to_official_pattern(net: nn.Module) -> None:
                 setattr(parent, name, nn.Dropout(child.p))
 
 
-def step_times(pattern: str, steps: int, batch: int) -> list[float]:
-    from methods.transzero.model import TransZeroNet
+def timed(step, steps: int, device=None) -> list[float]:
+    """Seconds of each of `steps` calls of `step()`, after one warm-up call (allocators, kernels); on a
+    GPU the device is synchronised around each call."""
+    def sync():
+        if device is not None and device.type == "cuda":
+            torch.cuda.synchronize()
 
-    torch.manual_seed(0)
-    rng = np.random.default_rng(0)
-    net = TransZeroNet(2048, rng.normal(size=(312, 300)), d=300, d_ff=512, dropout=0.4, self_attention=True,
-                       normalize_V=False)
-    if pattern == "official pattern":
-        to_official_pattern(net)
-    att = F.normalize(torch.rand(200, 312), dim=1)
-    offset = torch.cat([-torch.ones(150), torch.ones(50)])
-    opt = torch.optim.Adam(net.parameters(), lr=1e-4, weight_decay=1e-4)
-    maps = torch.rand(batch, 2048, 14, 14)
-    y = torch.randint(0, 150, (batch,))
     times = []
     for i in range(steps + 1):
+        sync()
         t = time.perf_counter()
+        step()
+        sync()
+        if i:
+            times.append(time.perf_counter() - t)
+    return times
+
+
+def cub_training_step(net, batch: int = 50, device=None):
+    """One TransZero training step at the CUB shapes (312 attributes, 150 seen + 50 unseen classes, Adam,
+    the three losses) on a fixed random batch of 2048 × 14 × 14 maps, as a function of nothing."""
+    device = device or torch.device("cpu")
+    att = F.normalize(torch.rand(200, 312, device=device), dim=1)
+    offset = torch.cat([-torch.ones(150), torch.ones(50)]).to(device)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-4, weight_decay=1e-4)
+    maps = torch.rand(batch, 2048, 14, 14, device=device)
+    y = torch.randint(0, 150, (batch,), device=device)
+
+    def step():
         z, e, _ = net(maps, att)
         loss = (F.cross_entropy(z, y) - 0.3 * torch.log(torch.softmax(z + offset, 1)[:, 150:].sum(1).mean())
                 + 0.005 * ((e - att[y]) ** 2).mean())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        if i:  # the first step warms up allocators and kernels
-            times.append(time.perf_counter() - t)
-    return times
+
+    return step
+
+
+def cub_net(device=None):
+    """TransZero with the CUB config (d 300, feed-forward 512, dropout 0.4, decoder self-attention)."""
+    from methods.transzero.model import TransZeroNet
+
+    torch.manual_seed(0)
+    net = TransZeroNet(2048, np.random.default_rng(0).normal(size=(312, 300)), d=300, d_ff=512, dropout=0.4,
+                       self_attention=True, normalize_V=False)
+    return net.to(device or torch.device("cpu"))
+
+
+def step_times(pattern: str, steps: int, batch: int) -> list[float]:
+    net = cub_net()
+    if pattern == "official pattern":
+        to_official_pattern(net)
+    return timed(cub_training_step(net, batch), steps)
 
 
 def main(argv=None) -> int:

@@ -16,16 +16,11 @@ import argparse
 import json
 import statistics
 import sys
-import time
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-
-
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
+from bench_transzero_step import cub_net, cub_training_step, timed   # benchmarks/ is the script's folder
 
 
 def mgmrn_steps(device, arch: str, size: int, steps: int, dtype) -> dict:
@@ -41,10 +36,8 @@ def mgmrn_steps(device, arch: str, size: int, steps: int, dtype) -> dict:
     y = torch.arange(8, device=device).repeat_interleave(2)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    times = []
-    for i in range(steps + 1):
-        sync(device)
-        t = time.perf_counter()
+
+    def batch():
         for k in head.branches:   # three sequential updates, as the official train.py
             with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
                 scores, _ = head(backbone(images), only=k)
@@ -54,9 +47,8 @@ def mgmrn_steps(device, arch: str, size: int, steps: int, dtype) -> dict:
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-        sync(device)
-        if i:
-            times.append(time.perf_counter() - t)
+
+    times = timed(batch, steps, device)
     out = {"batch_s_median": round(statistics.median(times), 4), "batches": len(times),
            "parameters_M": round(sum(p.numel() for p in net.parameters()) / 1e6, 1)}
     if device.type == "cuda":
@@ -65,27 +57,7 @@ def mgmrn_steps(device, arch: str, size: int, steps: int, dtype) -> dict:
 
 
 def transzero_steps(device, steps: int) -> dict:
-    from methods.transzero.model import TransZeroNet
-
-    torch.manual_seed(0)
-    net = TransZeroNet(2048, np.random.default_rng(0).normal(size=(312, 300)), 300, 512, 0.4, True, False).to(device)
-    opt = torch.optim.Adam(net.parameters(), lr=1e-4, weight_decay=1e-4)
-    att = F.normalize(torch.rand(200, 312, device=device), dim=1)
-    offset = torch.cat([-torch.ones(150), torch.ones(50)]).to(device)
-    maps, y = torch.rand(50, 2048, 14, 14, device=device), torch.randint(0, 150, (50,), device=device)
-    times = []
-    for i in range(steps + 1):
-        sync(device)
-        t = time.perf_counter()
-        z, e, _ = net(maps, att)
-        loss = (F.cross_entropy(z, y) - 0.3 * torch.log(torch.softmax(z + offset, 1)[:, 150:].sum(1).mean())
-                + 0.005 * ((e - att[y]) ** 2).mean())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sync(device)
-        if i:
-            times.append(time.perf_counter() - t)
+    times = timed(cub_training_step(cub_net(device), 50, device), steps, device)
     return {"step_s_median": round(statistics.median(times), 4), "steps": len(times)}
 
 

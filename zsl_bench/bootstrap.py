@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from zsl_bench.io import DataError
 from zsl_bench.metrics import calibrated_predictions, switch_points
 
 RESAMPLES = 1000
@@ -40,16 +41,21 @@ class TestScores:
 
     @classmethod
     def load(cls, predictions: Path, policy: str) -> "TestScores":
-        with np.load(predictions) as z:
-            if policy == "oracle":   # each metric was maximised separately, from its own checkpoint
-                t1, gzsl, gamma, auc = (z["scores_oracle_T1"], z["scores_oracle_H"], z["gamma_oracle_H"],
-                                        z["scores_oracle_AUSUC"])
-            else:
-                t1 = gzsl = auc = z[f"scores_{policy}"]
-                gamma = z[f"gamma_{policy}"]
-            return cls(labels=z["labels"], seen_class_mask=z["seen_class_mask"].astype(bool),
-                       image_rows=z["image_rows"], t1_scores=t1, gzsl_scores=gzsl, gamma=float(gamma),
-                       ausuc_scores=auc)
+        try:
+            with np.load(predictions) as z:
+                if policy == "oracle":   # each metric was maximised separately, from its own checkpoint
+                    t1, gzsl, gamma, auc = (z["scores_oracle_T1"], z["scores_oracle_H"], z["gamma_oracle_H"],
+                                            z["scores_oracle_AUSUC"])
+                else:
+                    t1 = gzsl = auc = z[f"scores_{policy}"]
+                    gamma = z[f"gamma_{policy}"]
+                return cls(labels=z["labels"], seen_class_mask=z["seen_class_mask"].astype(bool),
+                           image_rows=z["image_rows"], t1_scores=t1, gzsl_scores=gzsl, gamma=float(gamma),
+                           ausuc_scores=auc)
+        except KeyError as e:
+            raise DataError(f"{predictions}: no array {e} (written by an older zsl-bench? rerun the run)") from None
+        except (OSError, ValueError) as e:
+            raise DataError(f"{predictions}: not a readable predictions.npz ({e})") from None
 
     def same_test_set(self, other: "TestScores") -> bool:
         return (np.array_equal(self.image_rows, other.image_rows) and np.array_equal(self.labels, other.labels)

@@ -18,7 +18,6 @@ directions fail: an unexplained improvement is a change too, and refreshing the 
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import platform
 import shutil
@@ -27,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from zsl_bench.io import read_json, write_json
 from zsl_bench.tracking import TABLE_METRICS
 
 FLOOR = 0.25        # % points; see module docstring
@@ -154,11 +154,11 @@ def regress(repo: Path, workdir: Path, update: bool = False, progress: bool = Tr
     records = run_ci_configuration(params_file, workdir, progress=progress)
     now = measured(records)
     if update:
-        golden_file.write_text(json.dumps(golden_from(now, params_file), indent=1, sort_keys=True) + "\n")
+        write_json(golden_file, golden_from(now, params_file))
         return 0, f"wrote {golden_file} from {len(records)} runs; review the diff and commit it"
     if not golden_file.is_file():
         return 2, f"{golden_file}: missing; create it with `zsl-bench regress --update`"
-    golden = json.loads(golden_file.read_text())
+    golden = read_json(golden_file)
     if golden.get("config_sha256") != _digest(params_file):
         return 1, (f"{params_file} changed since {golden_file} was written: its numbers no longer apply; run "
                    "`zsl-bench regress --update` and commit both files")

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from zsl_bench.io import DataError
-from zsl_bench.method import ClassSemantics, Method
+from zsl_bench.method import ClassSemantics, FitContext, Method, TrainData
+from zsl_bench.training import epoch_batches, make_optimizer, score_in_batches, torch_generator
 
 
 class TorchMethod(Method):
@@ -50,6 +51,46 @@ class TorchMethod(Method):
     def load_state_dict(self, state: dict) -> None:
         self.net = self.build_net().to(self.torch_device)
         self.net.load_state_dict(state)
+
+
+class AllClassMapMethod(TorchMethod):
+    """DAZLE and TransZero: one map level in, `loss(maps, y, AllClassTargets)` minimised with one optimizer
+    step per batch, every epoch a checkpoint; `self.net(maps, class_att)` returns class scores first."""
+
+    def loss(self, maps, y, targets: "AllClassTargets"):
+        raise NotImplementedError
+
+    def batches(self, y: np.ndarray, rng) -> list:
+        """One epoch's batches of indices (default: a shuffled pass in `batch_size` chunks)."""
+        return epoch_batches(len(y), self.hparams["batch_size"], rng)
+
+    def fit(self, train: TrainData, ctx: FitContext) -> None:
+        import torch
+
+        hp = self.hparams
+        torch_generator(ctx.seed)
+        rng = np.random.default_rng(ctx.seed)
+        self.net = self.build_net().to(self.torch_device)
+        targets = AllClassTargets.build(self, train.semantics, ctx.unseen_semantics(), hp["logit_offset"])
+        opt = make_optimizer(hp["optimizer"], [p for p in self.net.parameters() if p.requires_grad], hp["lr"],
+                             hp["weight_decay"], hp["momentum"])
+        for epoch in range(1, hp["epochs"] + 1):
+            self.net.train()
+            for idx in self.batches(train.y, rng):
+                loss = self.loss(self.tensor(train.x.read(idx)[0]),
+                                 torch.as_tensor(train.y[idx], device=self.torch_device), targets)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            ctx.evaluate(epoch)
+
+    def score(self, x, semantics: ClassSemantics) -> np.ndarray:
+        import torch
+
+        att = self.tensor(self.class_matrix(semantics))
+        self.net.eval()
+        with torch.no_grad():
+            return score_in_batches(x, lambda blocks: self.net(self.tensor(blocks[0]), att)[0].cpu().numpy())
 
 
 @dataclass

@@ -75,6 +75,13 @@ def run_name(record: dict) -> str:
     return f"{record['method']}/{record['dataset']}/seed{record['seed']}"
 
 
+def _runs_by_key(c, exp_id: str) -> dict[str, list]:
+    out: dict[str, list] = {}
+    for run in c.search_runs([exp_id], filter_string="tags.run_key != ''", max_results=50000):
+        out.setdefault(run.data.tags["run_key"], []).append(run)
+    return out
+
+
 def mirror(records: list[dict], tracking_uri: str, artifact_root: Path, replace_outdated: bool = False) -> int:
     """Create the MLflow runs that are missing; returns how many were created. With `replace_outdated`,
     runs mirrored by an older `MIRROR_VERSION` are deleted and mirrored again."""
@@ -84,9 +91,14 @@ def mirror(records: list[dict], tracking_uri: str, artifact_root: Path, replace_
         return 0
     c = client(tracking_uri)
     created = 0
+    mirrored: dict[str, tuple[str, dict]] = {}   # experiment name → (id, run_key → its MLflow runs), read once
     for record in records:
-        exp_id = _experiment_id(c, experiment_name(record["protocol_version"]), artifact_root)
-        found = c.search_runs([exp_id], filter_string=f"tags.run_key = '{record['run_key']}'", max_results=10)
+        exp_name = experiment_name(record["protocol_version"])
+        if exp_name not in mirrored:
+            exp_id = _experiment_id(c, exp_name, artifact_root)
+            mirrored[exp_name] = (exp_id, _runs_by_key(c, exp_id))
+        exp_id, by_key = mirrored[exp_name]
+        found = by_key.get(record["run_key"], [])
         current = [r for r in found if r.data.tags.get("zsl_bench.mirror_version") == MIRROR_VERSION]
         if current or (found and not replace_outdated):
             continue
@@ -119,10 +131,11 @@ def sync(records: list[dict], tracking_uri: str, artifact_root: Path) -> tuple[i
         exp = c.get_experiment_by_name(experiment_name(version))
         if exp is None:
             continue
-        for run in c.search_runs([exp.experiment_id], filter_string="tags.run_key != ''", max_results=50000):
-            if run.data.tags.get("run_key") not in keys:
-                c.delete_run(run.info.run_id)
-                deleted += 1
+        for key, runs in _runs_by_key(c, exp.experiment_id).items():
+            if key not in keys:
+                for run in runs:
+                    c.delete_run(run.info.run_id)
+                    deleted += 1
     return created, deleted
 
 

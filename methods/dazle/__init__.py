@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from zsl_bench.method import ClassSemantics, FitContext, TrainData
 from zsl_bench.registry import register_method
-from zsl_bench.torch_method import AllClassTargets, TorchMethod
-from zsl_bench.training import epoch_batches, make_optimizer, score_in_batches, torch_generator
+from zsl_bench.torch_method import AllClassMapMethod, AllClassTargets
+from zsl_bench.training import score_in_batches
 
 # The notebooks of hbdat/cvpr20_DAZLE (notebook/DAZLE_{CUB,SUN,AWA2}.ipynb, commit 3c6dbc4).
 PAPER = {
@@ -69,7 +68,7 @@ def build_dazle(dim_f: int, w2v: np.ndarray, normalize_V: bool, normalize_F: boo
 
 
 @register_method("dazle")
-class DAZLE(TorchMethod):
+class DAZLE(AllClassMapMethod):
     input_kind = "map"
     uses_unseen_semantics = True   # self-calibration spreads probability mass onto unseen classes
     default_calibration_gamma = 2.0  # the built-in ±1 logit offset (COMMON["logit_offset"] · 2)
@@ -88,34 +87,6 @@ class DAZLE(TorchMethod):
 
         z, _ = self.net(maps, targets.all_att)
         return F.cross_entropy(z, y) + self.hparams["lambda_calibration"] * targets.self_calibration(z)
-
-    def fit(self, train: TrainData, ctx: FitContext) -> None:
-        import torch
-
-        hp = self.hparams
-        torch_generator(ctx.seed)
-        rng = np.random.default_rng(ctx.seed)
-        self.net = self.build_net().to(self.torch_device)
-        targets = AllClassTargets.build(self, train.semantics, ctx.unseen_semantics(), hp["logit_offset"])
-        opt = make_optimizer(hp["optimizer"], [p for p in self.net.parameters() if p.requires_grad], hp["lr"],
-                             hp["weight_decay"], hp["momentum"])
-        for epoch in range(1, hp["epochs"] + 1):
-            self.net.train()
-            for idx in epoch_batches(len(train.y), hp["batch_size"], rng):
-                loss = self.loss(self.tensor(train.x.read(idx)[0]),
-                                 torch.as_tensor(train.y[idx], device=self.torch_device), targets)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-            ctx.evaluate(epoch)
-
-    def score(self, x, semantics: ClassSemantics) -> np.ndarray:
-        import torch
-
-        att = self.tensor(self.class_matrix(semantics))
-        self.net.eval()
-        with torch.no_grad():
-            return score_in_batches(x, lambda blocks: self.net(self.tensor(blocks[0]), att)[0].cpu().numpy())
 
     def attention_maps(self, x, attribute_weights=None) -> dict[str, np.ndarray]:
         """For figures: {"attention": [N, H, W]}, DAZLE's attention α_i over the regions of the map grid

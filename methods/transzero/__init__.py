@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from zsl_bench.method import ClassSemantics, FitContext, TrainData
 from zsl_bench.registry import register_method
-from zsl_bench.torch_method import AllClassTargets, TorchMethod
-from zsl_bench.training import (class_balanced_batches, epoch_batches, make_optimizer, score_in_batches,
-                                torch_generator)
+from zsl_bench.torch_method import AllClassMapMethod, AllClassTargets
+from zsl_bench.training import class_balanced_batches, score_in_batches
 
 # shiming-chen/TransZero train_<ds>.py + wandb_config/<ds>_gzsl.yaml (methods.md §3.4).
 COMMON = {"lr": 1e-4, "weight_decay": 1e-4, "batch_size": 50, "logit_offset": 1.0, "attribute_embedding": "w2v",
@@ -37,7 +35,7 @@ SYNTHETIC = {**PAPER["CUB"], "lr": 1e-3, "epochs": 15, "d": 128, "d_ff": 256, "d
 
 
 @register_method("transzero")
-class TransZero(TorchMethod):
+class TransZero(AllClassMapMethod):
     input_kind = "map"
     uses_unseen_semantics = True    # self-calibration and the all-class cross-entropy read unseen attributes
     default_calibration_gamma = 2.0   # the built-in ±1 logit offset
@@ -59,7 +57,7 @@ class TransZero(TorchMethod):
         hp = self.hparams
         if hp["sampler"] == "balanced":   # min(#seen, 50) distinct classes × 1 image (AWA2: effectively 40)
             return class_balanced_batches(y, int(np.ceil(len(y) / hp["batch_size"])), hp["batch_size"], 1, rng)
-        return epoch_batches(len(y), hp["batch_size"], rng)
+        return super().batches(y, rng)
 
     def loss(self, maps, y, targets: AllClassTargets):
         import torch.nn.functional as F
@@ -68,33 +66,6 @@ class TransZero(TorchMethod):
         z, e, _ = self.net(maps, targets.all_att)
         return (F.cross_entropy(z, y) + hp["lambda_sc"] * targets.self_calibration(z)
                 + hp["lambda_reg"] * ((e - targets.seen_att[y]) ** 2).mean())
-
-    def fit(self, train: TrainData, ctx: FitContext) -> None:
-        import torch
-
-        hp = self.hparams
-        torch_generator(ctx.seed)
-        rng = np.random.default_rng(ctx.seed)
-        self.net = self.build_net().to(self.torch_device)
-        targets = AllClassTargets.build(self, train.semantics, ctx.unseen_semantics(), hp["logit_offset"])
-        opt = make_optimizer(hp["optimizer"], self.net.parameters(), hp["lr"], hp["weight_decay"], hp["momentum"])
-        for epoch in range(1, hp["epochs"] + 1):
-            self.net.train()
-            for idx in self.batches(train.y, rng):
-                loss = self.loss(self.tensor(train.x.read(idx)[0]),
-                                 torch.as_tensor(train.y[idx], device=self.torch_device), targets)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-            ctx.evaluate(epoch)
-
-    def score(self, x, semantics: ClassSemantics) -> np.ndarray:
-        import torch
-
-        att = self.tensor(self.class_matrix(semantics))
-        self.net.eval()
-        with torch.no_grad():
-            return score_in_batches(x, lambda blocks: self.net(self.tensor(blocks[0]), att)[0].cpu().numpy())
 
     def attention_maps(self, x, attribute_weights=None) -> dict[str, np.ndarray]:
         """For figures: {"decoder attention": [N, H, W]}, the decoder's cross-attention of each attribute
