@@ -1,17 +1,20 @@
+"""DVC stage entry points: each reads params.yaml and calls `zsl_bench.stages`; no logic here."""
 from __future__ import annotations
 
 import sys
 
-from zsl_bench.io import DataError
+from zsl_bench.errors import guarded
 from zsl_bench.params import load_params
 from zsl_bench.paths import ProjectPaths
+from zsl_bench.runtime import log_imports
 
 
 def run_stage(fn, *args) -> None:
-    """Call a stage with the project's params; bad input ends with one clear line, exit code 2."""
-    paths = ProjectPaths.here()
-    try:
+    """Call a stage with the project's params under zsl_bench.errors' policy (user errors: one line, exit 2)."""
+    def call():
+        paths = ProjectPaths.here()
         fn(*args, load_params(paths), paths)
-    except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+
+    code = guarded(f"stage {fn.__name__}", call)
+    log_imports(fn.__name__, args)
+    sys.exit(code)

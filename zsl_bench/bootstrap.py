@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from zsl_bench.io import DataError
-from zsl_bench.metrics import calibrated_predictions, switch_points
+from zsl_bench.metrics import calibrated_predictions, harmonic_mean, switch_points
+from zsl_bench.records import Predictions
 
 RESAMPLES = 1000
 LEVEL = 0.95
@@ -41,21 +41,12 @@ class TestScores:
 
     @classmethod
     def load(cls, predictions: Path, policy: str) -> "TestScores":
-        try:
-            with np.load(predictions) as z:
-                if policy == "oracle":   # each metric was maximised separately, from its own checkpoint
-                    t1, gzsl, gamma, auc = (z["scores_oracle_T1"], z["scores_oracle_H"], z["gamma_oracle_H"],
-                                            z["scores_oracle_AUSUC"])
-                else:
-                    t1 = gzsl = auc = z[f"scores_{policy}"]
-                    gamma = z[f"gamma_{policy}"]
-                return cls(labels=z["labels"], seen_class_mask=z["seen_class_mask"].astype(bool),
-                           image_rows=z["image_rows"], t1_scores=t1, gzsl_scores=gzsl, gamma=float(gamma),
-                           ausuc_scores=auc)
-        except KeyError as e:
-            raise DataError(f"{predictions}: no array {e} (written by an older zsl-bench? rerun the run)") from None
-        except (OSError, ValueError) as e:
-            raise DataError(f"{predictions}: not a readable predictions.npz ({e})") from None
+        p = Predictions.load(predictions)   # raises DataError naming the file when it is damaged
+        t1, _ = p.scores(policy, "T1")
+        gzsl, gamma = p.scores(policy, "H")
+        auc, _ = p.scores(policy, "AUSUC")
+        return cls(labels=p.labels, seen_class_mask=p.seen_class_mask, image_rows=p.image_rows, t1_scores=t1,
+                   gzsl_scores=gzsl, gamma=gamma, ausuc_scores=auc)
 
     def same_test_set(self, other: "TestScores") -> bool:
         return (np.array_equal(self.image_rows, other.image_rows) and np.array_equal(self.labels, other.labels)
@@ -107,8 +98,7 @@ def resampled_metrics(ts: TestScores, m: np.ndarray) -> dict[str, np.ndarray]:
     out = {"T1": _class_mean_accuracy(m[:, ~seen_row], t1_pred == labels[~seen_row], labels[~seen_row]),
            "U": _class_mean_accuracy(m[:, ~seen_row], gzsl_pred[~seen_row] == labels[~seen_row], labels[~seen_row]),
            "S": _class_mean_accuracy(m[:, seen_row], gzsl_pred[seen_row] == labels[seen_row], labels[seen_row])}
-    total = out["U"] + out["S"]
-    out["H"] = np.where(total > 0, 2 * out["U"] * out["S"] / np.where(total > 0, total, 1), 0.0)
+    out["H"] = harmonic_mean(out["U"], out["S"])
     out["AUSUC"] = _ausuc(m, ts.ausuc_scores, labels, seen)
     return out
 

@@ -18,6 +18,7 @@ examples:
   zsl-bench report                           rebuild reports/ from the run records
   zsl-bench regress                          CI: rerun the small CI configuration, compare with regress/golden.json
   zsl-bench train --method ale --seed 3      one extra run (needs prepared data and features)
+  zsl-bench methods transzero                its hyperparameters per dataset (set them in params.yaml)
   zsl-bench datasets                         what each dataset needs, what is here, how to get the rest
   zsl-bench download CUB --from ~/CUB_200_2011.tgz
   mlflow ui --backend-store-uri sqlite:///$PWD/mlflow.db
@@ -28,6 +29,8 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="zsl-bench", description=DESCRIPTION, epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="store_true", help="print the version and exit")
+    p.add_argument("--debug", action="store_true",
+                   help="show the Python traceback of user errors too (bugs always show one); or ZSL_BENCH_DEBUG=1")
     sub = p.add_subparsers(dest="verb", metavar="VERB")
 
     c = sub.add_parser("compare", help="compare methods: mean ± std over seeds, paired differences, bootstrap CIs",
@@ -35,8 +38,8 @@ def _parser() -> argparse.ArgumentParser:
                                    "over seeds (sample std, ddof = 1) and n; for every other method the per-seed "
                                    "paired difference to the FIRST method with a 95 % paired bootstrap interval over "
                                    "test images (* where it excludes 0); on real datasets the published numbers "
-                                   "with their source. Reads the MLflow mirror when there is one, the run records "
-                                   "otherwise; both give the same table.")
+                                   "with their source. Reads the run records below runs/ (or, with --source mlflow, "
+                                   "a tracking server); both give the same table.")
     c.add_argument("methods", nargs="+", metavar="METHOD", help="method names as in `zsl-bench methods` "
                    "(variants as mgmrn.levels1); the first is the reference")
     c.add_argument("--dataset", help="only this dataset (default: every dataset with runs)")
@@ -45,7 +48,9 @@ def _parser() -> argparse.ArgumentParser:
                         "do), last (defaults, final epoch); default: %(default)s")
     c.add_argument("--format", choices=("md", "csv", "latex", "json"), default="md", help="default: %(default)s")
     c.add_argument("--source", choices=("auto", "mlflow", "records"), default="auto",
-                   help="where to read runs: auto = MLflow mirror if present, else run records; default: %(default)s")
+                   help="where to read runs: auto/records = the run records below runs/; mlflow = the tracking "
+                        "server in MLFLOW_TRACKING_URI (default: the project's mirror) through MlflowClient; "
+                        "default: %(default)s")
     c.add_argument("--runs", help="runs folder for --source records (default: <project>/runs)")
 
     r = sub.add_parser("report", help="rebuild reports/ (tables, figures) from the run records params.yaml names",
@@ -74,7 +79,12 @@ def _parser() -> argparse.ArgumentParser:
                    help="rewrite regress/golden.json from this run (then review the diff and commit it)")
     g.add_argument("--workdir", help="work folder (default: <project>/.regress; reused while the config is the same)")
 
-    sub.add_parser("methods", help="list the registered methods and what they declare")
+    m = sub.add_parser("methods", help="list the registered methods and what they declare",
+                       description="Every registered method (entry points of the group `zsl_bench.methods`, this "
+                                   "package's and any installed plugin's) with what it declares. With a name: its "
+                                   "default hyperparameters and search grid per dataset, the keys params.yaml's "
+                                   "`methods.<name>.hparams` and `.search_space` may set.")
+    m.add_argument("name", nargs="?", help="show one method's hyperparameters")
     sub.add_parser("datasets", help="every dataset source: status, size on disk, and the command to get it")
     dl = sub.add_parser("download", help="download and verify the archives a dataset needs (no extraction)",
                         description="Fetch a dataset's archives into data/downloads/, resuming partial files and "
@@ -99,26 +109,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.verb is None:
         _parser().print_help()
         return 0
-    from zsl_bench.io import DataError
+    from zsl_bench.errors import guarded
 
-    try:
-        return VERBS[args.verb](args)
-    except (DataError, KeyError, ValueError, RuntimeError) as e:
-        message = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"zsl-bench {args.verb}: error: {message}", file=sys.stderr)
-        return 2
+    return guarded(f"zsl-bench {args.verb}", VERBS[args.verb], args, debug=args.debug)
 
 
 def _compare(args) -> int:
     from zsl_bench.compare import RENDERERS, compare
     from zsl_bench.params import load_params
     from zsl_bench.paths import ProjectPaths
+    from zsl_bench.registry import get_method
     from zsl_bench.run_results import load_results
 
+    for name in args.methods:
+        get_method(name)   # an unknown name stops here, naming the registered ones
     paths = ProjectPaths.here()
-    params = load_params(paths) if (paths.root / "params.yaml").is_file() else {}
-    mlflow_on = (params.get("tracking") or {}).get("mlflow", True)
-    source = "records" if args.runs or (args.source == "auto" and not mlflow_on) else args.source
+    params = load_params(paths, check_methods=False) if (paths.root / "params.yaml").is_file() else {}
+    source = "records" if args.runs else args.source
     results, where = load_results(args.runs or paths.runs, paths.tracking_uri, source)
     seeds = (params.get("train") or {}).get("seeds")
     comps = compare(results, args.methods, dataset=args.dataset, policy=args.selection,
@@ -171,20 +178,37 @@ def _train(args) -> int:
     if args.no_search:
         params["train"]["search"] = False
     print(stages.train(args.dataset, args.method, args.seed, params, paths))
+    if params["tracking"]["mlflow"]:
+        stages.mlflow_sync(paths)
     return 0
 
 
 def _methods(args) -> int:
     from zsl_bench.registry import available_methods, get_method
 
+    if args.name:
+        return _method_hparams(get_method(args.name))
     for name in available_methods():
         cls = get_method(name)
-        print(f"{name:12s} input={cls.input_kind:7s} uses_unseen_semantics={str(cls.uses_unseen_semantics).lower():5s} "
-              f"{cls.paper}")
+        caps = f" capabilities={','.join(sorted(cls.capabilities))}" if cls.capabilities else ""
+        print(f"{name:12s} input={cls.input_kind:7s} device={cls.device:4s} "
+              f"uses_unseen_semantics={str(cls.uses_unseen_semantics).lower():5s}{caps}  {cls.paper}")
         if cls.variants:
             print(f"{'':12s} variants: {', '.join(f'{name}.{v}' for v in cls.variants)}")
         if cls.score_variants:
             print(f"{'':12s} read off the same runs: {', '.join(f'{name}.{v}' for v in cls.score_variants)}")
+    return 0
+
+
+def _method_hparams(cls) -> int:
+    import json
+
+    print(f"{cls.name}: {cls.paper}; official selection: {cls.official_selection}")
+    for dataset in cls.profiles:
+        label = "any other dataset" if dataset == "*" else dataset
+        print(f"\n[{label}] defaults: {json.dumps(cls.default_hparams(dataset))}")
+        space = cls.search_space(dataset)
+        print(f"[{label}] search grid: {json.dumps(space) if space else 'none (defaults only)'}")
     return 0
 
 

@@ -13,14 +13,13 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 
-import numpy as np
-
 from zsl_bench import bootstrap
-from zsl_bench.published import published
 from zsl_bench.latex import escape, latex_table
+from zsl_bench.metrics import mean_std
+from zsl_bench.protocol import TABLE_METRICS
+from zsl_bench.registry import published
 from zsl_bench.report import POLICY_TITLES, STD_NOTE, Cell
 from zsl_bench.run_results import RunResult
-from zsl_bench.tracking import TABLE_METRICS
 
 CI_NOTE = (f"Δ = other − {{base}} per seed, mean ± std over the seeds both ran; [low, high] = 95 % paired bootstrap "
            f"interval of that mean over test images ({bootstrap.RESAMPLES} resamples within each test class and "
@@ -52,10 +51,10 @@ def _seed_values(results: list[RunResult], dataset: str, method: str, policy: st
 
 
 def _summary_cell(values: list[float], expected: int | None) -> Cell:
-    v = np.array([x for x in values if not math.isnan(x)])
-    if not len(v):
+    mean, std, n = mean_std(values)
+    if not n:
         return Cell(note=f"0 of {expected} seeds run" if expected else "0 seeds run")
-    return Cell(mean=float(v.mean()), std=float(v.std(ddof=1)) if len(v) > 1 else math.nan, n=len(v))
+    return Cell(mean=mean, std=std, n=n)
 
 
 def _scores(results: list[RunResult], dataset: str, method: str, policy: str) -> dict[int, bootstrap.TestScores]:
@@ -72,7 +71,7 @@ def compare(results: list[RunResult], methods: list[str], dataset: str | None = 
         per_method = {m: _seed_values(results, ds, m, policy) for m in methods}
         for m in methods:
             seeds = per_method[m]
-            pub = published(m.split(".")[0], ds) if comp.real and "." not in m else None
+            pub = published(m, ds) if comp.real else None
             comp.rows.append(Row("method", m, {k: _summary_cell([s[k] for s in seeds.values()], expected_seeds)
                                               for k in TABLE_METRICS}, len(seeds),
                                  published=({**{k: pub.get(k) for k in ("T1", "U", "S", "H")}, "source": pub.source}

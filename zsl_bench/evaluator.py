@@ -21,10 +21,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from zsl_bench.method import ClassSemantics, FitContext, Method, Task, TrainData
+from zsl_bench.method import ClassSemantics, ConfigError, FitContext, Method, Task, TrainData
+from zsl_bench import model_views
 from zsl_bench.metrics import gzsl_accuracies, seen_unseen_curve, zsl_top1
 from zsl_bench.protocol import Phase, test_phase, validation_phase
-from zsl_bench.training import seed_hash
+from zsl_bench.runtime import seed_hash
 
 SELECTION_METRICS = ("H", "T1", "AUSUC")
 ORACLE_METRICS = ("T1", "H", "AUSUC")  # each maximised separately on test, as published code does
@@ -77,6 +78,8 @@ class RunOutput:
     predictions: dict[str, np.ndarray]
     state: dict
     configs: list[dict]
+    parameters: dict                        # model_views.parameters of the val-selected model
+    views: dict | None = None               # model_views.attention_views of it (views.npz), if any
     score_variants: dict[str, "RunOutput"] = field(default_factory=dict)
 
 
@@ -84,8 +87,11 @@ class PolicyPicks:
     """Reads the test sweep for one scoring variant: the val-chosen checkpoint (once), the oracle
     maxima and the defaults' final checkpoint. Knows nothing of how the choice was made."""
 
-    def __init__(self, chosen: dict, labels: np.ndarray, is_seen_class: np.ndarray, gamma_last: float):
+    def __init__(self, chosen: dict, labels: np.ndarray, is_seen_class: np.ndarray, gamma_last: float,
+                 describe=None):
+        """`describe(method, scores)` is called once, on the val-selected model (what reports need of it)."""
         self.chosen, self.labels, self.is_seen_class, self.gamma_last = chosen, labels, is_seen_class, gamma_last
+        self.describe, self.description = describe, None
         self.trace: list[dict] = []
         self.val: Checkpoint | None = None
         self.oracle: dict[str, Checkpoint] = {}
@@ -98,6 +104,8 @@ class PolicyPicks:
             self.val = Checkpoint(scores, metrics_at_gamma(scores, self.labels, self.is_seen_class,
                                                            self.chosen["gamma"]),
                                   config_id, epoch, copy.deepcopy(method.state_dict()))
+            if self.describe is not None:
+                self.description = self.describe(method, scores)
         for metric in ORACLE_METRICS:
             if metric not in self.oracle or m[metric] > self.oracle[metric].metrics[metric]:
                 self.oracle[metric] = Checkpoint(scores, m, config_id, epoch)
@@ -128,14 +136,23 @@ class PolicyPicks:
 
 class Evaluator:
     def __init__(self, dataset, store, method_cls: type[Method], *, seed: int, fold: int = 1,
-                 selection_metric: str = "H", search: bool = True, device: str = "cpu", progress: bool = True):
+                 selection_metric: str = "H", search: bool = True, device: str = "cpu", progress: bool = True,
+                 hparams: dict | None = None, search_space: dict[str, list] | None = None):
+        """`hparams` overrides the method's defaults for this dataset and `search_space` replaces its grid
+        (params.yaml's `methods.<name>.hparams|search_space.<dataset>`)."""
         if selection_metric not in SELECTION_METRICS:
             raise ValueError(f"selection_metric must be one of {SELECTION_METRICS}, not {selection_metric!r}")
         self.dataset, self.store, self.method_cls = dataset, store, method_cls
         self.seed, self.fold, self.selection_metric = seed, fold, selection_metric
         self.device, self.progress = device, progress
-        default = method_cls.default_hparams(dataset.name)
-        self.configs = grid(default, method_cls.search_space(dataset.name) if search else {})
+        default = method_cls.default_hparams(dataset.name, hparams)
+        space = method_cls.search_space(dataset.name) if search_space is None else dict(search_space)
+        unknown = sorted(set(space) - set(default))
+        if unknown:
+            raise ConfigError(f"search space of {method_cls.name} names unknown hyperparameters {unknown}; "
+                              f"its hyperparameters: {', '.join(sorted(default))}")
+        self.search_space = space if search else {}
+        self.configs = grid(default, self.search_space)
         self.features = FEATURES_OF_INPUT.get(method_cls.input_kind, ())   # "image": read from the dataset
         shapes = tuple(tuple(int(d) for d in store.shape(f)[1:]) for f in self.features)
         self.task = Task(dataset=dataset.name, attribute_names=tuple(dataset.attribute_names),
@@ -181,15 +198,18 @@ class Evaluator:
             method = self.method_cls(config, self.task, self.device)
 
             def checkpoint(epoch, method=method, config_id=config_id):
+                # Scoring sees evaluation images and unseen-class semantics, so it runs on a frozen copy:
+                # whatever `score` keeps or changes is dropped with the copy and cannot reach training.
+                scorer = copy.deepcopy(method)
                 if len(self.score_variants) == 1:
-                    by_variant = {"": method.score(x_eval, eval_semantics)}
+                    by_variant = {"": scorer.score(x_eval, eval_semantics)}
                 else:
-                    by_variant = method.score_many(x_eval, eval_semantics, self.score_variants)
+                    by_variant = scorer.score_many(x_eval, eval_semantics, self.score_variants)
                 for variant, scores in by_variant.items():
                     by_variant[variant] = scores = np.asarray(scores, dtype=np.float32)
                     if scores.shape != expected:
                         raise ValueError(f"{self.method_cls.name}.score returned {scores.shape}, expected {expected}")
-                on_checkpoint(config_id, epoch, by_variant, method)
+                on_checkpoint(config_id, epoch, by_variant, scorer)
                 bar.update(1)
 
             ctx = FitContext(seed=seed_hash(self.seed, phase.name, config), device=self.device,
@@ -218,7 +238,16 @@ class Evaluator:
         # 2. Test: refit on trainval; read each variant's val choice once, and its oracle and last points.
         t_phase = test_phase(self.dataset)
         t_labels, t_seen_cols = t_phase.eval_columns(labels), t_phase.is_seen_class
-        picks = {v: PolicyPicks(chosen[v], t_labels, t_seen_cols, float(self.method_cls.default_calibration_gamma))
+        common = {"labels": t_labels, "class_ids": t_phase.candidate_classes,
+                  "class_names": np.array(self.dataset.class_names)[t_phase.candidate_classes],
+                  "seen_class_mask": t_seen_cols, "unseen_sample_mask": ~t_seen_cols[t_labels],
+                  "image_rows": t_phase.eval_rows}
+
+        def describe(method, scores):   # the val-selected model, as reports will show it
+            return model_views.parameters(method), model_views.attention_views(method, self, common, scores)
+
+        gamma_last = float(self.method_cls.default_calibration_gamma)
+        picks = {v: PolicyPicks(chosen[v], t_labels, t_seen_cols, gamma_last, describe if v == "" else None)
                  for v in self.score_variants}
 
         def on_test(config_id, epoch, by_variant, method):
@@ -226,10 +255,6 @@ class Evaluator:
                 picks[v].observe(config_id, epoch, scores, method)
 
         self.sweep(t_phase, on_test)
-        common = {"labels": t_labels, "class_ids": t_phase.candidate_classes,
-                  "class_names": np.array(self.dataset.class_names)[t_phase.candidate_classes],
-                  "seen_class_mask": t_seen_cols, "unseen_sample_mask": ~t_seen_cols[t_labels],
-                  "image_rows": t_phase.eval_rows}
         outputs = {}
         for v, p in picks.items():
             if p.val is None:
@@ -237,9 +262,11 @@ class Evaluator:
                                    f"selected checkpoint (config {chosen[v]['config_id']}, epoch "
                                    f"{chosen[v]['epoch']}); a method must checkpoint the same epochs whatever its "
                                    "training set")
+            parameters, views = picks[""].description
             outputs[v] = RunOutput(selection=p.selection(self.fold, self.selection_metric),
                                    validation_trace=validation[v], test_trace=p.trace,
-                                   predictions={**p.predictions(), **common}, state=p.val.state, configs=self.configs)
+                                   predictions={**p.predictions(), **common}, state=p.val.state, configs=self.configs,
+                                   parameters=parameters, views=views if v == "" else None)
         base = outputs.pop("")
         base.score_variants = outputs
         return base

@@ -14,9 +14,15 @@ from typing import Any, Callable, ClassVar
 
 import numpy as np
 
+from zsl_bench.io import DataError
+
 
 class LeakageError(RuntimeError):
     """A method read unseen-class information during training without declaring it."""
+
+
+class ConfigError(DataError):
+    """A method was asked for something it does not have (a dataset profile, a hyperparameter, a variant)."""
 
 
 @dataclass(frozen=True)
@@ -76,13 +82,30 @@ class FitContext:
         return self._unseen
 
 
+# Optional capabilities a method declares in `capabilities` (the core never guesses by duck typing).
+ATTENTION_MAPS = "attention_maps"     # `attention_maps(x, weights)`: written into the run folder at train time
+PARAMETER_COUNT = "parameter_count"   # `parameter_count()`: learned values and fixed state entries
+CAPABILITIES = {ATTENTION_MAPS: "attention_maps", PARAMETER_COUNT: "parameter_count"}   # capability → method
+DEVICES = ("any", "cpu")               # "any": cuda when train.device allows; "cpu": numpy code, always CPU
+ANY_DATASET = "*"                      # a profile used for any dataset the method has no own profile for
+
+
 class Method:
-    """Base class of method plugins; register subclasses with `@register_method("name")`."""
+    """Base class of method plugins. A method is found by its entry point in the `zsl_bench.methods`
+    group; the entry point's name is the method's name (the registry sets `name`)."""
     name: ClassVar[str] = ""
+    paper: ClassVar[str] = ""
     input_kind: ClassVar[str] = "vector"            # "vector" | "map" | "maps" | "image"
+    device: ClassVar[str] = "any"                   # see DEVICES
     uses_unseen_semantics: ClassVar[bool] = False
     default_calibration_gamma: ClassVar[float] = 0.0  # γ of the `last` policy
-    paper: ClassVar[str] = ""
+    # How the authors picked what they report (recorded; the protocol issue's `official` policy reads it).
+    official_selection: ClassVar[str] = "not stated"
+    capabilities: ClassVar[frozenset[str]] = frozenset()
+    # Default hyperparameters per dataset name; ANY_DATASET serves datasets without their own profile.
+    # A dataset with neither is an error, never a silent fallback to another dataset's settings.
+    profiles: ClassVar[dict[str, dict]] = {}
+    search_spaces: ClassVar[dict[str, dict[str, list]]] = {}   # dataset (or ANY_DATASET) → grid
     variants: ClassVar[dict[str, dict]] = {}   # named settings: "<name>.<variant>" runs them
     variant: ClassVar[str | None] = None
     # Settings that change only `score` (not training): evaluated on the same fitted models and
@@ -93,24 +116,58 @@ class Method:
     def with_variant(cls, variant: str) -> type["Method"]:
         """A subclass whose defaults carry the variant's overrides (an `input_kind` key switches inputs)."""
         if variant not in cls.variants:
-            raise KeyError(f"{cls.name} has no variant {variant!r}; variants: {', '.join(sorted(cls.variants)) or 'none'}")
+            raise ConfigError(f"{cls.name} has no variant {variant!r}; variants: "
+                              f"{', '.join(sorted(cls.variants)) or 'none'}")
         overrides = dict(cls.variants[variant])
         input_kind = overrides.pop("input_kind", cls.input_kind)
-        base_defaults = cls.default_hparams
         return type(f"{cls.__name__}[{variant}]", (cls,), {
             "name": f"{cls.name}.{variant}", "variant": variant, "input_kind": input_kind,
-            "score_variants": {},   # readouts of the base configuration only
-            "default_hparams": classmethod(lambda _cls, dataset: {**base_defaults(dataset), **overrides})})
+            "variant_overrides": overrides, "score_variants": {}})   # readouts of the base configuration only
+
+    variant_overrides: ClassVar[dict] = {}
 
     @classmethod
-    def default_hparams(cls, dataset: str) -> dict:
-        """The paper's settings for this dataset (the `last` policy and the sweep's first point)."""
-        raise NotImplementedError
+    def profile(cls, dataset: str) -> dict:
+        """The method's own defaults for `dataset` (its profile, or the any-dataset profile)."""
+        if dataset in cls.profiles:
+            return dict(cls.profiles[dataset])
+        if ANY_DATASET in cls.profiles:
+            return dict(cls.profiles[ANY_DATASET])
+        raise ConfigError(f"method {cls.name} has no default hyperparameters for dataset {dataset!r} (profiles: "
+                          f"{', '.join(sorted(cls.profiles)) or 'none'}); start from one with "
+                          f"`methods.{cls.name.split('.')[0]}.hparams.{dataset}.profile: <name>` in params.yaml")
+
+    @classmethod
+    def default_hparams(cls, dataset: str, overrides: dict | None = None) -> dict:
+        """The settings for this dataset (the `last` policy and the sweep's first point): the method's
+        profile, then the user's `overrides` (params.yaml), then the variant's switch, which wins."""
+        overrides = dict(overrides or {})
+        base = overrides.pop("profile", None)
+        hparams = cls.profile(base if base is not None else dataset)
+        unknown = sorted(set(overrides) - set(hparams))
+        if unknown:
+            raise ConfigError(f"method {cls.name} has no hyperparameter {', '.join(map(repr, unknown))}; "
+                              f"its hyperparameters: {', '.join(sorted(hparams))}")
+        return {**hparams, **overrides, **cls.variant_overrides}
 
     @classmethod
     def search_space(cls, dataset: str) -> dict[str, list]:
         """Values tried on validation, per hyperparameter (a full grid)."""
-        return {}
+        space = cls.search_spaces.get(dataset, cls.search_spaces.get(ANY_DATASET, {}))
+        return {k: list(v) for k, v in space.items()}
+
+    @classmethod
+    def check_declarations(cls) -> None:
+        """What the registry checks when it loads a method: known values, and every declared capability
+        implemented (overridden), so the core can rely on the declaration alone."""
+        where = f"method {cls.name} ({cls.__module__}.{cls.__qualname__})"
+        if cls.device not in DEVICES:
+            raise TypeError(f"{where}: device must be one of {DEVICES}, not {cls.device!r}")
+        for cap in cls.capabilities:
+            if cap not in CAPABILITIES:
+                raise TypeError(f"{where}: unknown capability {cap!r}; known: {', '.join(CAPABILITIES)}")
+            if getattr(cls, CAPABILITIES[cap]) is getattr(Method, CAPABILITIES[cap]):
+                raise TypeError(f"{where} declares {cap!r} but does not implement {CAPABILITIES[cap]}()")
 
     def __init__(self, hparams: dict, task: Task, device: str = "cpu"):
         self.hparams = dict(hparams)
@@ -141,6 +198,16 @@ class Method:
         raise NotImplementedError
 
     def load_state_dict(self, state: dict) -> None:
+        raise NotImplementedError
+
+    # --- optional capabilities (declare them in `capabilities`) -------------------------------------------
+    def attention_maps(self, x: Any, attribute_weights: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """name → [N, H, W] attention over the feature grid, attributes averaged with `attribute_weights`
+        ([N, A]); each map sums to 1 over the cells."""
+        raise NotImplementedError
+
+    def parameter_count(self) -> dict:
+        """{"learned": values a fit changes, "fixed": names of state entries that are not trained}."""
         raise NotImplementedError
 
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import math
+
 import numpy as np
 
 
@@ -37,8 +39,22 @@ def mean_per_class_accuracy(labels: np.ndarray, predictions: np.ndarray, classes
     return float(acc[present].mean()) if present.any() else float("nan")
 
 
-def harmonic_mean(u: float, s: float) -> float:
-    return 0.0 if u + s == 0 else 2.0 * u * s / (u + s)
+def harmonic_mean(u, s):
+    """H = 2US / (U + S), 0 where U + S = 0; for numbers (a float back) or arrays (elementwise)."""
+    u, s = np.asarray(u, dtype=np.float64), np.asarray(s, dtype=np.float64)
+    total = u + s
+    with np.errstate(invalid="ignore", divide="ignore"):
+        h = np.where(total > 0, 2.0 * u * s / np.where(total > 0, total, 1.0), 0.0)
+    return float(h) if h.ndim == 0 else h
+
+
+def mean_std(values) -> tuple[float, float, int]:
+    """(mean, sample std with ddof = 1, n) of the finite values; std is NaN for n < 2 (undefined, and
+    shown as "no std"), mean NaN for n = 0. Every table and figure summarises seeds with this."""
+    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=np.float64)
+    if not len(v):
+        return math.nan, math.nan, 0
+    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else math.nan, len(v)
 
 
 def zsl_top1(scores: np.ndarray, labels: np.ndarray, is_seen_class: np.ndarray) -> float:
@@ -93,9 +109,7 @@ class SeenUnseenCurve:
 
     @property
     def H(self) -> np.ndarray:
-        total = self.U + self.S
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(total > 0, 2 * self.U * self.S / np.where(total > 0, total, 1), 0.0)
+        return harmonic_mean(self.U, self.S)
 
     def best_gamma(self) -> float:
         """The γ that maximises H; among equal H the one closest to 0 (least calibration); 0 if H is 0."""

@@ -1,13 +1,191 @@
-"""params.yaml: the one configuration file of a pipeline run."""
+"""params.yaml: the one configuration file of a pipeline run, read by one strict loader.
+
+Every section has a schema below; an unknown or misspelt key, a wrong type, an unknown dataset or
+method stops the run before any work with one line naming the file, the key and what is allowed.
+Per-dataset sections (`sources`, `backbone`, `extract`) are keyed by dataset; per-method settings live
+under `methods.<name>` (`hparams.<dataset>`: overrides of the method's defaults, `search_space.<dataset>`:
+its validation grid), each read by exactly the stages of that method (dvc.yaml).
+"""
 from __future__ import annotations
 
+from dataclasses import MISSING, fields
 from pathlib import Path
 
 from zsl_bench.io import DataError
 from zsl_bench.paths import ProjectPaths
 
 
-def load_params(paths: ProjectPaths) -> dict:
+class ConfigError(DataError):
+    """params.yaml is wrong: the message names the file, the key and what is allowed."""
+
+
+NONE = type(None)
+ANY_DATASET = "*"
+
+
+def listof(item):
+    return ("list", item)
+
+
+def mapof(value):
+    return ("map", value)
+
+
+def spec_of_dataclass(cls) -> dict:
+    """A section schema from a settings dataclass: each field's type is its default's (floats take ints)."""
+    out = {}
+    for f in fields(cls):
+        default = f.default if f.default is not MISSING else None
+        kind = type(default)
+        out[f.name] = ((int, float) if kind is float else (listof(str), tuple) if kind is tuple else
+                       (str, NONE) if default is None and f.name.endswith("file") else
+                       (int, NONE) if default is None else kind)
+    return out
+
+
+def _schemas() -> dict:
+    from zsl_bench.backbone import BackboneSpec
+    from zsl_bench.features import ExtractSpec
+
+    return {
+        "backbone": spec_of_dataclass(BackboneSpec),
+        "extract": {**spec_of_dataclass(ExtractSpec), "levels": listof(str)},
+        "train": {"methods": listof(str), "seeds": listof(int), "fold": int, "selection_metric": str,
+                  "search": bool, "device": str},
+        "ablate": {"method": str, "variants": listof(str), "seeds": listof(int), "workers": (int, NONE)},
+        "tracking": {"mlflow": bool},
+        "method": {"hparams": mapof(mapof(object)), "search_space": mapof(mapof(listof(object)))},
+    }
+
+
+def _check(value, spec, where: str, file: Path) -> None:
+    """Raise ConfigError naming `where` if `value` does not fit `spec`."""
+    if isinstance(spec, dict):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{file}: {where} must be a mapping with keys {', '.join(spec)}")
+        for k, v in value.items():
+            if k not in spec:
+                raise ConfigError(f"{file}: unknown key {where}.{k}; allowed: {', '.join(spec)}")
+            _check(v, spec[k], f"{where}.{k}", file)
+    elif isinstance(spec, tuple) and spec and spec[0] in ("list", "map"):
+        kind, item = spec
+        if kind == "list":
+            if not isinstance(value, list):
+                raise ConfigError(f"{file}: {where} must be a list, not {value!r}")
+            for i, v in enumerate(value):
+                _check(v, item, f"{where}[{i}]", file)
+        else:
+            if not isinstance(value, dict):
+                raise ConfigError(f"{file}: {where} must be a mapping, not {value!r}")
+            for k, v in value.items():
+                _check(v, item, f"{where}.{k}", file)
+    elif isinstance(spec, tuple) and any(isinstance(s, tuple) and s and s[0] in ("list", "map") for s in spec):
+        errors = []
+        for s in spec:
+            try:
+                _check(value, s, where, file)
+                return
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0])
+    elif spec is not object:
+        types = spec if isinstance(spec, tuple) else (spec,)
+        if isinstance(value, bool) and bool not in types or not isinstance(value, types):
+            names = " or ".join("null" if t is NONE else t.__name__ for t in types)
+            raise ConfigError(f"{file}: {where} must be {names}, not {value!r}")
+
+
+def validate(params: dict, file: Path, check_methods: bool = True) -> dict:
+    """Check the whole file against the schemas; returns `params` unchanged."""
+    from zsl_bench.data import available_sources, source_module
+
+    schemas = _schemas()
+    top = {"datasets": listof(str), "sources": dict, "backbone": dict, "extract": dict, "train": dict,
+           "methods": dict, "ablate": dict, "tracking": dict}
+    if not isinstance(params, dict):
+        raise ConfigError(f"{file}: must be a mapping of sections ({', '.join(top)})")
+    for k in params:
+        if k not in top:
+            raise ConfigError(f"{file}: unknown section {k!r}; allowed: {', '.join(top)}")
+    for k in ("datasets", "sources", "train", "tracking"):
+        if k not in params:
+            raise ConfigError(f"{file}: missing section {k!r}")
+    _check(params["datasets"], listof(str), "datasets", file)
+    known = available_sources()
+    for section in ("sources", "backbone", "extract"):
+        for ds, body in (params.get(section) or {}).items():
+            if ds not in known:
+                raise ConfigError(f"{file}: unknown dataset {section}.{ds}; datasets: {', '.join(known)}")
+            spec = source_module(ds).PARAMS if section == "sources" else schemas[section]
+            _check(body, spec, f"{section}.{ds}", file)
+    for ds in params["datasets"]:
+        if ds not in known:
+            raise ConfigError(f"{file}: unknown dataset {ds!r} in datasets; datasets: {', '.join(known)}")
+        for section in ("sources", "backbone", "extract"):
+            if ds not in (params.get(section) or {}):
+                raise ConfigError(f"{file}: missing {section}.{ds} (dataset {ds} is in `datasets`)")
+    for section in ("train", "ablate", "tracking"):
+        if section in params:
+            _check(params[section], schemas[section], section, file)
+    for k in ("methods", "seeds", "fold", "selection_metric", "search", "device"):
+        if k not in params["train"]:
+            raise ConfigError(f"{file}: missing key train.{k}")
+    from zsl_bench.evaluator import SELECTION_METRICS
+
+    if params["train"]["selection_metric"] not in SELECTION_METRICS:
+        raise ConfigError(f"{file}: train.selection_metric must be one of {', '.join(SELECTION_METRICS)}, "
+                          f"not {params['train']['selection_metric']!r}")
+    for name, body in (params.get("methods") or {}).items():
+        _check(body, schemas["method"], f"methods.{name}", file)
+    if check_methods:
+        _check_methods(params, file)
+    return params
+
+
+def _check_methods(params: dict, file: Path) -> None:
+    """Every method named exists, has a `methods.<name>` entry (dvc.yaml tracks it per stage), and its
+    overrides and grid name only hyperparameters it has, for every configured dataset."""
+    from zsl_bench.method import ConfigError as MethodError
+    from zsl_bench.registry import available_methods, get_method
+
+    names = list(params["train"]["methods"])
+    ablate = params.get("ablate") or {}
+    if ablate.get("method"):
+        names.append(ablate["method"])
+    for name in names:
+        try:
+            cls = get_method(name)
+        except MethodError as e:
+            raise ConfigError(f"{file}: train.methods: {e}") from None
+        if name not in (params.get("methods") or {}):
+            raise ConfigError(f"{file}: missing methods.{name} (write `{name}: {{}}` under `methods:` to use its "
+                              f"defaults); methods: {', '.join(available_methods())}")
+        for ds in params["datasets"]:
+            try:
+                overrides = method_overrides(params, name, ds)
+                default = cls.default_hparams(ds, overrides["hparams"])
+            except MethodError as e:
+                raise ConfigError(f"{file}: methods.{name}.hparams.{ds}: {e}") from None
+            unknown = sorted(set(overrides["search_space"] or {}) - set(default))
+            if unknown:
+                raise ConfigError(f"{file}: methods.{name}.search_space.{ds}: unknown hyperparameter(s) "
+                                  f"{', '.join(unknown)}; {name}'s: {', '.join(sorted(default))}")
+    for variant in ablate.get("variants") or []:
+        try:
+            get_method(f"{ablate['method']}.{variant}")
+        except MethodError as e:
+            raise ConfigError(f"{file}: ablate.variants: {e}") from None
+
+
+def method_overrides(params: dict, method: str, dataset: str) -> dict:
+    """{"hparams": overrides, "search_space": grid or None} for a method (its base name for a variant) on a
+    dataset: the dataset's own entry, else the any-dataset entry `"*"`."""
+    body = (params.get("methods") or {}).get(method.split(".")[0]) or {}
+    pick = lambda m: m.get(dataset, m.get(ANY_DATASET)) if m else None   # noqa: E731
+    return {"hparams": dict(pick(body.get("hparams")) or {}), "search_space": pick(body.get("search_space"))}
+
+
+def load_params(paths: ProjectPaths, check_methods: bool = True) -> dict:
     import yaml
 
     path = paths.root / "params.yaml"
@@ -15,16 +193,16 @@ def load_params(paths: ProjectPaths) -> dict:
         with open(path) as f:
             params = yaml.safe_load(f) or {}
     except FileNotFoundError:
-        raise DataError(f"{path}: not found; run from a zsl-bench project folder") from None
+        raise ConfigError(f"{path}: not found; run from a zsl-bench project folder") from None
     except yaml.YAMLError as e:
-        raise DataError(f"{path}: not valid YAML ({e})") from None
-    return params
+        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
+    return validate(params, path, check_methods=check_methods)
 
 
 def section(params: dict, *keys: str, path: Path | str = "params.yaml"):
     node = params
     for i, k in enumerate(keys):
         if not isinstance(node, dict) or k not in node:
-            raise DataError(f"{path}: missing key {'.'.join(keys[:i + 1])}")
+            raise ConfigError(f"{path}: missing key {'.'.join(keys[:i + 1])}")
         node = node[k]
     return node

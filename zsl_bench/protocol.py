@@ -20,6 +20,7 @@ import numpy as np
 PROTOCOL_VERSION = "gbu-ps-v1"
 SELECTION_POLICIES = ("val", "oracle", "last")
 HEADLINE_POLICY = "val"
+TABLE_METRICS = ("T1", "U", "S", "H", "AUSUC")   # what every table reports, in this order
 VAL_SEEN_FRACTION = 0.2
 SPLIT_SEED = 0  # val_seen is part of the dataset, not of a run: one fixed draw, stored on disk
 

@@ -1,56 +1,189 @@
-"""Run folders: content-addressed, complete or absent.
+"""Run folders and what they hold: the one place that reads and writes them.
 
-    <slot>/<run_key>/record.json       the source of truth (config, seeds, environment, hashes,
-                                       metrics under each selection policy, traces, time, memory)
+    <slot>/<run_key>/record.json       the source of truth (config, seeds, environment, hashes, metrics
+                                       under each selection policy, traces, model size, time, memory)
     <slot>/<run_key>/predictions.npz   test scores and labels: every metric can be recomputed (README)
+    <slot>/<run_key>/views.npz         what figures show of the model (attention maps; model_views.py)
     <slot>/<run_key>/state.npz|.pt     the fitted state of the val-selected model
     <slot>/<run_key>/done              written last; a folder without it is ignored
 
-`run_key` hashes everything that determines the result except the code itself (the git sha is
-recorded in the environment instead, so a rerun after a refactor is comparable, not hidden).
+A folder is complete or absent (written in a temporary folder, renamed into place). `RunRecord` is a
+record read back and checked; `Predictions` the arrays of predictions.npz, checked for keys and shapes.
+(`scripts/recompute_metrics.py` reads the documented format on its own, on purpose.)
 """
 from __future__ import annotations
 
+import math
 import platform
 import subprocess
 import sys
+from dataclasses import dataclass, fields
 from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 
 from zsl_bench.io import DataError, atomic_directory, canonical_json, read_json, sha256_bytes, write_json
+from zsl_bench.protocol import SELECTION_POLICIES, TABLE_METRICS
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2   # 2: `model` (parameter counts) and views.npz; hparam overrides in `config`
 DONE = "done"
+RECORD_FILE, PREDICTIONS_FILE = "record.json", "predictions.npz"
+# Keys every record has, as (path, what it is), checked when a record is read.
+REQUIRED = (("schema_version", "format version"), ("method", "method name"), ("dataset", "dataset name"),
+            ("seed", "run seed"), ("run_key", "content key"), ("selection", "metrics per selection policy"),
+            ("hparams", "chosen hyperparameters"), ("config", "run configuration"),
+            ("method_info", "what the method declares"), ("data", "dataset and feature fingerprints"),
+            ("resources", "wall time and memory"), ("model", "parameter counts"))
 
 
 def run_key(spec: dict) -> str:
     return sha256_bytes(canonical_json(spec).encode())[:16]
 
 
-def write_run(folder: Path, record: dict, predictions: dict[str, np.ndarray], state: dict) -> Path:
+class RunRecord(dict):
+    """record.json as read back: the dict itself, plus typed access to what tables and figures use."""
+
+    @classmethod
+    def read(cls, folder: Path) -> "RunRecord":
+        folder = Path(folder)
+        path = folder / RECORD_FILE
+        raw = read_json(path)
+        if not isinstance(raw, dict):
+            raise DataError(f"{path}: not a run record (a JSON object expected); delete the folder and rerun")
+        if raw.get("schema_version") != SCHEMA_VERSION:
+            raise DataError(f"{path}: schema version {raw.get('schema_version')}, this zsl-bench reads "
+                            f"{SCHEMA_VERSION}; rerun the run (`dvc repro`) to rewrite it")
+        missing = [f"{k} ({what})" for k, what in REQUIRED if k not in raw]
+        missing += [f"selection.{p}.metrics" for p in SELECTION_POLICIES
+                    if "metrics" not in (raw.get("selection") or {}).get(p, {})]
+        if missing:
+            raise DataError(f"{path}: incomplete record, missing {', '.join(missing)}; delete the folder and rerun")
+        record = cls(raw)
+        record["_folder"] = str(folder)
+        return record
+
+    @property
+    def folder(self) -> Path:
+        return Path(self["_folder"])
+
+    @property
+    def method(self) -> str:
+        return self["method"]
+
+    @property
+    def dataset(self) -> str:
+        return self["dataset"]
+
+    @property
+    def seed(self) -> int:
+        return int(self["seed"])
+
+    @property
+    def run_key(self) -> str:
+        return self["run_key"]
+
+    @property
+    def created_unix(self) -> float:
+        return float(self.get("created_unix", 0.0))
+
+    @property
+    def wall_s(self) -> float:
+        return float(self["resources"]["wall_s"])
+
+    @property
+    def uses_unseen_semantics(self) -> bool:
+        return bool(self["method_info"]["uses_unseen_semantics"])
+
+    @property
+    def base_method(self) -> str | None:
+        """For a scoring variant (same fitted models, another readout): the method it was read off."""
+        return (self.get("score_variant_of") or {}).get("method")
+
+    def metrics(self, policy: str) -> dict[str, float]:
+        """The table metrics under `policy`, as fractions (NaN where the run has none)."""
+        m = self["selection"][policy]["metrics"]
+        return {k: float(m.get(k, math.nan)) for k in TABLE_METRICS}
+
+    def predictions(self) -> "Predictions":
+        return Predictions.load(self.folder / PREDICTIONS_FILE)
+
+    def views(self) -> dict[str, np.ndarray] | None:
+        """views.npz (model_views.py), or None for a method without attention maps."""
+        from zsl_bench.model_views import VIEWS_FILE
+
+        path = self.folder / VIEWS_FILE
+        return _load_npz(path) if path.is_file() else None
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """predictions.npz: N test images × C candidate classes (README, "Outputs and formats")."""
+    scores_val: np.ndarray
+    scores_last: np.ndarray
+    scores_oracle_T1: np.ndarray
+    scores_oracle_H: np.ndarray
+    scores_oracle_AUSUC: np.ndarray
+    gamma_val: float
+    gamma_last: float
+    gamma_oracle_H: float
+    labels: np.ndarray
+    class_ids: np.ndarray
+    class_names: np.ndarray
+    seen_class_mask: np.ndarray
+    unseen_sample_mask: np.ndarray
+    image_rows: np.ndarray
+
+    @classmethod
+    def load(cls, path: Path) -> "Predictions":
+        z = _load_npz(path)
+        missing = [f.name for f in fields(cls) if f.name not in z]
+        if missing:
+            raise DataError(f"{path}: no array {', '.join(missing)} (written by an older zsl-bench?); rerun the run")
+        p = cls(**{f.name: (float(z[f.name]) if f.name.startswith("gamma") else z[f.name]) for f in fields(cls)})
+        n, c = len(p.labels), len(p.class_ids)
+        for name in ("scores_val", "scores_last", "scores_oracle_T1", "scores_oracle_H", "scores_oracle_AUSUC"):
+            if getattr(p, name).shape != (n, c):
+                raise DataError(f"{path}: {name} has shape {getattr(p, name).shape}, expected ({n}, {c}) "
+                                "(test images × classes); rerun the run")
+        return cls(**{**p.__dict__, "seen_class_mask": p.seen_class_mask.astype(bool),
+                      "unseen_sample_mask": p.unseen_sample_mask.astype(bool)})
+
+    def scores(self, policy: str, metric: str = "H") -> tuple[np.ndarray, float]:
+        """(scores, γ) a policy used for `metric` (oracle: each metric from its own checkpoint)."""
+        if policy == "oracle":
+            return getattr(self, f"scores_oracle_{metric}"), self.gamma_oracle_H
+        return getattr(self, f"scores_{policy}"), getattr(self, f"gamma_{policy}")
+
+
+def _load_npz(path: Path) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found; rerun the run to recreate it") from None
+    except Exception as e:   # zipfile.BadZipFile, ValueError, EOFError, OSError: a damaged file
+        raise DataError(f"{path}: not a readable .npz ({type(e).__name__}: {e}); delete its run folder and rerun "
+                        "(`dvc repro`)") from None
+
+
+def write_run(folder: Path, record: dict, predictions: dict[str, np.ndarray], state: dict,
+              views: dict[str, np.ndarray] | None = None) -> Path:
+    from zsl_bench.model_views import VIEWS_FILE
+
     with atomic_directory(folder) as tmp:
-        np.savez_compressed(tmp / "predictions.npz", **predictions)
+        np.savez_compressed(tmp / PREDICTIONS_FILE, **predictions)
+        if views:
+            np.savez_compressed(tmp / VIEWS_FILE, **views)
         if any(type(v).__module__.startswith("torch") for v in state.values()):
             import torch
 
             torch.save(state, tmp / "state.pt")
         else:
             np.savez(tmp / "state.npz", **{k: np.asarray(v) for k, v in state.items()})
-        write_json(tmp / "record.json", record)
+        write_json(tmp / RECORD_FILE, record)
         (tmp / DONE).write_text("")
     return folder
-
-
-def read_record(folder: Path) -> dict:
-    folder = Path(folder)
-    record = read_json(folder / "record.json")
-    if record.get("schema_version") != SCHEMA_VERSION:
-        raise DataError(f"{folder / 'record.json'}: schema version {record.get('schema_version')}, "
-                        f"this zsl-bench reads {SCHEMA_VERSION}")
-    record["_folder"] = str(folder)
-    return record
 
 
 def find_run_folders(root: Path) -> list[Path]:
@@ -58,11 +191,22 @@ def find_run_folders(root: Path) -> list[Path]:
     root = Path(root)
     if not root.exists():
         return []
-    return sorted(p.parent for p in root.rglob(DONE) if (p.parent / "record.json").is_file())
+    return sorted(p.parent for p in root.rglob(DONE) if (p.parent / RECORD_FILE).is_file())
 
 
-def find_records(root: Path) -> list[dict]:
-    return [read_record(f) for f in find_run_folders(root)]
+def find_records(root: Path) -> list[RunRecord]:
+    return [RunRecord.read(f) for f in find_run_folders(root)]
+
+
+def newest_per_seed(items: list) -> list:
+    """The newest item (by `created_unix`) per (dataset, method, seed): a configuration run again
+    replaces the older result. Works on records and on table rows alike; sorted by those three."""
+    newest: dict[tuple, object] = {}
+    for r in items:
+        k = (r.dataset, r.method, r.seed)
+        if k not in newest or r.created_unix > newest[k].created_unix:
+            newest[k] = r
+    return sorted(newest.values(), key=lambda r: (r.dataset, r.method, r.seed))
 
 
 def _version(dist: str) -> str | None:

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-from zsl_bench import run_results
-from zsl_bench.protocol import HEADLINE_POLICY, PROTOCOL_VERSION, SELECTION_POLICIES
+from zsl_bench.metrics import mean_std
+from zsl_bench.protocol import HEADLINE_POLICY, PROTOCOL_VERSION, SELECTION_POLICIES, TABLE_METRICS
+from zsl_bench.records import newest_per_seed
 from zsl_bench.run_results import RunResult
-from zsl_bench.tracking import TABLE_METRICS
 
 POLICY_TITLES = {
     "val": "val (headline): hyperparameters, epoch and γ chosen on the validation fold, refit on trainval, "
@@ -39,21 +39,17 @@ def long_table(records: list[dict]):
     return pd.DataFrame(rows)
 
 
-def latest_per_seed(records: list[dict]) -> list[dict]:
-    """If a (dataset, method, seed) was run with several configurations, keep the newest record."""
-    keep = {r.run_key for r in run_results.latest_per_seed([RunResult.from_record(x) for x in records])}
-    return [r for r in records if r["run_key"] in keep]
-
-
 def summary(df, policy: str):
-    """Per (dataset, method): mean, std (ddof = 1) and n of each metric under `policy`."""
-    sub = df[df["policy"] == policy]
-    columns = {}
-    for m in TABLE_METRICS:
-        columns.update({f"{m}_mean": (m, "mean"), f"{m}_std": (m, lambda s: s.std(ddof=1)),
-                        f"{m}_count": (m, "count")})
-    return sub.groupby(["dataset", "method"], sort=True).agg(
-        **columns, n=("seed", "nunique"), uses_unseen_semantics=("uses_unseen_semantics", "first")).reset_index()
+    """Per (dataset, method): mean, std (ddof = 1) and n of each metric under `policy` (metrics.mean_std)."""
+    import pandas as pd
+
+    rows = []
+    for (dataset, method), g in df[df["policy"] == policy].groupby(["dataset", "method"], sort=True):
+        row = {"dataset": dataset, "method": method}
+        for m in TABLE_METRICS:
+            row[f"{m}_mean"], row[f"{m}_std"], row[f"{m}_count"] = mean_std(g[m].to_numpy())
+        rows.append({**row, "n": g["seed"].nunique(), "uses_unseen_semantics": bool(g["uses_unseen_semantics"].iloc[0])})
+    return pd.DataFrame(rows)
 
 
 @dataclass
@@ -217,8 +213,7 @@ def ablation_markdown(records: list[dict], method: str) -> str:
             common = sorted(set(mine.index) & set(ref.index))
             diff = (mine.loc[common] - ref.loc[common]).to_numpy(dtype=float)
             delta = ("—" if name == method else
-                     "— (no common seed)" if not len(diff) else
-                     f"{diff.mean():+.1f}" + (f" ± {diff.std(ddof=1):.1f}" if len(diff) > 1 else ""))
+                     "— (no common seed)" if not len(diff) else Cell(*mean_std(diff)).text(signed=True))
             example = next(r for r in records if r["method"] == name and r["dataset"] == dataset)
             changes = "official configuration" if name == method else variant_changes(example, official)
             parts.append(f"| {name} | {changes} | " + " | ".join(cells) + f" | {delta} | {int(row['n'])} |")
@@ -260,7 +255,7 @@ def write_reports(records: list[dict], out_dir: Path, ablation: list[dict] | Non
                   ablation_method: str | None = None) -> list[Path]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    records = latest_per_seed(records)
+    records = newest_per_seed(records)
     md, csv, tex = out_dir / "results.md", out_dir / "results.csv", out_dir / "results.tex"
     md.write_text(results_markdown(records))
     results_csv(records).to_csv(csv, index=False, float_format="%.4f")
@@ -268,7 +263,7 @@ def write_reports(records: list[dict], out_dir: Path, ablation: list[dict] | Non
     written = [md, csv, tex]
     if ablation_method:
         path = out_dir / "ablation.md"
-        path.write_text(ablation_markdown(latest_per_seed(ablation or []), ablation_method) if ablation
+        path.write_text(ablation_markdown(newest_per_seed(ablation or []), ablation_method) if ablation
                         else f"# Ablations of {ablation_method}\n\n— (0 ablation runs: run `dvc repro`)\n")
         written.append(path)
     return written

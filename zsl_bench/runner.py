@@ -1,4 +1,5 @@
-"""One run end to end: load the dataset and features, evaluate, write the run folder, mirror it."""
+"""One run end to end: load the dataset and features, evaluate, write the run folder (records.py).
+Mirroring into MLflow is not done here: `tracking.sync` is its one writer (report stage, `zsl-bench train`)."""
 from __future__ import annotations
 
 import resource
@@ -8,7 +9,7 @@ from pathlib import Path
 
 from zsl_bench.paths import ProjectPaths
 from zsl_bench.protocol import PROTOCOL_VERSION
-from zsl_bench.records import SCHEMA_VERSION, environment, find_run_folders, read_record, run_key, write_run
+from zsl_bench.records import SCHEMA_VERSION, environment, find_run_folders, run_key, write_run
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,8 @@ class RunRequest:
     selection_metric: str = "H"
     search: bool = True
     device: str = "auto"
+    hparams: dict | None = None          # overrides of the method's defaults (params.yaml)
+    search_space: dict | None = None     # replaces the method's grid (params.yaml)
 
 
 def peak_rss_mb() -> float:
@@ -27,29 +30,29 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def execute(request: RunRequest, paths: ProjectPaths, progress: bool = True, mirror: bool = True,
-            slot: Path | None = None) -> Path:
+def execute(request: RunRequest, paths: ProjectPaths, progress: bool = True, slot: Path | None = None) -> Path:
     """Run (or find, if already done) the run folder for `request` in `slot` (default: its train-stage slot);
     returns its path."""
     from zsl_bench.data.dataset import load_dataset
     from zsl_bench.evaluator import Evaluator
     from zsl_bench.features import FeatureStore
     from zsl_bench.registry import get_method
-    from zsl_bench.training import resolve_device
+    from zsl_bench.runtime import resolve_device
 
     start = time.time()
     method_cls = get_method(request.method)
     dataset = load_dataset(paths.prepared(request.dataset))
     store = FeatureStore(paths.features(request.dataset))
     store.check_matches(dataset)
-    device = resolve_device(request.device) if method_cls.input_kind != "vector" else "cpu"
+    device = "cpu" if method_cls.device == "cpu" else resolve_device(request.device)
     evaluator = Evaluator(dataset, store, method_cls, seed=request.seed, fold=request.fold,
                           selection_metric=request.selection_metric, search=request.search, device=device,
-                          progress=progress)
+                          progress=progress, hparams=request.hparams, search_space=request.search_space)
     key_spec = {"protocol_version": PROTOCOL_VERSION, "method": request.method, "dataset": request.dataset,
                 "dataset_fingerprint": dataset.fingerprint(), "features_sha256": [store.fingerprint(f) for f in evaluator.features],
                 "seed": request.seed, "fold": request.fold, "selection_metric": request.selection_metric,
-                "configs": evaluator.configs}
+                "configs": evaluator.configs, "hparam_overrides": request.hparams or {},
+                "search_space_override": request.search_space}
     key = run_key(key_spec)
     folder = (slot or paths.run_slot(request.dataset, request.method, request.seed)) / key
     if folder in find_run_folders(folder.parent):
@@ -63,11 +66,15 @@ def execute(request: RunRequest, paths: ProjectPaths, progress: bool = True, mir
                   "validation_split": dataset.meta.get("split_seed"),
                   "data": dataset.meta.get("generator", {}).get("seed"),
                   "backbone": store.index["backbone_spec"].get("seed")},
-        "method_info": {"input_kind": method_cls.input_kind, "paper": method_cls.paper,
+        "method_info": {"input_kind": method_cls.input_kind, "paper": method_cls.paper, "device": method_cls.device,
                         "uses_unseen_semantics": method_cls.uses_unseen_semantics,
-                        "default_calibration_gamma": method_cls.default_calibration_gamma},
+                        "default_calibration_gamma": method_cls.default_calibration_gamma,
+                        "official_selection": method_cls.official_selection,
+                        "capabilities": sorted(method_cls.capabilities)},
         "config": {"fold": request.fold, "selection_metric": request.selection_metric, "search": request.search,
-                   "configs": out.configs},
+                   "configs": out.configs, "hparam_overrides": request.hparams or {},
+                   "search_space": evaluator.search_space},
+        "model": {"parameters": out.parameters},
         "data": {"dataset_fingerprint": dataset.fingerprint(), "dataset_checks": dataset.meta.get("checks", []),
                  "features": {"path": str(store.root.relative_to(paths.root)) if store.root.is_relative_to(paths.root)
                               else str(store.root), "arrays": list(evaluator.features),
@@ -87,12 +94,7 @@ def execute(request: RunRequest, paths: ProjectPaths, progress: bool = True, mir
         write_run(folder.parent / variant_record["run_key"], variant_record, variant_out.predictions,
                   variant_out.state)
     record = {**_record_of(out, dataset), **shared, "method": request.method, "run_key": key}
-    write_run(folder, record, out.predictions, out.state)
-    if mirror:
-        from zsl_bench.tracking import mirror as mirror_records
-
-        mirror_records([read_record(f) for f in find_run_folders(folder.parent)], paths.tracking_uri,
-                       paths.mlflow_artifacts)
+    write_run(folder, record, out.predictions, out.state, views=out.views)
     return folder
 
 

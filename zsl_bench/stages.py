@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from zsl_bench.io import DataError
-from zsl_bench.params import section
+from zsl_bench.params import method_overrides, section
 from zsl_bench.paths import ProjectPaths
 
 
@@ -30,7 +30,7 @@ def prepare(dataset: str, params: dict, paths: ProjectPaths, progress: bool = Tr
 def backbone(dataset: str, params: dict, paths: ProjectPaths, progress: bool = True) -> Path:
     from zsl_bench.backbone import BackboneSpec, describe_untrained, train_backbone
     from zsl_bench.data.dataset import load_dataset
-    from zsl_bench.training import limit_threads
+    from zsl_bench.runtime import limit_threads
 
     spec = BackboneSpec.from_params(section(params, "backbone", dataset))
     if spec.source != "train_on_seen":  # pretrained weights, imported vectors or an HDF5 file: nothing to train
@@ -43,7 +43,7 @@ def extract(dataset: str, params: dict, paths: ProjectPaths, progress: bool = Tr
     from zsl_bench import features
     from zsl_bench.data.dataset import load_dataset
     from zsl_bench.io import read_json
-    from zsl_bench.training import limit_threads
+    from zsl_bench.runtime import limit_threads
 
     ds = load_dataset(paths.prepared(dataset))
     info = read_json(paths.backbone(dataset) / "backbone.json")
@@ -57,28 +57,41 @@ def extract(dataset: str, params: dict, paths: ProjectPaths, progress: bool = Tr
                                       info)
     limit_threads()
     return features.extract(ds, paths.backbone(dataset), paths.features(dataset),
-                            features.ExtractSpec.from_params(section(params, "extract")), progress=progress)
+                            features.ExtractSpec.from_params(section(params, "extract", dataset)), progress=progress)
+
+
+def run_request(dataset: str, method: str, seed: int, params: dict, search: bool | None = None):
+    """The RunRequest params.yaml makes for (dataset, method, seed): train settings and the method's
+    hyperparameter overrides and grid for the dataset."""
+    from zsl_bench.runner import RunRequest
+
+    t = section(params, "train")
+    overrides = method_overrides(params, method, dataset)
+    return RunRequest(dataset=dataset, method=method, seed=int(seed), fold=int(t["fold"]),
+                      selection_metric=t["selection_metric"], search=bool(t["search"] if search is None else search),
+                      device=t["device"], hparams=overrides["hparams"], search_space=overrides["search_space"])
 
 
 def train(dataset: str, method: str, seed: int, params: dict, paths: ProjectPaths, progress: bool = True) -> Path:
-    from zsl_bench.runner import RunRequest, execute
+    from zsl_bench.runner import execute
 
-    t = section(params, "train")
-    request = RunRequest(dataset=dataset, method=method, seed=int(seed), fold=int(t["fold"]),
-                         selection_metric=t["selection_metric"], search=bool(t["search"]), device=t["device"])
-    return execute(request, paths, progress=progress, mirror=bool(section(params, "tracking", "mlflow")))
+    return execute(run_request(dataset, method, seed, params), paths, progress=progress)
 
 
 def _run_in_worker(args) -> str:
     """One ablation run in a pool worker: one torch thread (small models use two threads badly, two
-    processes well), no MLflow (the parent mirrors once, avoiding concurrent SQLite writers)."""
+    processes well)."""
     request, root, slot, threads = args
     import torch
 
     from zsl_bench.runner import execute
 
+    from zsl_bench.runtime import log_imports
+
     torch.set_num_threads(threads)
-    return str(execute(request, ProjectPaths(Path(root)), progress=False, mirror=False, slot=Path(slot)))
+    folder = str(execute(request, ProjectPaths(Path(root)), progress=False, slot=Path(slot)))
+    log_imports("ablate (worker)", [request.dataset, request.method])
+    return folder
 
 
 def ablate(dataset: str, params: dict, paths: ProjectPaths, progress: bool = True) -> list[Path]:
@@ -91,18 +104,12 @@ def ablate(dataset: str, params: dict, paths: ProjectPaths, progress: bool = Tru
 
     from tqdm import tqdm
 
-    from zsl_bench.registry import get_method
-    from zsl_bench.runner import RunRequest
-
-    cfg, t = section(params, "ablate"), section(params, "train")
+    cfg = section(params, "ablate")
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     workers = int(cfg.get("workers") or cores)
     names = [f"{cfg['method']}.{v}" for v in cfg["variants"]]
-    for name in names:
-        get_method(name)  # an unknown variant fails here, before any work
-    jobs = [(RunRequest(dataset=dataset, method=name, seed=int(seed), fold=int(t["fold"]),
-                        selection_metric=t["selection_metric"], search=False, device=t["device"]),
-             str(paths.root), str(paths.ablation_slot(dataset, name, int(seed))), max(1, cores // workers))
+    jobs = [(run_request(dataset, name, seed, params, search=False), str(paths.root),
+             str(paths.ablation_slot(dataset, name, int(seed))), max(1, cores // workers))
             for name in names for seed in cfg["seeds"]]
     folders = []
     if jobs:
@@ -113,15 +120,10 @@ def ablate(dataset: str, params: dict, paths: ProjectPaths, progress: bool = Tru
     root.mkdir(parents=True, exist_ok=True)   # the stage's DVC output, even with nothing to run
     for stale in [p for p in root.glob("*/seed*/*") if p.is_dir() and p not in folders]:
         shutil.rmtree(stale)
-    if section(params, "tracking", "mlflow"):
-        from zsl_bench.records import read_record
-        from zsl_bench.tracking import mirror
-
-        mirror([read_record(f) for f in folders], paths.tracking_uri, paths.mlflow_artifacts)
     return folders
 
 
-def configured_records(params: dict, paths: ProjectPaths) -> tuple[list[dict], list[dict]]:
+def configured_records(params: dict, paths: ProjectPaths) -> tuple[list, list]:
     """(records of the compared methods, records of the ablation) that params.yaml asks for."""
     from zsl_bench.records import find_records
 
@@ -145,35 +147,33 @@ def configured_records(params: dict, paths: ProjectPaths) -> tuple[list[dict], l
 
 
 def report(params: dict, paths: ProjectPaths, progress: bool = True) -> list[Path]:
-    from zsl_bench.report import latest_per_seed, write_reports
+    """reports/ from the run records params.yaml names (nothing else: no model, dataset or feature
+    store is read), then the MLflow mirror brought in line with runs/."""
+    from zsl_bench.figures import write_figures
+    from zsl_bench.records import newest_per_seed
+    from zsl_bench.report import index_markdown, write_reports
 
     results, ablation = configured_records(params, paths)
     if not results:
-        raise RuntimeError(f"no finished runs below {paths.runs}: run the train stages first (`dvc repro`)")
+        raise DataError(f"{paths.runs}: no finished runs of the configured methods; run the train stages first "
+                        "(`dvc repro`)")
     written = write_reports(results, paths.reports, ablation=ablation,
                             ablation_method=(params.get("ablate") or {}).get("method"))
-    from zsl_bench.figures import write_figures
-    from zsl_bench.report import index_markdown
-
     for stale in (paths.reports / "figures").glob("*.png"):
         stale.unlink()   # a figure of a method or dataset no longer configured must not linger
-    written += write_figures(latest_per_seed(results), paths.reports, paths, progress=progress)
+    written += write_figures(newest_per_seed(results), paths.reports, progress=progress)
     index = paths.reports / "README.md"
     index.write_text(index_markdown(written, paths.reports))
     written.append(index)
     if section(params, "tracking", "mlflow"):
-        mlflow_sync(paths)
-        from zsl_bench.tracking import log_report
-
-        for dataset in sorted({r["dataset"] for r in results}):
-            log_report(dataset, [p for p in written if p.suffix != ".png" or p.name.startswith(f"{dataset}_")],
-                       paths.tracking_uri, paths.mlflow_artifacts)
+        mlflow_sync(paths, reports=written)
     return written
 
 
-def mlflow_sync(paths: ProjectPaths) -> tuple[int, int]:
-    """Rebuild the MLflow mirror from the run folders below runs/ (they are the truth): (created, deleted)."""
+def mlflow_sync(paths: ProjectPaths, reports: list[Path] | None = None) -> tuple[int, int]:
+    """The one writer of the MLflow mirror: rebuild it from the run folders below runs/ (they are the
+    truth), plus one `report/<dataset>` run per dataset with `reports` files. Returns (created, deleted)."""
     from zsl_bench.records import find_records
     from zsl_bench.tracking import sync
 
-    return sync(find_records(paths.runs), paths.tracking_uri, paths.mlflow_artifacts)
+    return sync(find_records(paths.runs), paths.tracking_uri, paths.mlflow_artifacts, reports=reports)

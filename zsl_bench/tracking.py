@@ -14,7 +14,6 @@ from pathlib import Path
 
 from zsl_bench.protocol import PROTOCOL_VERSION, SELECTION_POLICIES
 
-TABLE_METRICS = ("T1", "U", "S", "H", "AUSUC")
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")   # not a GenAI experiment
 MIRROR_VERSION = "2"   # bump when what a mirrored run holds changes: `sync` then replaces older runs
 
@@ -82,7 +81,7 @@ def _runs_by_key(c, exp_id: str) -> dict[str, list]:
     return out
 
 
-def mirror(records: list[dict], tracking_uri: str, artifact_root: Path, replace_outdated: bool = False) -> int:
+def _mirror(records: list[dict], tracking_uri: str, artifact_root: Path, replace_outdated: bool = False) -> int:
     """Create the MLflow runs that are missing; returns how many were created. With `replace_outdated`,
     runs mirrored by an older `MIRROR_VERSION` are deleted and mirrored again."""
     from mlflow.entities import Metric, Param, RunTag
@@ -119,11 +118,12 @@ def mirror(records: list[dict], tracking_uri: str, artifact_root: Path, replace_
     return created
 
 
-def sync(records: list[dict], tracking_uri: str, artifact_root: Path) -> tuple[int, int]:
-    """Make the mirror hold exactly `records` (the run folders that exist): create what is missing, replace
-    runs mirrored by an older version, delete (MLflow's soft delete, restorable) runs of records that no
-    longer exist, e.g. superseded by a rerun. Returns (created, deleted)."""
-    created = mirror(records, tracking_uri, artifact_root, replace_outdated=True)
+def sync(records: list[dict], tracking_uri: str, artifact_root: Path, reports: list[Path] | None = None) -> tuple[int, int]:
+    """The one writer of the mirror. Make it hold exactly `records` (the run folders that exist): create
+    what is missing, replace runs mirrored by an older version, delete (MLflow's soft delete, restorable)
+    runs of records that no longer exist, e.g. superseded by a rerun; then, with `reports`, one
+    `report/<dataset>` run per dataset holding its tables and figures. Returns (created, deleted)."""
+    created = _mirror(records, tracking_uri, artifact_root, replace_outdated=True)
     keys = {r["run_key"] for r in records}
     c = client(tracking_uri)
     deleted = 0
@@ -136,10 +136,13 @@ def sync(records: list[dict], tracking_uri: str, artifact_root: Path) -> tuple[i
                 for run in runs:
                     c.delete_run(run.info.run_id)
                     deleted += 1
+    for dataset in sorted({r["dataset"] for r in records}) if reports else []:
+        _log_report(dataset, [p for p in reports if p.suffix != ".png" or p.name.startswith(f"{dataset}_")],
+                    tracking_uri, artifact_root)
     return created, deleted
 
 
-def log_report(dataset: str, files: list[Path], tracking_uri: str, artifact_root: Path,
+def _log_report(dataset: str, files: list[Path], tracking_uri: str, artifact_root: Path,
                protocol_version: str = PROTOCOL_VERSION) -> str:
     """One run per dataset named `report/<dataset>` holding the tables and figures; replaced each time."""
     c = client(tracking_uri)

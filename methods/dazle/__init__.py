@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from zsl_bench.registry import register_method
-from zsl_bench.torch_method import AllClassMapMethod, AllClassTargets
-from zsl_bench.training import score_in_batches
+from zsl_bench.blocks import AllClassMapMethod, AllClassTargets, attribute_weighted_attention, score_in_batches
+from zsl_bench.method import ATTENTION_MAPS, PARAMETER_COUNT
 
 # The notebooks of hbdat/cvpr20_DAZLE (notebook/DAZLE_{CUB,SUN,AWA2}.ipynb, commit 3c6dbc4).
 PAPER = {
@@ -67,16 +66,14 @@ def build_dazle(dim_f: int, w2v: np.ndarray, normalize_V: bool, normalize_F: boo
     return DAZLENet()
 
 
-@register_method("dazle")
 class DAZLE(AllClassMapMethod):
     input_kind = "map"
     uses_unseen_semantics = True   # self-calibration spreads probability mass onto unseen classes
     default_calibration_gamma = 2.0  # the built-in ±1 logit offset (COMMON["logit_offset"] · 2)
     paper = "Huynh & Elhamifar, CVPR 2020"
-
-    @classmethod
-    def default_hparams(cls, dataset: str) -> dict:
-        return {**COMMON, **PAPER.get(dataset, SYNTHETIC)}
+    official_selection = "test: the best H over training, γ fixed by the built-in offset (notebooks)"
+    capabilities = frozenset({ATTENTION_MAPS, PARAMETER_COUNT})
+    profiles = {**{ds: {**COMMON, **p} for ds, p in PAPER.items()}, "synthetic": {**COMMON, **SYNTHETIC}}
 
     def build_net(self):
         return build_dazle(self.task.input_shape[0], self.attribute_embedding(), self.hparams["normalize_V"],
@@ -93,8 +90,6 @@ class DAZLE(AllClassMapMethod):
         averaged over attributes with `attribute_weights` ([N, A], rescaled to sum 1 per image; uniform
         when None). Each α_i sums to 1 over the regions, so each map does too."""
         import torch
-
-        from zsl_bench.figures import attribute_weighted_attention
 
         self.net.eval()
         no_classes = self.tensor(np.ones((1, self.task.n_attributes)))   # the attention does not depend on them

@@ -15,10 +15,9 @@ import warnings
 
 import numpy as np
 
-from zsl_bench.method import ClassSemantics, FitContext, TrainData
-from zsl_bench.registry import register_method
-from zsl_bench.torch_method import TorchMethod
-from zsl_bench.training import class_balanced_batches, make_optimizer, torch_generator
+from zsl_bench.blocks import (TorchMethod, attribute_weighted_attention, class_balanced_batches, level_backbone,
+                              make_optimizer, torch_generator)
+from zsl_bench.method import ATTENTION_MAPS, PARAMETER_COUNT, ClassSemantics, FitContext, TrainData
 
 # Mg-MRN:config/<ds>_16w_2s_AttentionNet.yaml (methods.md §4.4).
 COMMON = {
@@ -39,6 +38,7 @@ SYNTHETIC = {**PAPER["CUB"], "width": 1 / 32, "epochs": 6, "lr_step": 3, "lr": 5
              "attribute_embedding": "minilm", "image_size": 64, "backbone": "resnet10t", "pretrained": False,
              "eval_batch_size": 256}
 
+
 VARIANTS = {   # named ablations, one switch each from the official configuration, and the image mode
     "levels1": {"levels": 1}, "levels2": {"levels": 2},
     "fusion-none": {"fusion": "none"}, "fusion-mutual": {"fusion": "mutual"},
@@ -52,27 +52,25 @@ SCORE_VARIANTS = {"inference-fine": {"inference": "branch1"}, "inference-mid": {
                   "inference-coarse": {"inference": "branch3"}}
 
 
-@register_method("mgmrn")
 class MgMRN(TorchMethod):
     input_kind = "maps"
     uses_unseen_semantics = False   # trained on seen classes only; unseen rows appear at inference only
     paper = "Wang et al., arXiv 2511.08163"
+    official_selection = "test: the best H (GZSL) and the best T1 (ZSL) over epochs (released code)"
+    capabilities = frozenset({ATTENTION_MAPS, PARAMETER_COUNT})
+    profiles = {**{ds: {**COMMON, **p} for ds, p in PAPER.items()}, "synthetic": {**COMMON, **SYNTHETIC}}
     variants = VARIANTS
     score_variants = SCORE_VARIANTS
-
-    @classmethod
-    def default_hparams(cls, dataset: str) -> dict:
-        return {**COMMON, **PAPER.get(dataset, SYNTHETIC)}
 
     def build_net(self):
         import torch.nn as nn
 
-        from methods.mgmrn.model import Backbone, MgMRNHead
+        from methods.mgmrn.model import MgMRNHead
 
         hp = self.hparams
         backbone = None
         if hp["mode"] == "image":
-            backbone = Backbone(hp["backbone"], hp["pretrained"], hp["weights_file"])
+            backbone = level_backbone(hp["backbone"], hp["pretrained"], hp["weights_file"])
             channels = backbone.channels
         else:
             channels = tuple(shape[0] for shape in self.task.input_shapes)
@@ -192,8 +190,6 @@ class MgMRN(TorchMethod):
         two attentions at a cell are added. Attributes are averaged with `attribute_weights` ([N, A],
         rescaled to sum 1 per image; uniform when None). Each map sums to 1 over the cells."""
         import torch
-
-        from zsl_bench.figures import attribute_weighted_attention
 
         self.net.eval()
         step = self.hparams["eval_batch_size"]

@@ -175,21 +175,3 @@ class MgMRNHead(nn.Module):
                 tokens = torch.cat([tokens, regions(fused)], dim=1)
             scores[k], attention[k] = self.decoders[str(k)](tokens, self.w2v)
         return scores, attention
-
-
-class Backbone(nn.Module):
-    """A timm ResNet returning its layer2, layer3, layer4 outputs (image mode: fine-tuned end to end)."""
-
-    def __init__(self, arch: str, pretrained: bool, weights_file: str | None = None):
-        super().__init__()
-        import timm
-
-        kwargs = {"pretrained_cfg_overlay": {"file": weights_file}} if weights_file else {}
-        self.net = timm.create_model(arch, pretrained=pretrained or bool(weights_file), num_classes=0, **kwargs)
-        modules = [f["module"] for f in self.net.feature_info]
-        self.indices = [modules.index(name) for name in ("layer2", "layer3", "layer4")]
-        self.channels = tuple(self.net.feature_info[i]["num_chs"] for i in self.indices)
-
-    def forward(self, images: torch.Tensor) -> dict[int, torch.Tensor]:
-        c3, c4, c5 = self.net.forward_intermediates(images, indices=self.indices, intermediates_only=True)
-        return {1: c3, 2: c4, 3: c5}

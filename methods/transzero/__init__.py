@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from zsl_bench.registry import register_method
-from zsl_bench.torch_method import AllClassMapMethod, AllClassTargets
-from zsl_bench.training import class_balanced_batches, score_in_batches
+from zsl_bench.blocks import (AllClassMapMethod, AllClassTargets, attribute_weighted_attention,
+                              class_balanced_batches, score_in_batches)
+from zsl_bench.method import ATTENTION_MAPS, PARAMETER_COUNT
 
 # shiming-chen/TransZero train_<ds>.py + wandb_config/<ds>_gzsl.yaml (methods.md §3.4).
 COMMON = {"lr": 1e-4, "weight_decay": 1e-4, "batch_size": 50, "logit_offset": 1.0, "attribute_embedding": "w2v",
@@ -34,16 +34,14 @@ SYNTHETIC = {**PAPER["CUB"], "lr": 1e-3, "epochs": 15, "d": 128, "d_ff": 256, "d
              "attribute_embedding": "minilm"}
 
 
-@register_method("transzero")
 class TransZero(AllClassMapMethod):
     input_kind = "map"
     uses_unseen_semantics = True    # self-calibration and the all-class cross-entropy read unseen attributes
     default_calibration_gamma = 2.0   # the built-in ±1 logit offset
     paper = "Chen et al., AAAI 2022"
-
-    @classmethod
-    def default_hparams(cls, dataset: str) -> dict:
-        return {**COMMON, **PAPER.get(dataset, SYNTHETIC)}
+    official_selection = "test: the best H (GZSL) and the best T1 (ZSL) over epochs, each separately"
+    capabilities = frozenset({ATTENTION_MAPS, PARAMETER_COUNT})
+    profiles = {**{ds: {**COMMON, **p} for ds, p in PAPER.items()}, "synthetic": {**COMMON, **SYNTHETIC}}
 
     def build_net(self):
         from methods.transzero.model import TransZeroNet
@@ -73,8 +71,6 @@ class TransZero(AllClassMapMethod):
         ([N, A], rescaled to sum 1 per image; uniform when None). Each query's attention sums to 1 over
         the regions, so each map does too."""
         import torch
-
-        from zsl_bench.figures import attribute_weighted_attention
 
         self.net.eval()
         with torch.no_grad():

@@ -26,6 +26,9 @@ ARCHIVE = RemoteFile("AwA2-data.zip", urls=tuple(f"{h}/AwA2-data.zip" for h in _
 BASE_ARCHIVE = RemoteFile("AwA2-base.zip", urls=tuple(f"{h}/AwA2-base.zip" for h in _HOSTS),
                           description="AwA2 class metadata only (attribute names, matrices)")
 XLSA17_NAME = "AWA2"
+# params.yaml `sources.AWA2` keys and their types (zsl_bench.params checks them before any work).
+PARAMS = {"images": bool, "attribute_embeddings": ("list", str), "mirror": (str, type(None)),
+          "from": ("list", str), "missing_values": str}
 ROOT = "Animals_with_Attributes2"
 MISSING_VALUE_POLICIES = ("keep", "zero")
 NAME = "AWA2"

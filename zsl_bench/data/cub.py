@@ -28,6 +28,9 @@ ARCHIVE = RemoteFile(
     description="CUB-200-2011 images, attributes and parts (Caltech)",
 )
 XLSA17_NAME = "CUB"
+# params.yaml `sources.CUB` keys and their types (zsl_bench.params checks them before any work).
+PARAMS = {"images": bool, "attribute_embeddings": ("list", str), "mirror": (str, type(None)),
+          "from": ("list", str)}
 NAME = "CUB"
 
 

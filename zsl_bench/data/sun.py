@@ -27,6 +27,9 @@ IMAGES_ARCHIVE = RemoteFile("SUNAttributeDB_Images.tar.gz",
                             urls=tuple(f"{h}/SUNAttributeDB_Images.tar.gz" for h in _HOSTS),
                             description="SUN Attribute images (about 1.8 GB)")
 XLSA17_NAME = "SUN"
+# params.yaml `sources.SUN` keys and their types (zsl_bench.params checks them before any work).
+PARAMS = {"images": bool, "attribute_embeddings": ("list", str), "mirror": (str, type(None)),
+          "from": ("list", str)}
 META = "SUNAttributeDB"
 NAME = "SUN"
 

@@ -126,6 +126,11 @@ def _class_name(index: int, dominant_row: np.ndarray, family: int, taken: set[st
     return f"{index + 1:03d}.{name}"
 
 
+# params.yaml `sources.synthetic` keys and their types (zsl_bench.params checks them before any work).
+PARAMS = {**{f.name: (int, float) if isinstance(f.default, float) else type(f.default)
+             for f in dataclasses.fields(SyntheticConfig)}, "attribute_embeddings": ("list", str)}
+
+
 def generate(out: Path, cfg: SyntheticConfig = SyntheticConfig(), progress: bool = True) -> Path:
     """Write the dataset to `out` (atomically: a failed run leaves no partial folder)."""
     from tqdm import tqdm
