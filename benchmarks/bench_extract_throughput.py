@@ -45,7 +45,7 @@ def main(argv=None) -> int:
     from zsl_bench.data.dataset import load_dataset
     from zsl_bench.features import ExtractSpec, extract
     from zsl_bench.paths import ProjectPaths
-    from zsl_bench.training import limit_threads
+    from zsl_bench.runtime import limit_threads
 
     limit_threads()
     paths = ProjectPaths.here()

@@ -31,7 +31,7 @@ def main(argv=None) -> int:
     from zsl_bench.paths import ProjectPaths
     from zsl_bench.protocol import validation_phase
     from zsl_bench.registry import get_method
-    from zsl_bench.training import limit_threads
+    from zsl_bench.runtime import limit_threads
 
     limit_threads()
     paths = ProjectPaths.here()

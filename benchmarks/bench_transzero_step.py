@@ -118,7 +118,7 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--batch", type=int, default=50)
     args = ap.parse_args(argv)
-    from zsl_bench.training import limit_threads
+    from zsl_bench.runtime import limit_threads
 
     limit_threads()
     result = {"batch": args.batch, "shape": [2048, 14, 14], "attributes": 312, "classes": 200,

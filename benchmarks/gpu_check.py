@@ -24,10 +24,11 @@ from bench_transzero_step import cub_net, cub_training_step, timed   # benchmark
 
 
 def mgmrn_steps(device, arch: str, size: int, steps: int, dtype) -> dict:
-    from methods.mgmrn.model import Backbone, MgMRNHead
+    from methods.mgmrn.model import MgMRNHead
+    from zsl_bench.blocks import level_backbone
 
     torch.manual_seed(0)
-    backbone = Backbone(arch, pretrained=False)
+    backbone = level_backbone(arch, pretrained=False)
     head = MgMRNHead(backbone.channels, np.random.default_rng(0).normal(size=(312, 300)), width=1.0)
     net = torch.nn.ModuleDict({"backbone": backbone, "head": head}).to(device)
     opt = torch.optim.SGD(net.parameters(), lr=5e-4, momentum=0.9, weight_decay=1e-5)

@@ -68,15 +68,11 @@ def _page_text(url: str) -> str:
 
 
 def test_mlflow_ui_lists_the_pipeline_runs_by_name(mlflow_ui):
-    import sqlite3
-
-    from zsl_bench.run_results import from_mlflow, sqlite_file
-    from zsl_bench.tracking import experiment_name
+    from zsl_bench.run_results import from_mlflow
+    from zsl_bench.tracking import client, experiment_name
 
     url, paths = mlflow_ui
-    with sqlite3.connect(sqlite_file(paths.tracking_uri)) as con:
-        (exp_id,) = con.execute("SELECT experiment_id FROM experiments WHERE name = ?",
-                                (experiment_name(),)).fetchone()
+    exp_id = client(paths.tracking_uri).get_experiment_by_name(experiment_name()).experiment_id
     text = _page_text(f"{url}/#/experiments/{exp_id}/runs")
     names = {f"{r.method}/{r.dataset}/seed{r.seed}" for r in from_mlflow(paths.tracking_uri)}
     assert names == {f"{m}/synthetic/seed{s}" for m in ("eszsl", "ale") for s in (0, 1)}

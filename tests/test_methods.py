@@ -7,7 +7,7 @@ from methods.eszsl import ESZSL, eszsl_closed_form
 from methods.sae import sae_encoder
 from zsl_bench.evaluator import Evaluator, grid
 from zsl_bench.features import FeatureStore
-from zsl_bench.method import ClassSemantics, FitContext, LeakageError, Method, Task, TrainData
+from zsl_bench.method import ConfigError, ClassSemantics, FitContext, LeakageError, Method, Task, TrainData
 from zsl_bench.registry import available_methods, get_method, register_method
 
 
@@ -107,10 +107,7 @@ def test_ale_training_lowers_the_ranking_loss_and_checkpoints_every_epoch(toy):
 class Snooper(Method):
     """Reads unseen-class attributes in fit without declaring it."""
     input_kind = "vector"
-
-    @classmethod
-    def default_hparams(cls, dataset):
-        return {}
+    profiles = {"*": {}}
 
     def fit(self, train, ctx):
         self.unseen = ctx.unseen_semantics()
@@ -162,7 +159,7 @@ def test_fit_sees_only_seen_classes(tiny_project):
 def test_registry_finds_methods_by_entry_point_and_names_unknown_ones():
     assert {"eszsl", "sae", "ale"} <= set(available_methods())
     assert get_method("eszsl") is ESZSL
-    with pytest.raises(KeyError, match="available: .*eszsl"):
+    with pytest.raises(ConfigError, match="available: .*eszsl"):
         get_method("no-such-method")
 
 
@@ -183,11 +180,48 @@ def test_grid_puts_defaults_first_and_never_repeats():
     assert configs == [{"a": 1, "b": 2}, {"a": 0, "b": 2}]
 
 
-@pytest.mark.parametrize("name", ["eszsl", "sae", "ale"])
+@pytest.mark.parametrize("name", available_methods())
 def test_every_method_has_defaults_for_the_real_datasets_and_a_readme(name):
+    import sys
     from pathlib import Path
 
     cls = get_method(name)
     for ds in ("CUB", "SUN", "AWA2", "synthetic"):
         assert isinstance(cls.default_hparams(ds), dict)
-    assert (Path(__import__(f"methods.{name}").__file__).parent / name / "README.md").is_file()
+    assert (Path(sys.modules[cls.__module__].__file__).parent / "README.md").is_file()
+
+
+def test_a_dataset_without_a_profile_is_an_error_not_a_silent_fallback():
+    """A method with only per-dataset profiles names itself and the dataset; one with an any-dataset
+    profile uses it; `profile:` in the overrides starts from a named profile."""
+    dazle = get_method("dazle")
+    with pytest.raises(ConfigError, match="dazle has no default hyperparameters for dataset 'FLO'"):
+        dazle.default_hparams("FLO")
+    assert dazle.default_hparams("FLO", {"profile": "CUB", "epochs": 3}) == {**dazle.default_hparams("CUB"),
+                                                                             "epochs": 3}
+    assert get_method("eszsl").default_hparams("FLO") == {"log10_alpha": 3, "log10_gamma": 0}
+    with pytest.raises(ConfigError, match="no hyperparameter 'epoch'.*epochs"):
+        dazle.default_hparams("CUB", {"epoch": 3})
+
+
+def test_variant_switch_wins_over_user_overrides():
+    cls = get_method("mgmrn.levels1")
+    assert cls.default_hparams("synthetic", {"levels": 3, "epochs": 2})["levels"] == 1
+    assert cls.default_hparams("synthetic", {"epochs": 2})["epochs"] == 2
+
+
+def test_published_numbers_come_from_the_method_folder():
+    from zsl_bench.registry import published
+
+    assert published("eszsl", "CUB").T1 == 53.9 and "GBU" in published("eszsl", "cub").source
+    assert published("mgmrn", "CUB") is None and published("mgmrn.levels1", "CUB") is None
+
+
+def test_declared_capabilities_must_be_implemented():
+    from zsl_bench.method import ATTENTION_MAPS
+
+    class Claims(Snooper):
+        capabilities = frozenset({ATTENTION_MAPS})
+
+    with pytest.raises(TypeError, match="declares 'attention_maps' but does not implement"):
+        register_method("claims")(Claims)

@@ -12,7 +12,7 @@ from zsl_bench import stages
 from zsl_bench.io import DataError
 from zsl_bench.params import load_params
 from zsl_bench.paths import ProjectPaths
-from zsl_bench.records import find_records, read_record, write_run
+from zsl_bench.records import RunRecord, find_records, write_run
 
 
 def test_runs_write_complete_records_and_predictions(trained_project):
@@ -94,12 +94,12 @@ def test_report_and_compare(trained_project):
 def test_mlflow_mirror_lists_runs_once(trained_project):
     from mlflow.tracking import MlflowClient
 
-    from zsl_bench.tracking import experiment_name, mirror
+    from zsl_bench.tracking import experiment_name, sync
 
     paths = ProjectPaths(trained_project)
     records = find_records(paths.runs)
-    assert mirror(records, paths.tracking_uri, paths.mlflow_artifacts) == 4
-    assert mirror(records, paths.tracking_uri, paths.mlflow_artifacts) == 0  # idempotent
+    assert sync(records, paths.tracking_uri, paths.mlflow_artifacts) == (4, 0)
+    assert sync(records, paths.tracking_uri, paths.mlflow_artifacts) == (0, 0)  # idempotent
     client = MlflowClient(tracking_uri=paths.tracking_uri)
     exp = client.get_experiment_by_name(experiment_name())
     runs = client.search_runs([exp.experiment_id])
@@ -145,7 +145,7 @@ def test_record_schema_mismatch_is_reported(trained_project):
     record["schema_version"] = 99
     open(f"{folder}/record.json", "w").write(json.dumps(record))
     with pytest.raises(DataError, match="schema version 99"):
-        read_record(folder)
+        RunRecord.read(folder)
 
 
 @pytest.mark.slow

@@ -5,9 +5,9 @@ import torch
 
 from methods.mgmrn.model import BRANCHES, GroupingUnit, MgMRNHead
 from methods.transzero.model import AttributeDecoder, BatchDropout, Dropout, TransZeroNet, grid_geometry_embedding
-from zsl_bench.method import ClassSemantics, Task
+from zsl_bench.method import ClassSemantics, ConfigError, Task
 from zsl_bench.registry import get_method
-from zsl_bench.torch_method import AllClassTargets
+from zsl_bench.blocks import AllClassTargets
 
 A, DV = 12, 20   # attributes, word-vector size
 
@@ -172,9 +172,8 @@ def test_transzero_offset_is_calibration_with_gamma_two(region_project):
 
     d = load_dataset(region_project / "data" / "prepared" / "synthetic")
     store = FeatureStore(region_project / "features" / "synthetic")
-    short = type("ShortTransZero", (get_method("transzero"),), {"default_hparams": classmethod(
-        lambda c, ds: {**tz.TransZero.default_hparams(ds), "epochs": 2})})
-    out = Evaluator(d, store, short, seed=0, search=False, progress=False).run()
+    out = Evaluator(d, store, get_method("transzero"), seed=0, search=False, progress=False,
+                    hparams={"epochs": 2}).run()
     p = out.predictions
     official = np.argmax(p["scores_last"].astype(np.float64) + np.where(p["seen_class_mask"], -1.0, 1.0), axis=1)
     for rows, classes, key in ((p["unseen_sample_mask"], ~p["seen_class_mask"], "U"),
@@ -246,14 +245,13 @@ def test_variants_are_named_and_documented():
     assert v.default_hparams("CUB")["lr"] == get_method("mgmrn").default_hparams("CUB")["lr"]
     assert v.score_variants == {} and set(get_method("mgmrn").score_variants) == {
         "inference-fine", "inference-mid", "inference-coarse"}
-    with pytest.raises(KeyError, match="no variant 'nope'"):
+    with pytest.raises(ConfigError, match="no variant 'nope'"):
         get_method("mgmrn.nope")
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["dazle", "transzero", "mgmrn", "mgmrn.grouping-decoupled", "mgmrn.update-joint"])
 def test_tiny_end_to_end_run_through_the_evaluator(region_project, tmp_path, name, monkeypatch):
-    import importlib
     import shutil
 
     from zsl_bench import stages
@@ -261,12 +259,12 @@ def test_tiny_end_to_end_run_through_the_evaluator(region_project, tmp_path, nam
     from zsl_bench.paths import ProjectPaths
     from zsl_bench.records import find_records
 
-    module = importlib.import_module(f"methods.{name.split('.')[0]}")
-    monkeypatch.setitem(module.SYNTHETIC, "epochs", 2)
     root = tmp_path / "project"
     shutil.copytree(region_project, root, symlinks=True)
     paths = ProjectPaths(root)
-    stages.train("synthetic", name, 0, load_params(paths), paths, progress=False)
+    params = load_params(paths)
+    params["methods"][name.split(".")[0]] = {"hparams": {"synthetic": {"epochs": 2}}}
+    stages.train("synthetic", name, 0, params, paths, progress=False)
     records = {r["method"]: r for r in find_records(paths.runs)}
     r = records[name]
     assert r["selection"]["val"]["epoch"] in (1, 2)

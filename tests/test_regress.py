@@ -7,7 +7,7 @@ import pytest
 
 from tests.conftest import REPO
 from zsl_bench import regress
-from zsl_bench.tracking import TABLE_METRICS
+from zsl_bench.protocol import TABLE_METRICS
 
 
 @pytest.fixture

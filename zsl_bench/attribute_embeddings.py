@@ -32,7 +32,7 @@ KINDS = ("w2v", "minilm")
 
 def w2v_remote(dataset: str) -> RemoteFile:
     if dataset not in W2V_BLOBS:
-        raise ValueError(f"no published word2vec attribute vectors for {dataset!r} (only {sorted(W2V_BLOBS)}); "
+        raise DataError(f"no published word2vec attribute vectors for {dataset!r} (only {sorted(W2V_BLOBS)}); "
                          "use the 'minilm' embedding")
     return RemoteFile(f"{dataset}_attribute.pkl",
                       urls=(f"https://raw.githubusercontent.com/hbdat/cvpr20_DAZLE/{DAZLE_COMMIT}/w2v/"
@@ -108,4 +108,4 @@ def compute(kind: str, dataset, downloads: Path, mirror: str | None = None, prog
             raise DataError(f"{dataset.root}: attribute names are unknown (release-only preparation), so they "
                             "cannot be encoded; download the images archive or use 'w2v'")
         return sentence_embeddings(dataset.attribute_names)
-    raise ValueError(f"unknown attribute embedding {kind!r}; known: {', '.join(KINDS)}")
+    raise DataError(f"unknown attribute embedding {kind!r}; known: {', '.join(KINDS)}")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from zsl_bench.io import atomic_directory, read_json, write_json
+from zsl_bench.io import DataError, atomic_directory, read_json, write_json
 
 WEIGHTS_FILE = "weights.pt"
 SOURCES = {
@@ -45,12 +45,12 @@ class BackboneSpec:
         known = {f.name for f in fields(cls)}
         unknown = set(params) - known
         if unknown:
-            raise ValueError(f"unknown backbone parameters {sorted(unknown)}; known: {sorted(known)}")
+            raise DataError(f"unknown backbone parameters {sorted(unknown)}; known: {sorted(known)}")
         spec = cls(**params)
         if spec.source not in SOURCES:
-            raise ValueError(f"backbone source must be one of {', '.join(SOURCES)}, not {spec.source!r}")
+            raise DataError(f"backbone source must be one of {', '.join(SOURCES)}, not {spec.source!r}")
         if spec.source == "hdf5" and not spec.features_file:
-            raise ValueError("backbone source 'hdf5' needs features_file: the path of the HDF5 feature file")
+            raise DataError("backbone source 'hdf5' needs features_file: the path of the HDF5 feature file")
         return spec
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from zsl_bench.io import DataError
 from zsl_bench.data import available_sources, source_module
 from zsl_bench.data.download import FetchOptions, verified_record
 from zsl_bench.paths import ProjectPaths
@@ -103,6 +104,6 @@ def download(name: str, params: dict, paths: ProjectPaths, mirror: str | None, f
     archives = module.required_archives(source_params)
     unknown = [p for p in opts.from_paths if p.name not in {r.name for r in archives}]
     if unknown:
-        raise ValueError(f"--from {unknown[0]}: {name} needs {', '.join(r.name for r in archives)}; "
+        raise DataError(f"--from {unknown[0]}: {name} needs {', '.join(r.name for r in archives)}; "
                          "name your copy as the archive is named")
     return [opts.fetch(remote, paths.downloads) for remote in archives]

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from zsl_bench.io import DataError
 from zsl_bench.method import ClassSemantics, ConfigError, FitContext, Method, Task, TrainData
 from zsl_bench import model_views
 from zsl_bench.metrics import gzsl_accuracies, seen_unseen_curve, zsl_top1
@@ -141,7 +142,7 @@ class Evaluator:
         """`hparams` overrides the method's defaults for this dataset and `search_space` replaces its grid
         (params.yaml's `methods.<name>.hparams|search_space.<dataset>`)."""
         if selection_metric not in SELECTION_METRICS:
-            raise ValueError(f"selection_metric must be one of {SELECTION_METRICS}, not {selection_metric!r}")
+            raise DataError(f"selection_metric must be one of {SELECTION_METRICS}, not {selection_metric!r}")
         self.dataset, self.store, self.method_cls = dataset, store, method_cls
         self.seed, self.fold, self.selection_metric = seed, fold, selection_metric
         self.device, self.progress = device, progress

@@ -105,7 +105,7 @@ class ExtractSpec:
         spec = cls(levels=tuple(params.get("levels") or ()), input_size=params.get("input_size"),
                    crop=params.get("crop", "none"), batch_size=int(params.get("batch_size", 128)))
         if spec.crop not in ("none", "center"):
-            raise ValueError(f"extract.crop must be 'none' or 'center', not {spec.crop!r}")
+            raise DataError(f"extract.crop must be 'none' or 'center', not {spec.crop!r}")
         return spec
 
 
@@ -113,7 +113,7 @@ def _stage_indices(model, levels: tuple[str, ...]) -> list[int]:
     modules = [f["module"] for f in model.feature_info]
     unknown = [lv for lv in levels if lv not in modules]
     if unknown:
-        raise ValueError(f"backbone has no stage {unknown}; its stages are {modules}")
+        raise DataError(f"backbone has no stage {unknown}; its stages are {modules}")
     return [modules.index(lv) for lv in levels]
 
 

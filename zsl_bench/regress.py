@@ -27,7 +27,8 @@ from pathlib import Path
 import numpy as np
 
 from zsl_bench.io import read_json, write_json
-from zsl_bench.tracking import TABLE_METRICS
+from zsl_bench.metrics import mean_std
+from zsl_bench.protocol import TABLE_METRICS
 
 FLOOR = 0.25        # % points; see module docstring
 POLICY = "val"      # the headline policy is what must not move
@@ -55,7 +56,7 @@ def run_ci_configuration(params_file: Path, workdir: Path, progress: bool = True
 
     from threadpoolctl import threadpool_limits
 
-    from zsl_bench.training import THREADS_ENV
+    from zsl_bench.runtime import THREADS_ENV
 
     workdir.mkdir(parents=True, exist_ok=True)
     stamp = workdir / "params.yaml"
@@ -90,16 +91,16 @@ def measured(records: list[dict]) -> dict:
     """dataset → method → {"seeds": {seed: {metric: %}}, "mean", "std", "n"} under POLICY."""
     out: dict = {}
     for r in records:
-        if "score_variant_of" in r:
+        if r.base_method is not None:   # a scoring variant: read off runs that are checked themselves
             continue
-        m = out.setdefault(r["dataset"], {}).setdefault(r["method"], {"seeds": {}})
-        m["seeds"][str(r["seed"])] = {k: 100.0 * r["selection"][POLICY]["metrics"][k] for k in TABLE_METRICS}
+        m = out.setdefault(r.dataset, {}).setdefault(r.method, {"seeds": {}})
+        m["seeds"][str(r.seed)] = {k: 100.0 * v for k, v in r.metrics(POLICY).items()}
     for methods in out.values():
         for m in methods.values():
-            values = {k: np.array([s[k] for s in m["seeds"].values()]) for k in TABLE_METRICS}
+            stats = {k: mean_std([s[k] for s in m["seeds"].values()]) for k in TABLE_METRICS}
             m["n"] = len(m["seeds"])
-            m["mean"] = {k: float(v.mean()) for k, v in values.items()}
-            m["std"] = {k: float(v.std(ddof=1)) if len(v) > 1 else math.nan for k, v in values.items()}
+            m["mean"] = {k: v[0] for k, v in stats.items()}
+            m["std"] = {k: v[1] for k, v in stats.items()}
     return out
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
+from zsl_bench.io import DataError
+
 
 def source_module(name: str):
     try:
@@ -12,7 +14,7 @@ def source_module(name: str):
     except ModuleNotFoundError:
         module = None
     if module is None or not hasattr(module, "prepare_source"):
-        raise ValueError(f"unknown dataset source {name!r}; available: {', '.join(available_sources())}")
+        raise DataError(f"unknown dataset source {name!r}; available: {', '.join(available_sources())}")
     return module
 
 

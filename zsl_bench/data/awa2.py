@@ -75,7 +75,7 @@ def missing_value_cells(original_att: np.ndarray, own_matrix: np.ndarray, class_
 
 def apply_policy(original_att: np.ndarray, policy: str) -> np.ndarray:
     if policy not in MISSING_VALUE_POLICIES:
-        raise ValueError(f"missing_values must be one of {MISSING_VALUE_POLICIES}, not {policy!r}")
+        raise DataError(f"missing_values must be one of {MISSING_VALUE_POLICIES}, not {policy!r}")
     return np.where(original_att == -1, 0.0, original_att) if policy == "zero" else original_att
 
 

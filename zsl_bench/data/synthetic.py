@@ -29,7 +29,7 @@ import numpy as np
 
 from zsl_bench.data.synthetic_render import GROUPS, PARTS, render
 from zsl_bench.data.xlsa17 import ClassLists, N_VALIDATION_FOLDS, write_att_splits, xlsa17_folder
-from zsl_bench.io import atomic_directory, write_json
+from zsl_bench.io import DataError, atomic_directory, write_json
 
 XLSA17_NAME = "SYNTHETIC"
 NAME = "synthetic"
@@ -61,7 +61,7 @@ class SyntheticConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(params) - known
         if unknown:
-            raise ValueError(f"unknown synthetic parameters {sorted(unknown)}; known: {sorted(known)}")
+            raise DataError(f"unknown synthetic parameters {sorted(unknown)}; known: {sorted(known)}")
         return cls(**params)
 
 
