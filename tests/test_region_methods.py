@@ -164,7 +164,6 @@ def test_declarations_of_unseen_semantics():
 
 def test_transzero_offset_is_calibration_with_gamma_two(region_project):
     """`last` (γ = 2) on raw scores equals the official argmax of the offset logits."""
-    import methods.transzero as tz
     from zsl_bench.data.dataset import load_dataset
     from zsl_bench.evaluator import Evaluator
     from zsl_bench.features import FeatureStore
