@@ -71,6 +71,41 @@ def test_pipeline_stage_scripts_report_bad_input(tmp_path, stage):
     assert "nowhere" in out.stderr
 
 
+@pytest.mark.parametrize("edit,message", [
+    (lambda p: p["train"].update(seeds=[0], sede=1), "unknown key train.sede; allowed: methods, seeds, fold"),
+    (lambda p: p["train"].update(fold="one"), "train.fold must be int, not 'one'"),
+    (lambda p: p["train"].update(methods=["eszsl", "nosuch"]), "unknown method 'nosuch'; available: "),
+    (lambda p: p["extract"]["synthetic"].update(input_sise=64), "unknown key extract.synthetic.input_sise"),
+    (lambda p: p["sources"]["synthetic"].update(n_clases=3), "unknown key sources.synthetic.n_clases"),
+    (lambda p: p.update(trian={}), "unknown section 'trian'"),
+    (lambda p: p["methods"].update(ale={"hparams": {"synthetic": {"lr": 0.1, "epoch": 3}}}),
+     "methods.ale.hparams.synthetic: method ale has no hyperparameter 'epoch'"),
+])
+@pytest.mark.parametrize("stage", ["prepare synthetic", "train synthetic eszsl 0"])
+def test_a_bad_params_file_stops_every_stage_with_one_line_and_exit_2(tmp_path, stage, edit, message):
+    import yaml
+
+    write_params(tmp_path)
+    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    edit(params)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    out = subprocess.run([sys.executable, "-m", f"pipelines.{stage.split()[0]}", *stage.split()[1:]], cwd=tmp_path,
+                         capture_output=True, text=True)
+    assert out.returncode == 2, out.stderr
+    assert message in out.stderr and str(tmp_path / "params.yaml") in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
+    assert not (tmp_path / "data").exists() and not (tmp_path / "runs").exists(), "no work before the check"
+
+
+def test_unknown_methods_are_refused_and_debug_shows_the_traceback(tmp_path):
+    write_params(tmp_path)
+    out = run("compare", "nosuchmethod", "eszsl", cwd=tmp_path)
+    assert out.returncode == 2 and "unknown method 'nosuchmethod'; available: " in out.stderr
+    assert "Traceback" not in out.stderr
+    out = run("--debug", "compare", "nosuchmethod", cwd=tmp_path)
+    assert out.returncode == 2 and "Traceback" in out.stderr
+
+
 def test_datasets_explains_every_source_on_a_fresh_clone(tmp_path):
     out = run("datasets", cwd=tmp_path)
     assert out.returncode == 0, out.stderr

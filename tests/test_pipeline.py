@@ -1,5 +1,6 @@
 """End to end on a tiny generated dataset: runs, records, independent recomputation, reports, MLflow."""
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -148,17 +149,48 @@ def test_record_schema_mismatch_is_reported(trained_project):
         RunRecord.read(folder)
 
 
+# Files a stage process imports only to refuse a bad params.yaml (every stage checks the whole file, so
+# each imports the schemas of every section and the registered methods) cannot change its outputs; the
+# test measures that set by running the check alone. Every other file a stage imports must be a dep.
+ERROR_POLICY = ("pipelines/__init__.py", "pipelines/_common.py", "zsl_bench/errors.py")
+
+
+def stage_deps(dvc_yaml: dict, stage: str, args: list[str], params: dict) -> list[str]:
+    """The deps of one expanded stage (foreach item or matrix item) of dvc.yaml."""
+    spec = dvc_yaml["stages"][stage]
+    deps = (spec.get("do") or spec)["deps"]
+    item = {"dataset": args[0], "method": args[1], "seed": args[2]} if "matrix" in spec else None
+    out = []
+    for d in deps:
+        d = d.replace("${ablate.method}", params["ablate"]["method"])
+        if item:
+            d = d.replace("${item.dataset}", item["dataset"]).replace("${item.method}", item["method"])
+        else:
+            d = d.replace("${item}", args[0] if args else "")
+        out.append(d)
+    return out
+
+
 @pytest.mark.slow
-def test_dvc_repro_runs_everything_then_nothing(tiny_project, tmp_path):
-    """The real pipeline definition on the tiny configuration, in a fresh git + DVC repository."""
+def test_dvc_repro_runs_everything_then_nothing_and_stage_deps_cover_imports(tiny_project, tmp_path):
+    """The real pipeline definition on the tiny configuration, in a fresh git + DVC repository. Each stage
+    logs the project files it imported; every one must be a declared dep of that stage (or only check
+    params.yaml), so a stale output cannot happen silently. A method's hyperparameter changed in
+    params.yaml re-runs exactly that method's train stages (and the report)."""
+    import json
+    import os
+
+    import yaml
+
     root = tmp_path / "repo"
     root.mkdir()
     shutil.copy(REPO / "dvc.yaml", root)
-    write_params(root, methods=("eszsl",), seeds=(0, 1))
+    write_params(root, methods=("eszsl", "sae"), seeds=(0, 1))
     for sub in ("pipelines", "zsl_bench", "methods"):   # stage deps name these folders
         shutil.copytree(REPO / sub, root / sub, ignore=shutil.ignore_patterns("__pycache__"))
-    env = {"PATH": f"{REPO / '.venv' / 'bin'}:/usr/bin:/bin", "HOME": str(tmp_path)}
-    env = {**__import__("os").environ, **env}
+    log = tmp_path / "imports.jsonl"
+    env = {"PATH": f"{REPO / '.venv' / 'bin'}:/usr/bin:/bin", "HOME": str(tmp_path), "ZSL_BENCH_IMPORT_LOG": str(log)}
+    env = {**os.environ, **env}
 
     def sh(*cmd):
         out = subprocess.run(cmd, cwd=root, capture_output=True, text=True, env=env, timeout=600)
@@ -172,3 +204,28 @@ def test_dvc_repro_runs_everything_then_nothing(tiny_project, tmp_path):
     assert (root / "reports" / "results.md").is_file()
     second = sh(sys.executable, "-m", "dvc", "repro")
     assert "Running stage" not in second and "up to date" in second
+
+    dvc_yaml = yaml.safe_load((root / "dvc.yaml").read_text())
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    entries = [json.loads(line) for line in log.read_text().splitlines()]
+    check = ("from zsl_bench.params import load_params; from zsl_bench.paths import ProjectPaths; "
+             "from zsl_bench.runtime import log_imports; load_params(ProjectPaths.here()); log_imports('check', [])")
+    log.unlink()
+    sh(sys.executable, "-c", check)
+    params_check = set(json.loads(log.read_text())["files"])
+    assert {e["stage"] for e in entries} >= {"prepare", "backbone", "extract", "train", "report"}
+    for e in entries:
+        deps = stage_deps(dvc_yaml, e["stage"], e["args"], params)
+        uncovered = [f for f in e["files"] if not any(f == d or f.startswith(d.rstrip("/") + "/") for d in deps)
+                     and f not in params_check and f not in ERROR_POLICY]
+        assert not uncovered, f"stage {e['stage']} {e['args']} imports files dvc.yaml does not list: {uncovered}"
+    report = next(e for e in entries if e["stage"] == "report")
+    assert not {"zsl_bench/runner.py", "zsl_bench/model_views.py", "zsl_bench/features.py"} & \
+        (set(report["files"]) - params_check), \
+        "the report stage reads run folders only: it never builds a model"
+
+    params["methods"]["sae"] = {"hparams": {"synthetic": {"lambda": 0.5}}}
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    third = sh(sys.executable, "-m", "dvc", "repro")
+    ran = sorted(set(re.findall(r"Running stage '([^']+)'", third)))
+    assert ran == ["report", "train@synthetic-sae-0", "train@synthetic-sae-1"], ran

@@ -15,7 +15,6 @@ from zsl_bench.method import ATTENTION_MAPS, PARAMETER_COUNT, Method
 
 N_ATTENTION_IMAGES = 4
 TOP_ATTRIBUTES = 10              # attention summary: the image's class's most present attributes
-VIEWS_FILE = "views.npz"
 VIEW_KEYS = {   # key of views.npz → what it holds
     "rows": "[n] dataset rows (images.csv) of the chosen test images",
     "classes": "[n] their dataset class ids",

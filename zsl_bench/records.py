@@ -28,7 +28,7 @@ from zsl_bench.protocol import SELECTION_POLICIES, TABLE_METRICS
 
 SCHEMA_VERSION = 2   # 2: `model` (parameter counts) and views.npz; hparam overrides in `config`
 DONE = "done"
-RECORD_FILE, PREDICTIONS_FILE = "record.json", "predictions.npz"
+RECORD_FILE, PREDICTIONS_FILE, VIEWS_FILE = "record.json", "predictions.npz", "views.npz"
 # Keys every record has, as (path, what it is), checked when a record is read.
 REQUIRED = (("schema_version", "format version"), ("method", "method name"), ("dataset", "dataset name"),
             ("seed", "run seed"), ("run_key", "content key"), ("selection", "metrics per selection policy"),
@@ -110,8 +110,6 @@ class RunRecord(dict):
 
     def views(self) -> dict[str, np.ndarray] | None:
         """views.npz (model_views.py), or None for a method without attention maps."""
-        from zsl_bench.model_views import VIEWS_FILE
-
         path = self.folder / VIEWS_FILE
         return _load_npz(path) if path.is_file() else None
 
@@ -169,8 +167,6 @@ def _load_npz(path: Path) -> dict[str, np.ndarray]:
 
 def write_run(folder: Path, record: dict, predictions: dict[str, np.ndarray], state: dict,
               views: dict[str, np.ndarray] | None = None) -> Path:
-    from zsl_bench.model_views import VIEWS_FILE
-
     with atomic_directory(folder) as tmp:
         np.savez_compressed(tmp / PREDICTIONS_FILE, **predictions)
         if views:

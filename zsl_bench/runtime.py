@@ -62,7 +62,8 @@ def log_imports(stage: str, args) -> None:
     if not log:
         return
     root = Path(__file__).resolve().parents[1]
-    files = sorted({Path(m.__file__).resolve().relative_to(root).as_posix() for m in list(sys.modules.values())
-                    if getattr(m, "__file__", None) and Path(m.__file__).resolve().is_relative_to(root)})
+    paths = [Path(m.__file__) for m in list(sys.modules.values()) if getattr(m, "__file__", None)]
+    files = sorted({p.resolve().relative_to(root).as_posix() for p in paths
+                    if p.is_absolute() and p.resolve().is_relative_to(root)})
     with open(log, "a") as f:
         f.write(json.dumps({"stage": stage, "args": [str(a) for a in args], "files": files}) + "\n")
