@@ -87,16 +87,27 @@ def region_project(tiny_project, tmp_path_factory) -> Path:
     return root
 
 
-@pytest.fixture
-def trained_project(project_copy):
-    """The tiny project with eszsl and ale trained for seeds 0 and 1 (about 10 s)."""
+@pytest.fixture(scope="session")
+def trained_template(tiny_project, tmp_path_factory) -> Path:
+    """The tiny project with eszsl and ale trained for seeds 0 and 1, trained once per session (~10 s).
+    Tests never write here: they get a private copy from `trained_project`."""
     from zsl_bench import stages
     from zsl_bench.params import load_params
     from zsl_bench.paths import ProjectPaths
 
-    paths = ProjectPaths(project_copy)
+    root = tmp_path_factory.mktemp("trained") / "project"
+    shutil.copytree(tiny_project, root, symlinks=True)
+    paths = ProjectPaths(root)
     params = load_params(paths)
     for method in ("eszsl", "ale"):
         for seed in (0, 1):
             stages.train("synthetic", method, seed, params, paths, progress=False)
-    return project_copy
+    return root
+
+
+@pytest.fixture
+def trained_project(trained_template, tmp_path) -> Path:
+    """A private copy of the trained tiny project (copy on write: each test may change its copy)."""
+    dst = tmp_path / "project"
+    shutil.copytree(trained_template, dst, symlinks=True)
+    return dst

@@ -269,3 +269,41 @@ def test_unknown_dataset_profile_and_hparam_fail_before_any_work(project_copy):
         load_params(ProjectPaths(project_copy))
     assert not (project_copy / "runs").exists()
     assert issubclass(ConfigError, Exception)
+
+
+class WithZSLScorer(NearestAttributes):
+    """GZSL scores from the attribute regression; ZSL scores from a deliberately different rule (the
+    unseen class *least* like the prediction), so that T1 can only match if it was read from score_zsl."""
+    capabilities = frozenset({"zsl_scorer"})
+    profiles = {"*": {"ridge": 1.0}}
+    search_spaces = {}
+
+    def score_zsl(self, x, unseen):
+        return -np.asarray(x, dtype=np.float64) @ self.W @ unseen.att.T
+
+
+def test_a_zsl_scorer_gives_t1_and_every_reader_agrees(region_data, tmp_path):
+    """T1 comes from `score_zsl` (stored as scores_zsl_*), U/S/H/AUSUC from `score`; the records, the
+    bootstrap and the independent recompute script all read T1 from the same matrix."""
+    from zsl_bench.bootstrap import TestScores, resampled_metrics
+    from zsl_bench.metrics import zsl_top1
+    from zsl_bench.records import Predictions
+
+    dataset, store = region_data
+    register_method("test-zsl-scorer")(WithZSLScorer)
+    out = Evaluator(dataset, store, WithZSLScorer, seed=0, search=False, progress=False).run()
+    p = out.predictions
+    seen = p["seen_class_mask"]
+    t1 = zsl_top1(p["scores_zsl_val"], p["labels"], seen)
+    assert out.selection["val"]["metrics"]["T1"] == pytest.approx(t1)
+    assert t1 != pytest.approx(zsl_top1(p["scores_val"], p["labels"], seen)), "the two rules should differ here"
+    np.savez(tmp_path / "predictions.npz", **p)
+    loaded = Predictions.load(tmp_path / "predictions.npz")
+    ts = TestScores.load(tmp_path / "predictions.npz", "val")
+    assert resampled_metrics(ts, np.ones((1, len(loaded.labels))))["T1"][0] == pytest.approx(t1)
+    sys.path.insert(0, str(REPO / "scripts"))
+    try:
+        import recompute_metrics
+    finally:
+        sys.path.pop(0)
+    assert recompute_metrics.recompute(tmp_path)["val.T1"] == pytest.approx(t1)

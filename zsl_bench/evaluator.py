@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from zsl_bench.io import DataError
-from zsl_bench.method import ClassSemantics, ConfigError, FitContext, Method, Task, TrainData
+from zsl_bench.method import ZSL_SCORER, ClassSemantics, ConfigError, FitContext, Method, Task, TrainData
 from zsl_bench import model_views
 from zsl_bench.metrics import gzsl_accuracies, seen_unseen_curve, zsl_top1
 from zsl_bench.protocol import Phase, test_phase, validation_phase
@@ -46,19 +46,31 @@ def grid(default: dict, space: dict[str, list]) -> list[dict]:
 
 
 def metrics_at_gamma(scores: np.ndarray, labels: np.ndarray, is_seen_class: np.ndarray, gamma: float,
-                     curve=None) -> dict:
-    """T1, AUSUC, and GZSL U/S/H at calibration γ and at γ = 0."""
+                     curve=None, t1_scores: np.ndarray | None = None) -> dict:
+    """T1, AUSUC, and GZSL U/S/H at calibration γ and at γ = 0. T1 reads `t1_scores` when the method has
+    a separate ZSL scorer (see `zsl_score_matrix`), else the unseen columns of `scores`."""
     curve = curve or seen_unseen_curve(scores, labels, is_seen_class)
     g, g0 = gzsl_accuracies(scores, labels, is_seen_class, gamma), gzsl_accuracies(scores, labels, is_seen_class, 0.0)
-    return {"T1": zsl_top1(scores, labels, is_seen_class), "AUSUC": curve.auc(),
+    t1 = zsl_top1(scores if t1_scores is None else t1_scores, labels, is_seen_class)
+    return {"T1": t1, "AUSUC": curve.auc(),
             "gamma": float(gamma), "U": g.U, "S": g.S, "H": g.H,
             "U_gamma0": g0.U, "S_gamma0": g0.S, "H_gamma0": g0.H}
 
 
-def phase_metrics(scores: np.ndarray, labels: np.ndarray, is_seen_class: np.ndarray) -> dict:
+def phase_metrics(scores: np.ndarray, labels: np.ndarray, is_seen_class: np.ndarray,
+                  t1_scores: np.ndarray | None = None) -> dict:
     """`metrics_at_gamma` at the γ that maximises H on these very scores."""
     curve = seen_unseen_curve(scores, labels, is_seen_class)
-    return metrics_at_gamma(scores, labels, is_seen_class, curve.best_gamma(), curve)
+    return metrics_at_gamma(scores, labels, is_seen_class, curve.best_gamma(), curve, t1_scores)
+
+
+def zsl_score_matrix(zsl_scores: np.ndarray, unseen_rows: np.ndarray, unseen_cols: np.ndarray,
+                     shape: tuple[int, int]) -> np.ndarray:
+    """A ZSL scorer's [unseen images × unseen classes] scores laid into the N × C matrix of the phase,
+    −inf elsewhere: T1 (argmax over unseen columns on unseen rows) reads it like any score matrix."""
+    out = np.full(shape, -np.inf, dtype=np.float32)
+    out[np.ix_(unseen_rows, unseen_cols)] = zsl_scores
+    return out
 
 
 @dataclass
@@ -69,6 +81,7 @@ class Checkpoint:
     config_id: int
     epoch: int | None
     state: dict | None = None
+    t1_scores: np.ndarray | None = None     # from the method's ZSL scorer, if it has one
 
 
 @dataclass
@@ -98,23 +111,24 @@ class PolicyPicks:
         self.oracle: dict[str, Checkpoint] = {}
         self.last: Checkpoint | None = None
 
-    def observe(self, config_id: int, epoch, scores: np.ndarray, method) -> None:
-        m = phase_metrics(scores, self.labels, self.is_seen_class)
+    def observe(self, config_id: int, epoch, scores: np.ndarray, method, t1_scores: np.ndarray | None = None) -> None:
+        m = phase_metrics(scores, self.labels, self.is_seen_class, t1_scores)
         self.trace.append({"config_id": config_id, "epoch": epoch, **m})
         if (config_id, epoch) == (self.chosen["config_id"], self.chosen["epoch"]):
             self.val = Checkpoint(scores, metrics_at_gamma(scores, self.labels, self.is_seen_class,
-                                                           self.chosen["gamma"]),
-                                  config_id, epoch, copy.deepcopy(method.state_dict()))
+                                                           self.chosen["gamma"], t1_scores=t1_scores),
+                                  config_id, epoch, copy.deepcopy(method.state_dict()), t1_scores)
             if self.describe is not None:
                 self.description = self.describe(method, scores)
         for metric in ORACLE_METRICS:
             if metric not in self.oracle or m[metric] > self.oracle[metric].metrics[metric]:
-                self.oracle[metric] = Checkpoint(scores, m, config_id, epoch)
+                self.oracle[metric] = Checkpoint(scores, m, config_id, epoch, t1_scores=t1_scores)
         if config_id == 0:  # the defaults; the final checkpoint wins
-            self.last = Checkpoint(scores, None, config_id, epoch)
+            self.last = Checkpoint(scores, None, config_id, epoch, t1_scores=t1_scores)
 
     def selection(self, fold: int, selection_metric: str) -> dict:
-        last_metrics = metrics_at_gamma(self.last.scores, self.labels, self.is_seen_class, self.gamma_last)
+        last_metrics = metrics_at_gamma(self.last.scores, self.labels, self.is_seen_class, self.gamma_last,
+                                        t1_scores=self.last.t1_scores)
         oracle_metrics = {"T1": self.oracle["T1"].metrics["T1"], "AUSUC": self.oracle["AUSUC"].metrics["AUSUC"],
                           **{k: self.oracle["H"].metrics[k] for k in ("U", "S", "H", "gamma")}}
         return {
@@ -129,10 +143,14 @@ class PolicyPicks:
         }
 
     def predictions(self) -> dict[str, np.ndarray]:
-        return {"scores_val": self.val.scores, "gamma_val": np.float64(self.chosen["gamma"]),
-                "scores_last": self.last.scores, "gamma_last": np.float64(self.gamma_last),
-                **{f"scores_oracle_{k}": c.scores for k, c in self.oracle.items()},
-                "gamma_oracle_H": np.float64(self.oracle["H"].metrics["gamma"])}
+        out = {"scores_val": self.val.scores, "gamma_val": np.float64(self.chosen["gamma"]),
+               "scores_last": self.last.scores, "gamma_last": np.float64(self.gamma_last),
+               **{f"scores_oracle_{k}": c.scores for k, c in self.oracle.items()},
+               "gamma_oracle_H": np.float64(self.oracle["H"].metrics["gamma"])}
+        if self.val.t1_scores is not None:   # T1 of each policy came from the method's ZSL scorer
+            out.update({"scores_zsl_val": self.val.t1_scores, "scores_zsl_last": self.last.t1_scores,
+                        "scores_zsl_oracle_T1": self.oracle["T1"].t1_scores})
+        return out
 
 
 class Evaluator:
@@ -180,7 +198,9 @@ class Evaluator:
         return MapView(self.store, self.features, rows)
 
     def sweep(self, phase: Phase, on_checkpoint) -> None:
-        """Fit every config on `phase`; call on_checkpoint(config_id, epoch, {variant: scores}, method)."""
+        """Fit every config on `phase`; call on_checkpoint(config_id, epoch, {variant: scores}, method, t1_scores)
+        at each checkpoint, `method` being the frozen copy that scored and `t1_scores` the ZSL scorer's
+        matrix (None for methods without one)."""
         from tqdm import tqdm
 
         labels = self.dataset.labels
@@ -191,6 +211,11 @@ class Evaluator:
         eval_semantics = self.semantics(phase.candidate_classes)
         unseen = self.semantics(phase.candidate_classes[~phase.is_seen_class])
         expected = (len(phase.eval_rows), len(phase.candidate_classes))
+        zsl = ZSL_SCORER in self.method_cls.capabilities
+        if zsl:   # a separate scorer over unseen classes only, on the unseen-class images: T1 reads it
+            unseen_rows = np.flatnonzero(~phase.is_seen_class[phase.eval_columns(labels)])
+            unseen_cols = np.flatnonzero(~phase.is_seen_class)
+            x_unseen = self.inputs(phase.eval_rows[unseen_rows])
         # One tick per checkpoint (an epoch of an iterative method, or one closed-form fit).
         bar = tqdm(total=sum(int(c.get("epochs", 1)) for c in self.configs), unit="ckpt", leave=False,
                    desc=f"{self.method_cls.name} {phase.name} ({len(self.configs)} config{'s' * (len(self.configs) > 1)})",
@@ -210,7 +235,14 @@ class Evaluator:
                     by_variant[variant] = scores = np.asarray(scores, dtype=np.float32)
                     if scores.shape != expected:
                         raise ValueError(f"{self.method_cls.name}.score returned {scores.shape}, expected {expected}")
-                on_checkpoint(config_id, epoch, by_variant, scorer)
+                t1 = None
+                if zsl:
+                    t1 = np.asarray(scorer.score_zsl(x_unseen, unseen), dtype=np.float32)
+                    if t1.shape != (len(unseen_rows), len(unseen_cols)):
+                        raise ValueError(f"{self.method_cls.name}.score_zsl returned {t1.shape}, expected "
+                                         f"{(len(unseen_rows), len(unseen_cols))}")
+                    t1 = zsl_score_matrix(t1, unseen_rows, unseen_cols, expected)
+                on_checkpoint(config_id, epoch, by_variant, scorer, t1)
                 bar.update(1)
 
             ctx = FitContext(seed=seed_hash(self.seed, phase.name, config), device=self.device,
@@ -228,10 +260,10 @@ class Evaluator:
         val_labels, val_seen_cols = val_phase.eval_columns(labels), val_phase.is_seen_class
         validation = {v: [] for v in self.score_variants}
 
-        def on_validation(config_id, epoch, by_variant, method):
+        def on_validation(config_id, epoch, by_variant, method, t1_scores):
             for v, scores in by_variant.items():
                 validation[v].append({"config_id": config_id, "epoch": epoch,
-                                      **phase_metrics(scores, val_labels, val_seen_cols)})
+                                      **phase_metrics(scores, val_labels, val_seen_cols, t1_scores)})
 
         self.sweep(val_phase, on_validation)
         chosen = {v: max(trace, key=lambda r: r[self.selection_metric]) for v, trace in validation.items()}
@@ -251,9 +283,9 @@ class Evaluator:
         picks = {v: PolicyPicks(chosen[v], t_labels, t_seen_cols, gamma_last, describe if v == "" else None)
                  for v in self.score_variants}
 
-        def on_test(config_id, epoch, by_variant, method):
+        def on_test(config_id, epoch, by_variant, method, t1_scores):
             for v, scores in by_variant.items():
-                picks[v].observe(config_id, epoch, scores, method)
+                picks[v].observe(config_id, epoch, scores, method, t1_scores)
 
         self.sweep(t_phase, on_test)
         outputs = {}

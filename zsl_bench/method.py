@@ -85,7 +85,9 @@ class FitContext:
 # Optional capabilities a method declares in `capabilities` (the core never guesses by duck typing).
 ATTENTION_MAPS = "attention_maps"     # `attention_maps(x, weights)`: written into the run folder at train time
 PARAMETER_COUNT = "parameter_count"   # `parameter_count()`: learned values and fixed state entries
-CAPABILITIES = {ATTENTION_MAPS: "attention_maps", PARAMETER_COUNT: "parameter_count"}   # capability → method
+ZSL_SCORER = "zsl_scorer"             # `score_zsl(x, unseen)`: T1 from a classifier over unseen classes only
+CAPABILITIES = {ATTENTION_MAPS: "attention_maps", PARAMETER_COUNT: "parameter_count",
+                ZSL_SCORER: "score_zsl"}   # capability → the method implementing it
 DEVICES = ("any", "cpu")               # "any": cuda when train.device allows; "cpu": numpy code, always CPU
 ANY_DATASET = "*"                      # a profile used for any dataset the method has no own profile for
 
@@ -208,6 +210,13 @@ class Method:
 
     def parameter_count(self) -> dict:
         """{"learned": values a fit changes, "fixed": names of state entries that are not trained}."""
+        raise NotImplementedError
+
+    def score_zsl(self, x: Any, unseen: ClassSemantics) -> np.ndarray:
+        """N × len(unseen) scores of unseen-class images over the unseen classes only, for methods whose
+        ZSL prediction is a separate classifier (a generative method's classifier trained on synthetic
+        unseen features, say). Called on the same frozen copy as `score`; the evaluator computes T1 from
+        it and U/S/H/AUSUC from `score`."""
         raise NotImplementedError
 
 

@@ -17,7 +17,7 @@ import math
 import platform
 import subprocess
 import sys
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, fields
 from importlib import metadata
 from pathlib import Path
 
@@ -131,24 +131,34 @@ class Predictions:
     seen_class_mask: np.ndarray
     unseen_sample_mask: np.ndarray
     image_rows: np.ndarray
+    # Methods with a ZSL scorer: its scores (N × C, −inf outside unseen images × unseen classes), read for T1.
+    scores_zsl_val: np.ndarray | None = None
+    scores_zsl_last: np.ndarray | None = None
+    scores_zsl_oracle_T1: np.ndarray | None = None
 
     @classmethod
     def load(cls, path: Path) -> "Predictions":
         z = _load_npz(path)
-        missing = [f.name for f in fields(cls) if f.name not in z]
+        missing = [f.name for f in fields(cls) if f.name not in z and f.default is MISSING]
         if missing:
             raise DataError(f"{path}: no array {', '.join(missing)} (written by an older zsl-bench?); rerun the run")
-        p = cls(**{f.name: (float(z[f.name]) if f.name.startswith("gamma") else z[f.name]) for f in fields(cls)})
+        p = cls(**{f.name: (float(z[f.name]) if f.name.startswith("gamma") else z[f.name])
+                   for f in fields(cls) if f.name in z})
         n, c = len(p.labels), len(p.class_ids)
-        for name in ("scores_val", "scores_last", "scores_oracle_T1", "scores_oracle_H", "scores_oracle_AUSUC"):
-            if getattr(p, name).shape != (n, c):
+        for name in (f.name for f in fields(cls) if f.name.startswith("scores_")):
+            if getattr(p, name) is not None and getattr(p, name).shape != (n, c):
                 raise DataError(f"{path}: {name} has shape {getattr(p, name).shape}, expected ({n}, {c}) "
                                 "(test images × classes); rerun the run")
         return cls(**{**p.__dict__, "seen_class_mask": p.seen_class_mask.astype(bool),
                       "unseen_sample_mask": p.unseen_sample_mask.astype(bool)})
 
     def scores(self, policy: str, metric: str = "H") -> tuple[np.ndarray, float]:
-        """(scores, γ) a policy used for `metric` (oracle: each metric from its own checkpoint)."""
+        """(scores, γ) a policy used for `metric` (oracle: each metric from its own checkpoint; T1 from the
+        ZSL scorer's matrix when the method has one)."""
+        if metric == "T1":
+            zsl = getattr(self, "scores_zsl_oracle_T1" if policy == "oracle" else f"scores_zsl_{policy}")
+            if zsl is not None:
+                return zsl, 0.0
         if policy == "oracle":
             return getattr(self, f"scores_oracle_{metric}"), self.gamma_oracle_H
         return getattr(self, f"scores_{policy}"), getattr(self, f"gamma_{policy}")

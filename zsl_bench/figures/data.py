@@ -36,7 +36,7 @@ def unseen_per_class_accuracy(pred: Predictions) -> tuple[np.ndarray, np.ndarray
     seen = np.asarray(pred.seen_class_mask, dtype=bool)
     unseen_cols = np.flatnonzero(~seen)
     rows = np.asarray(pred.unseen_sample_mask, dtype=bool)
-    scores = np.asarray(pred.scores_val, dtype=np.float64)[rows][:, unseen_cols]
+    scores = np.asarray(pred.scores("val", "T1")[0], dtype=np.float64)[rows][:, unseen_cols]
     predictions = unseen_cols[np.argmax(scores, axis=1)]
     acc = per_class_accuracy(pred.labels[rows], predictions, unseen_cols)
     return pred.class_ids[unseen_cols], pred.class_names[unseen_cols], acc
