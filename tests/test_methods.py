@@ -7,7 +7,8 @@ from methods.eszsl import ESZSL, eszsl_closed_form
 from methods.sae import sae_encoder
 from zsl_bench.evaluator import Evaluator, grid
 from zsl_bench.features import FeatureStore
-from zsl_bench.method import ConfigError, ClassSemantics, FitContext, LeakageError, Method, Task, TrainData
+from zsl_bench.io import ConfigError
+from zsl_bench.method import ClassSemantics, FitContext, LeakageError, Method, Task, TrainData
 from zsl_bench.registry import available_methods, get_method, register_method
 
 

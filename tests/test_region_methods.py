@@ -5,7 +5,8 @@ import torch
 
 from methods.mgmrn.model import BRANCHES, GroupingUnit, MgMRNHead
 from methods.transzero.model import AttributeDecoder, BatchDropout, Dropout, TransZeroNet, grid_geometry_embedding
-from zsl_bench.method import ClassSemantics, ConfigError, Task
+from zsl_bench.io import ConfigError
+from zsl_bench.method import ClassSemantics, Task
 from zsl_bench.registry import get_method
 from zsl_bench.blocks import AllClassTargets
 

@@ -26,6 +26,7 @@ examples:
 
 
 def _parser() -> argparse.ArgumentParser:
+    # One flat list of declarations, verb by verb: longer than 60 lines, but read top to bottom like --help.
     p = argparse.ArgumentParser(prog="zsl-bench", description=DESCRIPTION, epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="store_true", help="print the version and exit")

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from zsl_bench.io import DataError
-from zsl_bench.method import ZSL_SCORER, ClassSemantics, ConfigError, FitContext, Method, Task, TrainData
+from zsl_bench.io import ConfigError, DataError
+from zsl_bench.method import ZSL_SCORER, ClassSemantics, FitContext, Method, Task, TrainData
 from zsl_bench import model_views
 from zsl_bench.metrics import gzsl_accuracies, seen_unseen_curve, zsl_top1
 from zsl_bench.protocol import Phase, test_phase, validation_phase

@@ -117,6 +117,7 @@ def _stage_indices(model, levels: tuple[str, ...]) -> list[int]:
     return [modules.index(lv) for lv in levels]
 
 
+# Long on purpose: one streaming loop (prefetch, forward, positioned writes, resume bookkeeping) reads best whole.
 def extract(dataset, backbone_dir: Path, out: Path, spec: ExtractSpec = ExtractSpec(), progress: bool = True,
             stop_after_batches: int | None = None) -> Path:
     """Pooled vectors (and maps of `spec.levels`) for every image, streamed to disk, resumable.

@@ -15,6 +15,11 @@ class DataError(Exception):
     """Bad input: the message names the file and the broken fact."""
 
 
+class ConfigError(DataError):
+    """A setting is wrong (params.yaml, a method's hyperparameter, dataset profile or variant): the
+    message names the key and what is allowed."""
+
+
 @contextlib.contextmanager
 def atomic_directory(final: Path) -> Iterator[Path]:
     """Yield a temporary sibling of `final`; on success it replaces `final` in one rename.

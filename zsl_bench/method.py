@@ -14,15 +14,11 @@ from typing import Any, Callable, ClassVar
 
 import numpy as np
 
-from zsl_bench.io import DataError
+from zsl_bench.io import ConfigError
 
 
 class LeakageError(RuntimeError):
     """A method read unseen-class information during training without declaring it."""
-
-
-class ConfigError(DataError):
-    """A method was asked for something it does not have (a dataset profile, a hyperparameter, a variant)."""
 
 
 @dataclass(frozen=True)

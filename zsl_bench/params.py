@@ -11,12 +11,8 @@ from __future__ import annotations
 from dataclasses import MISSING, fields
 from pathlib import Path
 
-from zsl_bench.io import DataError
+from zsl_bench.io import ConfigError
 from zsl_bench.paths import ProjectPaths
-
-
-class ConfigError(DataError):
-    """params.yaml is wrong: the message names the file, the key and what is allowed."""
 
 
 NONE = type(None)
@@ -145,7 +141,6 @@ def validate(params: dict, file: Path, check_methods: bool = True) -> dict:
 def _check_methods(params: dict, file: Path) -> None:
     """Every method named exists, has a `methods.<name>` entry (dvc.yaml tracks it per stage), and its
     overrides and grid name only hyperparameters it has, for every configured dataset."""
-    from zsl_bench.method import ConfigError as MethodError
     from zsl_bench.registry import available_methods, get_method
 
     names = list(params["train"]["methods"])
@@ -155,7 +150,7 @@ def _check_methods(params: dict, file: Path) -> None:
     for name in names:
         try:
             cls = get_method(name)
-        except MethodError as e:
+        except ConfigError as e:
             raise ConfigError(f"{file}: train.methods: {e}") from None
         if name not in (params.get("methods") or {}):
             raise ConfigError(f"{file}: missing methods.{name} (write `{name}: {{}}` under `methods:` to use its "
@@ -164,7 +159,7 @@ def _check_methods(params: dict, file: Path) -> None:
             try:
                 overrides = method_overrides(params, name, ds)
                 default = cls.default_hparams(ds, overrides["hparams"])
-            except MethodError as e:
+            except ConfigError as e:
                 raise ConfigError(f"{file}: methods.{name}.hparams.{ds}: {e}") from None
             unknown = sorted(set(overrides["search_space"] or {}) - set(default))
             if unknown:
@@ -173,7 +168,7 @@ def _check_methods(params: dict, file: Path) -> None:
     for variant in ablate.get("variants") or []:
         try:
             get_method(f"{ablate['method']}.{variant}")
-        except MethodError as e:
+        except ConfigError as e:
             raise ConfigError(f"{file}: ablate.variants: {e}") from None
 
 

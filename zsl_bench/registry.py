@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
 
-from zsl_bench.method import ConfigError, Method
+from zsl_bench.io import ConfigError
+from zsl_bench.method import Method
 
 ENTRY_POINT_GROUP = "zsl_bench.methods"
 PUBLISHED_FILE = "published.json"

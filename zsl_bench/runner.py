@@ -59,7 +59,25 @@ def execute(request: RunRequest, paths: ProjectPaths, progress: bool = True, slo
         return folder  # done before: content-addressed, so identical
 
     out = evaluator.run()
-    shared = {
+    shared = _shared_record(request, paths, evaluator, out, device, start)
+    for variant, variant_out in out.score_variants.items():
+        # Same fitted models, another scoring rule: its own record, beside the method's in the same slot.
+        name = f"{request.method}.{variant}"
+        variant_record = {**_record_of(variant_out, dataset), **shared, "method": name,
+                          "run_key": run_key({**key_spec, "method": name}),
+                          "score_variant_of": {"method": request.method, "run_key": key,
+                                               "overrides": method_cls.score_variants[variant]}}
+        write_run(folder.parent / variant_record["run_key"], variant_record, variant_out.predictions,
+                  variant_out.state)
+    record = {**_record_of(out, dataset), **shared, "method": request.method, "run_key": key}
+    write_run(folder, record, out.predictions, out.state, views=out.views)
+    return folder
+
+
+def _shared_record(request: RunRequest, paths: ProjectPaths, evaluator, out, device: str, start: float) -> dict:
+    """The parts of a record that a method's run and its scoring variants share: what ran, on what, how."""
+    dataset, store, method_cls = evaluator.dataset, evaluator.store, evaluator.method_cls
+    return {
         "schema_version": SCHEMA_VERSION, "protocol_version": PROTOCOL_VERSION,
         "dataset": request.dataset, "seed": request.seed,
         "seeds": {"run": request.seed, "per_fit": "seed_hash(run seed, phase name, hyperparameters)",
@@ -84,18 +102,6 @@ def execute(request: RunRequest, paths: ProjectPaths, progress: bool = True, slo
         "resources": {"wall_s": round(time.time() - start, 3), "peak_rss_mb": round(peak_rss_mb(), 1)},
         "created_unix": time.time(),
     }
-    for variant, variant_out in out.score_variants.items():
-        # Same fitted models, another scoring rule: its own record, beside the method's in the same slot.
-        name = f"{request.method}.{variant}"
-        variant_record = {**_record_of(variant_out, dataset), **shared, "method": name,
-                          "run_key": run_key({**key_spec, "method": name}),
-                          "score_variant_of": {"method": request.method, "run_key": key,
-                                               "overrides": method_cls.score_variants[variant]}}
-        write_run(folder.parent / variant_record["run_key"], variant_record, variant_out.predictions,
-                  variant_out.state)
-    record = {**_record_of(out, dataset), **shared, "method": request.method, "run_key": key}
-    write_run(folder, record, out.predictions, out.state, views=out.views)
-    return folder
 
 
 def _record_of(out, dataset) -> dict:

@@ -99,6 +99,7 @@ def _clutter(draw, rng, canvas, n):
             draw.line([x, y, x2, y2], fill=colour, width=int(rng.integers(2, 6)))
 
 
+# Long on purpose: one drawing in layers, background to foreground; splitting it would scatter the order.
 def render(values: dict[str, str], rng: np.random.Generator, size: int, clutter: int = 6):
     """Draw one image. Returns (PIL RGB image of `size`×`size`, {part: (x, y, visible)}, bbox)."""
     ss = 2 * size

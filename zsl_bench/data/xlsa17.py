@@ -242,6 +242,7 @@ class SplitSizes:
     test_unseen: int
 
 
+# Long on purpose: every protocol check of a release, in the order protocol.md lists them, in one place.
 def build_dataset(*, name: str, source: str, xlsa17_dir: Path, out: Path, image_root: Path, image_files: list[str],
                   image_classes: list[str], attribute_names: list[str], expected: SplitSizes | None,
                   original_att=None, checks: list[str] | None = None, extra: dict | None = None,
