@@ -57,7 +57,7 @@ def test_a_pickle_that_is_not_a_plain_array_is_refused_not_run(tmp_path):
 
 
 def test_no_word2vec_for_the_embedded_default():
-    with pytest.raises(ValueError, match="minilm"):
+    with pytest.raises(DataError, match="minilm"):
         ae.w2v_remote("synthetic")
 
 

@@ -79,9 +79,9 @@ def test_pretrained_backbone_loads_offline_from_a_local_weight_file(tmp_path):
 
 
 def test_backbone_spec_rejects_unknown_settings():
-    with pytest.raises(ValueError, match="unknown backbone parameters"):
+    with pytest.raises(DataError, match="unknown backbone parameters"):
         BackboneSpec.from_params({"arch": "resnet10t", "epoch": 3})
-    with pytest.raises(ValueError, match="source must be"):
+    with pytest.raises(DataError, match="source must be"):
         BackboneSpec.from_params({"source": "imagenet"})
 
 

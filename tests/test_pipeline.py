@@ -130,7 +130,7 @@ def test_unknown_source_and_missing_params_fail_clearly(tmp_path):
     paths = ProjectPaths(tmp_path)
     params = load_params(paths)
     params["sources"]["nowhere"] = {}
-    with pytest.raises(ValueError, match="unknown dataset source 'nowhere'; available: .*synthetic"):
+    with pytest.raises(DataError, match="unknown dataset source 'nowhere'; available: .*synthetic"):
         stages.prepare("nowhere", params, paths, progress=False)
     with pytest.raises(DataError, match="missing key backbone.nowhere"):
         stages.backbone("nowhere", params, paths, progress=False)
