@@ -1,6 +1,6 @@
 """DVC stage `report` (see dvc.yaml)."""
 from pipelines._common import run_stage
-from zsl_bench import stages
+from zsl_bench import report_stage
 
 if __name__ == "__main__":
-    run_stage(stages.report)
+    run_stage(report_stage.report)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from zsl_bench import stages
+from zsl_bench import report_stage
 from zsl_bench.params import load_params
 from zsl_bench.paths import ProjectPaths
 
@@ -33,7 +33,7 @@ def mlflow_ui(trained_project):
     paths = ProjectPaths(trained_project)
     params = load_params(paths)
     params["tracking"]["mlflow"] = True
-    stages.report(params, paths, progress=False)   # the report stage mirrors the runs and logs the report
+    report_stage.report(params, paths, progress=False)   # the report stage mirrors the runs and logs the report
     port = _free_port()
     mlflow = Path(sys.executable).with_name("mlflow")
     server = subprocess.Popen([str(mlflow), "ui", "--backend-store-uri", paths.tracking_uri,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import REPO, write_params
-from zsl_bench import stages
+from zsl_bench import report_stage, stages
 from zsl_bench.io import DataError
 from zsl_bench.params import load_params
 from zsl_bench.paths import ProjectPaths
@@ -75,7 +75,7 @@ def test_val_selection_never_reads_the_test_sweep(trained_project):
 
 def test_report_and_compare(trained_project):
     paths = ProjectPaths(trained_project)
-    written = stages.report(load_params(paths), paths)
+    written = report_stage.report(load_params(paths), paths)
     md = (trained_project / "reports" / "results.md").read_text()
     assert [p.name for p in written][:4] == ["results.md", "results.csv", "results.tex", "ablation.md"]
     assert "| ale |" in md and "| eszsl |" in md and "ddof = 1" in md and "selection: val" in md

@@ -152,25 +152,25 @@ def _regress(args) -> int:
 
 
 def _report(args) -> int:
-    from zsl_bench import stages
+    from zsl_bench import report_stage
     from zsl_bench.params import load_params
     from zsl_bench.paths import ProjectPaths
 
     paths = ProjectPaths.here()
     if args.mlflow_sync:
-        created, deleted = stages.mlflow_sync(paths)
+        created, deleted = report_stage.mlflow_sync(paths)
         print(f"MLflow mirror {paths.tracking_uri}: {created} runs created, {deleted} deleted (soft; restorable)")
         return 0
     params = load_params(paths)
     if args.no_mlflow:
         params.setdefault("tracking", {})["mlflow"] = False
-    for path in stages.report(params, paths):
+    for path in report_stage.report(params, paths):
         print(path)
     return 0
 
 
 def _train(args) -> int:
-    from zsl_bench import stages
+    from zsl_bench import report_stage, stages
     from zsl_bench.params import load_params
     from zsl_bench.paths import ProjectPaths
 
@@ -180,7 +180,7 @@ def _train(args) -> int:
         params["train"]["search"] = False
     print(stages.train(args.dataset, args.method, args.seed, params, paths))
     if params["tracking"]["mlflow"]:
-        stages.mlflow_sync(paths)
+        report_stage.mlflow_sync(paths)
     return 0
 
 
