@@ -71,7 +71,7 @@ def test_pipeline_stage_scripts_report_bad_input(tmp_path, stage):
     assert "nowhere" in out.stderr
 
 
-@pytest.mark.parametrize("edit,message", [
+BAD_PARAMS = [
     (lambda p: p["train"].update(seeds=[0], sede=1), "unknown key train.sede; allowed: methods, seeds, fold"),
     (lambda p: p["train"].update(fold="one"), "train.fold must be int, not 'one'"),
     (lambda p: p["train"].update(methods=["eszsl", "nosuch"]), "unknown method 'nosuch'; available: "),
@@ -80,15 +80,35 @@ def test_pipeline_stage_scripts_report_bad_input(tmp_path, stage):
     (lambda p: p.update(trian={}), "unknown section 'trian'"),
     (lambda p: p["methods"].update(ale={"hparams": {"synthetic": {"lr": 0.1, "epoch": 3}}}),
      "methods.ale.hparams.synthetic: method ale has no hyperparameter 'epoch'"),
-])
-@pytest.mark.parametrize("stage", ["prepare synthetic", "train synthetic eszsl 0"])
-def test_a_bad_params_file_stops_every_stage_with_one_line_and_exit_2(tmp_path, stage, edit, message):
+    (lambda p: p["methods"].pop("ale"), "missing methods.ale (write `ale: {}` under `methods:`"),
+]
+
+
+def _bad_params(root, edit):
     import yaml
 
-    write_params(tmp_path)
-    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    write_params(root)
+    params = yaml.safe_load((root / "params.yaml").read_text())
     edit(params)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+
+
+@pytest.mark.parametrize("edit,message", BAD_PARAMS)
+def test_the_params_check_names_the_file_the_key_and_what_is_allowed(tmp_path, edit, message):
+    from zsl_bench.io import ConfigError
+    from zsl_bench.params import load_params
+    from zsl_bench.paths import ProjectPaths
+
+    _bad_params(tmp_path, edit)
+    with pytest.raises(ConfigError) as e:
+        load_params(ProjectPaths(tmp_path))
+    assert message in str(e.value) and str(tmp_path / "params.yaml") in str(e.value)
+
+
+@pytest.mark.parametrize("stage", ["prepare synthetic", "train synthetic eszsl 0"])
+def test_a_bad_params_file_stops_every_stage_with_one_line_and_exit_2(tmp_path, stage):
+    edit, message = BAD_PARAMS[0]
+    _bad_params(tmp_path, edit)
     out = subprocess.run([sys.executable, "-m", f"pipelines.{stage.split()[0]}", *stage.split()[1:]], cwd=tmp_path,
                          capture_output=True, text=True)
     assert out.returncode == 2, out.stderr
