@@ -25,6 +25,7 @@ VIEW_KEYS = {   # key of views.npz → what it holds
     "maps": "[M, n, H, W] attention over the feature grid, attributes averaged with `weights`",
     "image_size": "S", "crop": "'none' (whole image resized) or 'center' (short side + centre crop)",
     "size_assumed": "True when the feature store did not record its input size (448 assumed)",
+    "top_attributes": "how many of the true class's attributes the summary averages",
 }
 
 
@@ -89,7 +90,8 @@ def attention_views(method: Method, evaluator, test: dict, scores: np.ndarray) -
     views = {"rows": rows, "classes": classes, "predicted": np.asarray(test["class_ids"])[unseen_cols[picked.argmax(1)]],
             "weights": weights,
             "map_names": np.array(list(maps)), "maps": np.stack([np.asarray(m, dtype=np.float32) for m in maps.values()]),
-            "image_size": np.int64(size or 448), "crop": np.array(crop), "size_assumed": np.bool_(size is None)}
+            "image_size": np.int64(size or 448), "crop": np.array(crop), "size_assumed": np.bool_(size is None),
+            "top_attributes": np.int64(TOP_ATTRIBUTES)}
     try:   # datasets prepared without images (features from a file) have maps but no pictures
         views["images"] = _images(evaluator.dataset, rows, int(size or 448), crop)
     except (OSError, DataError):

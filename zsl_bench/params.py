@@ -16,7 +16,6 @@ from zsl_bench.paths import ProjectPaths
 
 
 NONE = type(None)
-ANY_DATASET = "*"
 
 
 def listof(item):
@@ -141,6 +140,7 @@ def validate(params: dict, file: Path, check_methods: bool = True) -> dict:
 def _check_methods(params: dict, file: Path) -> None:
     """Every method named exists, has a `methods.<name>` entry (dvc.yaml tracks it per stage), and its
     overrides and grid name only hyperparameters it has, for every configured dataset."""
+    from zsl_bench.method import method_overrides
     from zsl_bench.registry import available_methods, get_method
 
     names = list(params["train"]["methods"])
@@ -170,14 +170,6 @@ def _check_methods(params: dict, file: Path) -> None:
             get_method(f"{ablate['method']}.{variant}")
         except ConfigError as e:
             raise ConfigError(f"{file}: ablate.variants: {e}") from None
-
-
-def method_overrides(params: dict, method: str, dataset: str) -> dict:
-    """{"hparams": overrides, "search_space": grid or None} for a method (its base name for a variant) on a
-    dataset: the dataset's own entry, else the any-dataset entry `"*"`."""
-    body = (params.get("methods") or {}).get(method.split(".")[0]) or {}
-    pick = lambda m: m.get(dataset, m.get(ANY_DATASET)) if m else None   # noqa: E731
-    return {"hparams": dict(pick(body.get("hparams")) or {}), "search_space": pick(body.get("search_space"))}
 
 
 def load_params(paths: ProjectPaths, check_methods: bool = True) -> dict:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
 
-from zsl_bench.io import ConfigError
+from zsl_bench.io import ConfigError, read_json
 from zsl_bench.method import Method
 
 ENTRY_POINT_GROUP = "zsl_bench.methods"
@@ -91,14 +91,11 @@ def published(method: str, dataset: str) -> Published | None:
     path = Path(module.__file__).parent / PUBLISHED_FILE
     if not path.is_file():
         return None
-    from zsl_bench.io import read_json
-
     table = {k.lower(): v for k, v in read_json(path).items() if not k.startswith("_")}
     entry = table.get(dataset.lower())
     if entry is None:
         return None
-    unknown = set(entry) - {"T1", "U", "S", "H", "source"}
-    if unknown or "source" not in entry:
-        raise ConfigError(f"{path}: entry {dataset!r} needs T1, U, S, H (null where not reported) and source; "
-                          f"unknown keys {sorted(unknown)}" if unknown else f"{path}: entry {dataset!r} has no source")
+    if set(entry) != {"T1", "U", "S", "H", "source"}:
+        raise ConfigError(f"{path}: entry {dataset!r} has keys {sorted(entry)}; it needs exactly T1, U, S, H "
+                          "(null where not reported) and source")
     return Published(**{k: entry.get(k) for k in ("T1", "U", "S", "H")}, source=entry["source"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from zsl_bench.io import DataError
-from zsl_bench.params import method_overrides, section
+from zsl_bench.params import section
 from zsl_bench.paths import ProjectPaths
 
 
@@ -64,6 +64,7 @@ def extract(dataset: str, params: dict, paths: ProjectPaths, progress: bool = Tr
 def run_request(dataset: str, method: str, seed: int, params: dict, search: bool | None = None):
     """The RunRequest params.yaml makes for (dataset, method, seed): train settings and the method's
     hyperparameter overrides and grid for the dataset."""
+    from zsl_bench.method import method_overrides
     from zsl_bench.runner import RunRequest
 
     t = section(params, "train")
@@ -86,7 +87,7 @@ def _run_in_worker(args) -> str:
     import torch
 
     from zsl_bench.runner import execute
-    from zsl_bench.runtime import log_imports
+    from zsl_bench.import_log import log_imports
 
     torch.set_num_threads(threads)
     folder = str(execute(request, ProjectPaths(Path(root)), progress=False, slot=Path(slot)))

@@ -126,4 +126,5 @@ def attention_data(record: RunRecord) -> dict | None:
     return {"maps": dict(zip((str(n) for n in views["map_names"]), views["maps"])), "images": images,
             "rows": views["rows"], "classes": views["classes"], "predicted": views["predicted"],
             "image_size": size, "crop": str(views["crop"]), "size_assumed": bool(views["size_assumed"]),
+            "top_attributes": int(views["top_attributes"]),
             "class_names": {int(i): str(n) for i, n in zip(pred.class_ids, pred.class_names)}}

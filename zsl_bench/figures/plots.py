@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 
-from zsl_bench.model_views import TOP_ATTRIBUTES
 from zsl_bench.figures.data import (POLICY, cost_points, curve_legend, per_class_rows, pm, seen_unseen_data,
                                     short_class_name)
 from zsl_bench.figures.style import (attention_figsize, curve_figsize, log_formatter, new_figure, per_class_figsize,
@@ -199,6 +198,6 @@ def attention_figure(dataset_name: str, record: dict, data: dict, path: Path) ->
                  f"{POLICY}, seed {record['seed']} (n = 1)\n"
                  f"{n_images} unseen-class test images: the first image of each of the first {n_images} unseen "
                  f"classes in dataset order; image as the features saw it: {crop}{assumed}\n"
-                 f"map = attention averaged over the true class's top-{TOP_ATTRIBUTES} attributes, weighted by "
+                 f"map = attention averaged over the true class's top-{data['top_attributes']} attributes, weighted by "
                  "their class attribute values", fontsize=12)
     return save(fig, path)
