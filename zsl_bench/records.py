@@ -206,13 +206,14 @@ def find_records(root: Path) -> list[RunRecord]:
 
 def newest_per_seed(items: list) -> list:
     """The newest item (by `created_unix`) per (dataset, method, seed): a configuration run again
-    replaces the older result. Works on records and on table rows alike; sorted by those three."""
+    replaces the older result. Works on records and on table rows alike; keeps the order in which each
+    (dataset, method, seed) first appears (params.yaml's order, for the report)."""
     newest: dict[tuple, object] = {}
     for r in items:
         k = (r.dataset, r.method, r.seed)
         if k not in newest or r.created_unix > newest[k].created_unix:
             newest[k] = r
-    return sorted(newest.values(), key=lambda r: (r.dataset, r.method, r.seed))
+    return list(newest.values())
 
 
 def _version(dist: str) -> str | None:

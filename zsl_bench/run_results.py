@@ -86,5 +86,5 @@ def load_results(runs_dir: Path, tracking_uri: str | None, source: str = "auto")
 
         results = [RunResult.from_record(r) for r in find_records(runs_dir)]
         where = f"run records in {runs_dir}"
-    results = newest_per_seed(results)
+    results = sorted(newest_per_seed(results), key=lambda r: (r.dataset, r.method, r.seed))
     return results, f"{where} ({len(results)} runs)"
