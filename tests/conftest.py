@@ -56,13 +56,17 @@ def tiny_project(tmp_path_factory) -> Path:
     return root
 
 
+def copy_project(src: Path, dst: Path) -> Path:
+    """A private copy of a project folder (the prepared folder points at the raw images by a relative path,
+    which the copy keeps intact)."""
+    shutil.copytree(src, dst, symlinks=True)
+    return dst
+
+
 @pytest.fixture
 def project_copy(tiny_project, tmp_path) -> Path:
     """A private copy of the tiny project, for tests that write runs or reports."""
-    dst = tmp_path / "project"
-    shutil.copytree(tiny_project, dst, symlinks=True)
-    # the prepared folder points at the raw images by a relative path, which the copy keeps intact
-    return dst
+    return copy_project(tiny_project, tmp_path / "project")
 
 
 @pytest.fixture(scope="session")
@@ -76,8 +80,7 @@ def region_project(tiny_project, tmp_path_factory) -> Path:
     from zsl_bench.params import load_params
     from zsl_bench.paths import ProjectPaths
 
-    root = tmp_path_factory.mktemp("region") / "project"
-    shutil.copytree(tiny_project, root, symlinks=True)
+    root = copy_project(tiny_project, tmp_path_factory.mktemp("region") / "project")
     paths = ProjectPaths(root)
     d = load_dataset(paths.prepared("synthetic"))
     vectors = np.random.default_rng(0).normal(size=(d.n_attributes, 24)).astype(np.float32)
@@ -95,8 +98,7 @@ def trained_template(tiny_project, tmp_path_factory) -> Path:
     from zsl_bench.params import load_params
     from zsl_bench.paths import ProjectPaths
 
-    root = tmp_path_factory.mktemp("trained") / "project"
-    shutil.copytree(tiny_project, root, symlinks=True)
+    root = copy_project(tiny_project, tmp_path_factory.mktemp("trained") / "project")
     paths = ProjectPaths(root)
     params = load_params(paths)
     for method in ("eszsl", "ale"):
@@ -108,6 +110,4 @@ def trained_template(tiny_project, tmp_path_factory) -> Path:
 @pytest.fixture
 def trained_project(trained_template, tmp_path) -> Path:
     """A private copy of the trained tiny project (copy on write: each test may change its copy)."""
-    dst = tmp_path / "project"
-    shutil.copytree(trained_template, dst, symlinks=True)
-    return dst
+    return copy_project(trained_template, tmp_path / "project")
