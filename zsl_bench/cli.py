@@ -117,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _compare(args) -> int:
     from zsl_bench.compare import RENDERERS, compare
+    from zsl_bench.io import ConfigError
     from zsl_bench.params import load_params
     from zsl_bench.paths import ProjectPaths
     from zsl_bench.registry import get_method
@@ -126,8 +127,14 @@ def _compare(args) -> int:
         get_method(name)   # an unknown name stops here, naming the registered ones
     paths = ProjectPaths.here()
     params = load_params(paths, check_methods=False) if (paths.root / "params.yaml").is_file() else {}
+    if args.dataset and params and args.dataset not in params["datasets"]:
+        raise ConfigError(f"unknown dataset {args.dataset!r}: params.yaml's datasets are "
+                          f"{', '.join(params['datasets'])}")
+    current, notice = _current_runs(params, paths) if params and not args.runs else (None, "")
     source = "records" if args.runs else args.source
-    results, where = load_results(args.runs or paths.runs, paths.tracking_uri, source)
+    results, where = load_results(args.runs or paths.runs, paths.tracking_uri, source, keep=current)
+    if notice:
+        print(notice, file=sys.stderr)
     seeds = (params.get("train") or {}).get("seeds")
     comps = compare(results, args.methods, dataset=args.dataset, policy=args.selection,
                     expected_seeds=len(seeds) if seeds else None)
@@ -137,6 +144,16 @@ def _compare(args) -> int:
         return 1
     print(RENDERERS[args.format](comps, args.methods, where), end="")
     return 0
+
+
+def _current_runs(params: dict, paths) -> tuple[set, str]:
+    """The run keys params.yaml makes current (newest per configured seed) and the notice about the rest."""
+    from zsl_bench.records import newest_per_seed
+    from zsl_bench.report_stage import configured_records, outside_notice, outside_records
+
+    results, ablation = configured_records(params, paths)
+    return ({r.run_key for r in newest_per_seed(results + ablation)},
+            outside_notice(outside_records(params, paths)))
 
 
 def _regress(args) -> int:

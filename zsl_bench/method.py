@@ -119,6 +119,7 @@ class Method:
         overrides = dict(cls.variants[variant])
         input_kind = overrides.pop("input_kind", cls.input_kind)
         return type(f"{cls.__name__}[{variant}]", (cls,), {
+            "__module__": cls.__module__,   # the variant's code is its base's (run keys hash that folder)
             "name": f"{cls.name}.{variant}", "variant": variant, "input_kind": input_kind,
             "variant_overrides": overrides, "score_variants": {}})   # readouts of the base configuration only
 

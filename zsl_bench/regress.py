@@ -46,11 +46,12 @@ def _digest(path: Path) -> str:
 def run_ci_configuration(params_file: Path, workdir: Path, progress: bool = True) -> list[dict]:
     """Run prepare → backbone → extract → train for the configuration in `workdir` and return the records.
 
-    Runs are content-addressed, so a second call reuses them; a different configuration starts afresh."""
+    Runs are content-addressed (their key covers the code too), so a second call reuses them while nothing
+    changed, and runs made by other code or another configuration are never read."""
     from zsl_bench import stages
     from zsl_bench.params import load_params
     from zsl_bench.paths import ProjectPaths
-    from zsl_bench.records import find_records
+    from zsl_bench.records import RunRecord
 
     import os
 
@@ -68,6 +69,7 @@ def run_ci_configuration(params_file: Path, workdir: Path, progress: bool = True
     params = load_params(paths)
     previous = os.environ.get(THREADS_ENV)
     os.environ[THREADS_ENV] = "1"
+    folders = []   # exactly the runs of this configuration and this code (run keys include the code)
     try:
         with threadpool_limits(1):   # numpy/scipy BLAS and OpenMP too, not only torch
             for dataset in params["datasets"]:
@@ -78,13 +80,13 @@ def run_ci_configuration(params_file: Path, workdir: Path, progress: bool = True
                     stages.extract(dataset, params, paths, progress=progress)
                 for method in params["train"]["methods"]:
                     for seed in params["train"]["seeds"]:
-                        stages.train(dataset, method, seed, params, paths, progress=progress)
+                        folders.append(stages.train(dataset, method, seed, params, paths, progress=progress))
     finally:
         if previous is None:
             os.environ.pop(THREADS_ENV, None)
         else:
             os.environ[THREADS_ENV] = previous
-    return find_records(paths.runs)
+    return [RunRecord.read(f) for f in folders]
 
 
 def measured(records: list[dict]) -> dict:

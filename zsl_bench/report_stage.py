@@ -2,6 +2,7 @@
 mirror. It reads run folders only: no model, dataset or feature store (dvc.yaml lists what it imports)."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from zsl_bench.io import DataError
@@ -10,7 +11,9 @@ from zsl_bench.paths import ProjectPaths
 
 
 def configured_records(params: dict, paths: ProjectPaths) -> tuple[list, list]:
-    """(records of the compared methods, records of the ablation) that params.yaml asks for."""
+    """The current results, one definition for report, figures and compare: (records of the compared
+    methods, records of the ablation) in the slots params.yaml configures (datasets × methods × seeds, and
+    the ablation's variants × seeds). Callers keep the newest per seed (`records.newest_per_seed`)."""
     from zsl_bench.records import find_records
 
     datasets, seeds = section(params, "datasets"), section(params, "train", "seeds")
@@ -32,6 +35,26 @@ def configured_records(params: dict, paths: ProjectPaths) -> tuple[list, list]:
     return results, ablation
 
 
+def outside_records(params: dict, paths: ProjectPaths) -> list:
+    """Records below runs/ that params.yaml does not configure (an extra seed from `zsl-bench train`, a
+    method or seed removed from params.yaml): never averaged in, only named."""
+    from zsl_bench.records import find_records
+
+    results, ablation = configured_records(params, paths)
+    inside = {r.folder for r in results + ablation}
+    return [r for r in find_records(paths.runs) if r.folder not in inside]
+
+
+def outside_notice(outside: list) -> str:
+    """One line naming the runs left out, or '' when there are none."""
+    if not outside:
+        return ""
+    names = sorted({f"{r.method}/{r.dataset}/seed{r.seed}" for r in outside})
+    shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
+    return (f"note: {len(outside)} run(s) below runs/ are outside params.yaml and not counted: {shown} "
+            "(add them to params.yaml to count them)")
+
+
 def report(params: dict, paths: ProjectPaths, progress: bool = True) -> list[Path]:
     """reports/ from the run records params.yaml names (nothing else: no model, dataset or feature
     store is read), then the MLflow mirror brought in line with runs/."""
@@ -40,6 +63,9 @@ def report(params: dict, paths: ProjectPaths, progress: bool = True) -> list[Pat
     from zsl_bench.report import index_markdown, write_reports
 
     results, ablation = configured_records(params, paths)
+    notice = outside_notice(outside_records(params, paths))
+    if notice:
+        print(notice, file=sys.stderr)
     if not results:
         raise DataError(f"{paths.runs}: no finished runs of the configured methods; run the train stages first "
                         "(`dvc repro`)")

@@ -41,9 +41,12 @@ class RunResult:
 
     @classmethod
     def from_mlflow_run(cls, run) -> "RunResult | None":
-        """An MLflow run mirrored by `tracking` (None for other runs, e.g. a report run)."""
+        """An MLflow run mirrored by `tracking` to the end (None for other runs: a report run, or a mirror
+        interrupted half-way, which the next `sync` repairs)."""
+        from zsl_bench.tracking import COMPLETE_TAG
+
         tags, metrics = run.data.tags, run.data.metrics
-        if "run_key" not in tags:
+        if "run_key" not in tags or tags.get(COMPLETE_TAG) != "true":
             return None
         artifacts = _local_path(run.info.artifact_uri)
         predictions = artifacts / "predictions.npz" if artifacts else None
@@ -72,8 +75,10 @@ def from_mlflow(tracking_uri: str, protocol_version: str = PROTOCOL_VERSION) -> 
     return [r for r in map(RunResult.from_mlflow_run, runs) if r is not None]
 
 
-def load_results(runs_dir: Path, tracking_uri: str | None, source: str = "auto") -> tuple[list[RunResult], str]:
-    """The newest result per (dataset, method, seed) and a line saying where they were read from.
+def load_results(runs_dir: Path, tracking_uri: str | None, source: str = "auto",
+                 keep: set[str] | None = None) -> tuple[list[RunResult], str]:
+    """The newest result per (dataset, method, seed) and a line saying where they were read from; with
+    `keep`, only the runs with those keys (the current results params.yaml names).
 
     `auto` and `records` read the run records below `runs_dir`; `mlflow` reads the tracking server
     (`MLFLOW_TRACKING_URI` when set, else the project's mirror)."""
@@ -86,5 +91,7 @@ def load_results(runs_dir: Path, tracking_uri: str | None, source: str = "auto")
 
         results = [RunResult.from_record(r) for r in find_records(runs_dir)]
         where = f"run records in {runs_dir}"
+    if keep is not None:
+        results = [r for r in results if r.run_key in keep]
     results = sorted(newest_per_seed(results), key=lambda r: (r.dataset, r.method, r.seed))
     return results, f"{where} ({len(results)} runs)"

@@ -1,8 +1,16 @@
 """One run end to end: load the dataset and features, evaluate, write the run folder (records.py).
-Mirroring into MLflow is not done here: `tracking.sync` is its one writer (report stage, `zsl-bench train`)."""
+Mirroring into MLflow is not done here: `tracking.sync` is its one writer (report stage, `zsl-bench train`).
+
+A run's identity (its key) covers everything that can change its numbers: the protocol, the method and its
+resolved configurations and overrides, the dataset and feature fingerprints, the seed, and the code — the
+harness version, the library modules every run goes through (`RUN_LIBRARY`) and the method's own folder.
+A run made by older code is never reused: it has another key.
+"""
 from __future__ import annotations
 
+import hashlib
 import resource
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +31,41 @@ class RunRequest:
     device: str = "auto"
     hparams: dict | None = None          # overrides of the method's defaults (params.yaml)
     search_space: dict | None = None     # replaces the method's grid (params.yaml)
+
+
+# The library files a run executes and whose change can move its numbers: the train stage's deps in dvc.yaml
+# less stages.py and paths.py (tests/test_pipeline.py keeps the two lists equal).
+RUN_LIBRARY = ("zsl_bench/blocks.py", "zsl_bench/data/__init__.py", "zsl_bench/data/dataset.py",
+               "zsl_bench/evaluator.py", "zsl_bench/features.py", "zsl_bench/images.py", "zsl_bench/io.py",
+               "zsl_bench/method.py", "zsl_bench/metrics.py", "zsl_bench/model_views.py", "zsl_bench/protocol.py",
+               "zsl_bench/records.py", "zsl_bench/registry.py", "zsl_bench/runner.py", "zsl_bench/runtime.py")
+
+
+def _files_digest(root: Path, files) -> str:
+    h = hashlib.sha256()
+    for f in sorted(files):
+        h.update(Path(f).relative_to(root).as_posix().encode() + b"\0" + Path(f).read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def method_code_files(method_cls) -> tuple[Path, list[Path]]:
+    """(root, files) of a method's own code: every .py file of its package folder (a package), or its
+    module file (a single-module plugin)."""
+    module_file = Path(sys.modules[method_cls.__module__].__file__).resolve()
+    if module_file.name != "__init__.py":
+        return module_file.parent, [module_file]
+    folder = module_file.parent
+    return folder, [p for p in folder.rglob("*.py") if "__pycache__" not in p.parts]
+
+
+def code_fingerprint(method_cls) -> dict:
+    """What a run's key knows of the code: harness version, library digest, method-code digest."""
+    from zsl_bench import __version__
+
+    root = Path(__file__).resolve().parents[1]
+    method_root, method_files = method_code_files(method_cls)
+    return {"harness": __version__, "library": _files_digest(root, (root / f for f in RUN_LIBRARY)),
+            "method": _files_digest(method_root, method_files)}
 
 
 def peak_rss_mb() -> float:
@@ -52,14 +95,14 @@ def execute(request: RunRequest, paths: ProjectPaths, progress: bool = True, slo
                 "dataset_fingerprint": dataset.fingerprint(), "features_sha256": [store.fingerprint(f) for f in evaluator.features],
                 "seed": request.seed, "fold": request.fold, "selection_metric": request.selection_metric,
                 "configs": evaluator.configs, "hparam_overrides": request.hparams or {},
-                "search_space_override": request.search_space}
+                "search_space_override": request.search_space, "code": code_fingerprint(method_cls)}
     key = run_key(key_spec)
     folder = (slot or paths.run_slot(request.dataset, request.method, request.seed)) / key
     if folder in find_run_folders(folder.parent):
         return folder  # done before: content-addressed, so identical
 
     out = evaluator.run()
-    shared = _shared_record(request, paths, evaluator, out, device, start)
+    shared = {**_shared_record(request, paths, evaluator, out, device, start), "code": key_spec["code"]}
     for variant, variant_out in out.score_variants.items():
         # Same fitted models, another scoring rule: its own record, beside the method's in the same slot.
         name = f"{request.method}.{variant}"

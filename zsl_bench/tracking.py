@@ -15,7 +15,8 @@ from pathlib import Path
 from zsl_bench.protocol import PROTOCOL_VERSION, SELECTION_POLICIES
 
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")   # not a GenAI experiment
-MIRROR_VERSION = "2"   # bump when what a mirrored run holds changes: `sync` then replaces older runs
+MIRROR_VERSION = "3"   # bump when what a mirrored run holds changes: `sync` then replaces older runs
+COMPLETE_TAG = "zsl_bench.mirror_complete"   # written last; a run without it was interrupted
 
 
 def experiment_name(protocol_version: str = PROTOCOL_VERSION) -> str:
@@ -81,9 +82,16 @@ def _runs_by_key(c, exp_id: str) -> dict[str, list]:
     return out
 
 
-def _mirror(records: list[dict], tracking_uri: str, artifact_root: Path, replace_outdated: bool = False) -> int:
-    """Create the MLflow runs that are missing; returns how many were created. With `replace_outdated`,
-    runs mirrored by an older `MIRROR_VERSION` are deleted and mirrored again."""
+def _complete(run) -> bool:
+    """A mirrored run counts only if this version mirrored it to the end: the COMPLETE tag is written after
+    metrics, params and artifacts, and the run is FINISHED. A mirror killed half-way leaves neither."""
+    return (run.data.tags.get("zsl_bench.mirror_version") == MIRROR_VERSION
+            and run.data.tags.get(COMPLETE_TAG) == "true" and run.info.status == "FINISHED")
+
+
+def _mirror(records: list[dict], tracking_uri: str, artifact_root: Path) -> int:
+    """Create the MLflow runs that are missing or incomplete (a mirror interrupted half-way, an older
+    MIRROR_VERSION): those are deleted and mirrored again. Returns how many were created."""
     from mlflow.entities import Metric, Param, RunTag
 
     if not records:
@@ -98,22 +106,25 @@ def _mirror(records: list[dict], tracking_uri: str, artifact_root: Path, replace
             mirrored[exp_name] = (exp_id, _runs_by_key(c, exp_id))
         exp_id, by_key = mirrored[exp_name]
         found = by_key.get(record["run_key"], [])
-        current = [r for r in found if r.data.tags.get("zsl_bench.mirror_version") == MIRROR_VERSION]
-        if current or (found and not replace_outdated):
+        if any(_complete(r) for r in found):
             continue
         for old in found:
             c.delete_run(old.info.run_id)
-        ts = int(record.get("created_unix", 0) * 1000)
-        run = c.create_run(exp_id, start_time=ts or None, run_name=run_name(record), tags=record_tags(record))
+        # The run's own times: it ended when its record was written, after `wall_s` of work.
+        end = int(float(record.get("created_unix", 0)) * 1000)
+        start = end - int(1000 * float(record["resources"]["wall_s"]))
+        run = c.create_run(exp_id, start_time=start if end else None, run_name=run_name(record),
+                           tags=record_tags(record))
         c.log_batch(run.info.run_id,
-                    metrics=[Metric(k, v, ts, 0) for k, v in record_metrics(record).items()],
+                    metrics=[Metric(k, v, end, 0) for k, v in record_metrics(record).items()],
                     params=[Param(k, v) for k, v in record_params(record).items()],
                     tags=[RunTag("record_folder", record["_folder"])])
         folder = Path(record["_folder"])
         for name in ("record.json", "predictions.npz"):
             if (folder / name).is_file():
                 c.log_artifact(run.info.run_id, str(folder / name))
-        c.set_terminated(run.info.run_id)
+        c.set_terminated(run.info.run_id, end_time=end or None)
+        c.set_tag(run.info.run_id, COMPLETE_TAG, "true")   # last: marks the run as mirrored to the end
         created += 1
     return created
 
@@ -123,7 +134,7 @@ def sync(records: list[dict], tracking_uri: str, artifact_root: Path, reports: l
     what is missing, replace runs mirrored by an older version, delete (MLflow's soft delete, restorable)
     runs of records that no longer exist, e.g. superseded by a rerun; then, with `reports`, one
     `report/<dataset>` run per dataset holding its tables and figures. Returns (created, deleted)."""
-    created = _mirror(records, tracking_uri, artifact_root, replace_outdated=True)
+    created = _mirror(records, tracking_uri, artifact_root)
     keys = {r["run_key"] for r in records}
     c = client(tracking_uri)
     deleted = 0

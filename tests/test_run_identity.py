@@ -1,0 +1,173 @@
+"""A run's identity includes its code: changed code is never reused and never read as current."""
+import importlib.util
+import json
+import shutil
+import sys
+
+import numpy as np
+
+from tests.conftest import REPO
+from zsl_bench import regress
+from zsl_bench.method import Method
+from zsl_bench.registry import _REGISTRY, register_method
+from zsl_bench.runner import RUN_LIBRARY, RunRequest, code_fingerprint, execute
+
+PLUGIN = '''
+import numpy as np
+from zsl_bench.method import Method
+
+
+class Ridge(Method):
+    device = "cpu"
+    profiles = {{"*": {{"ridge": 1.0}}}}
+
+    def fit(self, train, ctx):
+        x = np.asarray(train.x, dtype=np.float64)
+        target = {target}
+        self.W = np.linalg.solve(x.T @ x + self.hparams["ridge"] * np.eye(x.shape[1]), x.T @ target)
+
+    def score(self, x, semantics):
+        return np.asarray(x, dtype=np.float64) @ self.W @ semantics.att.T
+
+    def state_dict(self):
+        return {{"W": self.W}}
+
+    def load_state_dict(self, state):
+        self.W = np.asarray(state["W"])
+'''
+
+
+def load_plugin(folder, target: str) -> type[Method]:
+    """A one-file method plugin written to `folder` and imported, registered as `test-ridge`."""
+    path = folder / "ridge_plugin.py"
+    path.write_text(PLUGIN.format(target=target))
+    spec = importlib.util.spec_from_file_location("ridge_plugin", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["ridge_plugin"] = module
+    spec.loader.exec_module(module)
+    _REGISTRY.pop("test-ridge", None)   # a new version of the same method, not a second one
+    return register_method("test-ridge")(module.Ridge)
+
+
+def test_changing_a_methods_code_changes_its_runs_identity_and_the_run_is_not_reused(project_copy, tmp_path):
+    from zsl_bench.paths import ProjectPaths
+    from zsl_bench.records import RunRecord
+
+    paths = ProjectPaths(project_copy)
+    request = RunRequest(dataset="synthetic", method="test-ridge", seed=0, search=False, device="cpu")
+    code_before = code_fingerprint(load_plugin(tmp_path, "train.semantics.att[train.y]"))
+    first = execute(request, paths, progress=False)
+    assert execute(request, paths, progress=False) == first, "same code, same everything: reused"
+    after = load_plugin(tmp_path, "2.0 * train.semantics.att[train.y] - 0.5")   # the method's code changed
+    assert code_fingerprint(after)["method"] != code_before["method"]
+    assert code_fingerprint(after)["library"] == code_before["library"]
+    second = execute(request, paths, progress=False)
+    assert second != first and second.parent == first.parent
+    old, new = RunRecord.read(first), RunRecord.read(second)
+    assert old["code"]["method"] != new["code"]["method"]
+    assert old.metrics("val") != new.metrics("val"), "the new code's numbers, not the old run's"
+
+
+def test_variants_share_their_base_methods_code():
+    from zsl_bench.registry import get_method
+
+    assert code_fingerprint(get_method("mgmrn.levels1")) == code_fingerprint(get_method("mgmrn"))
+    assert code_fingerprint(get_method("mgmrn"))["method"] != code_fingerprint(get_method("dazle"))["method"]
+
+
+def test_run_library_is_the_train_stages_code():
+    """RUN_LIBRARY (what run keys hash) and the train stage's deps in dvc.yaml name the same library files."""
+    import yaml
+
+    deps = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["train"]["deps"]
+    library = {d for d in deps if d.startswith("zsl_bench/")} - {"zsl_bench/stages.py", "zsl_bench/paths.py"}
+    assert library == set(RUN_LIBRARY)
+
+
+def test_regress_reads_only_the_runs_of_this_code(trained_project, tmp_path):
+    """A run folder left by other code in the same slot (another key, even a newer one) is never read."""
+    from zsl_bench.records import find_run_folders
+
+    repo = tmp_path / "repo"
+    (repo / "regress").mkdir(parents=True)
+    shutil.copyfile(trained_project / "params.yaml", repo / "regress" / "params.yaml")
+    assert regress.regress(repo, trained_project, update=True, progress=False)[0] == 0
+    slot = trained_project / "runs" / "synthetic" / "ale" / "seed0"
+    (current,) = find_run_folders(slot)
+    stale = slot / "0000000000000000"
+    shutil.copytree(current, stale)
+    record = json.loads((stale / "record.json").read_text())
+    record["run_key"], record["created_unix"] = "0000000000000000", record["created_unix"] + 1e6
+    record["selection"]["val"]["metrics"]["H"] = 0.99
+    (stale / "record.json").write_text(json.dumps(record))
+    code, text = regress.regress(repo, trained_project, progress=False)
+    assert code == 0 and "all numbers within tolerance" in text, text
+    assert np.isfinite(json.loads((repo / "regress" / "golden.json").read_text())["datasets"]["synthetic"]["ale"]
+                       ["mean"]["H"])
+
+
+def test_runs_outside_params_yaml_are_named_never_averaged(trained_project):
+    """An extra seed trained by hand is left out of compare and of the report, with a one-line notice; the
+    Δ row and the method rows then agree with the reports. An unknown dataset is refused."""
+    import subprocess
+
+    from zsl_bench import stages
+    from zsl_bench.params import load_params
+    from zsl_bench.paths import ProjectPaths
+
+    paths = ProjectPaths(trained_project)
+    stages.train("synthetic", "ale", 7, load_params(paths), paths, progress=False)
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "zsl_bench.cli", *args], capture_output=True, text=True,
+                              cwd=trained_project)
+
+    out = cli("compare", "eszsl", "ale", "--format", "json")
+    assert out.returncode == 0, out.stderr
+    rows = {r["name"]: r for r in json.loads(out.stdout)["datasets"][0]["rows"]}
+    assert rows["ale"]["n"] == 2 and rows["eszsl"]["n"] == 2
+    assert "1 run(s) below runs/ are outside params.yaml and not counted: ale/synthetic/seed7" in out.stderr
+    report = cli("report", "--no-mlflow")
+    assert report.returncode == 0 and "ale/synthetic/seed7" in report.stderr
+    assert "| ale | " in (trained_project / "reports" / "results.md").read_text()
+    assert "| 2 | no |" in (trained_project / "reports" / "results.md").read_text()
+    bad = cli("compare", "eszsl", "--dataset", "CUBB")
+    assert bad.returncode == 2 and "unknown dataset 'CUBB'" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_a_mirror_killed_half_way_is_ignored_then_repaired(trained_project):
+    """A run left RUNNING without metrics or artifacts (the mirror was killed) is not read as a result, and
+    the next sync replaces it; compare from MLflow and from records then agree, n included. MLflow's run
+    times are the run's own."""
+    from mlflow.tracking import MlflowClient
+
+    from zsl_bench.compare import RENDERERS, compare
+    from zsl_bench.paths import ProjectPaths
+    from zsl_bench.records import find_records
+    from zsl_bench.run_results import load_results
+    from zsl_bench.tracking import MIRROR_VERSION, experiment_name, record_tags, sync
+
+    paths = ProjectPaths(trained_project)
+    records = find_records(paths.runs)
+    assert sync(records, paths.tracking_uri, paths.mlflow_artifacts) == (4, 0)
+    c = MlflowClient(tracking_uri=paths.tracking_uri)
+    exp = c.get_experiment_by_name(experiment_name())
+    victim = next(r for r in records if r.method == "ale" and r.seed == 1)
+    (complete,) = c.search_runs([exp.experiment_id], filter_string=f"tags.run_key = '{victim.run_key}'")
+    assert complete.info.end_time - complete.info.start_time == int(1000 * victim.wall_s)
+    c.delete_run(complete.info.run_id)   # as if a re-mirror had been killed after deleting the old run …
+    broken = c.create_run(exp.experiment_id, tags=record_tags(victim))   # … and before finishing the new one
+    assert broken.data.tags["zsl_bench.mirror_version"] == MIRROR_VERSION
+
+    half, _ = load_results(paths.runs, paths.tracking_uri, "mlflow")
+    table = compare(half, ["eszsl", "ale"])[0]
+    assert {r.name: r.n for r in table.rows if r.kind == "method"} == {"eszsl": 2, "ale": 1}
+    assert table.rows[1].cells["H"].n == 1, "n is what was averaged"
+
+    assert sync(records, paths.tracking_uri, paths.mlflow_artifacts) == (1, 0)
+    assert c.get_run(broken.info.run_id).info.lifecycle_stage == "deleted"
+    from_mlflow, _ = load_results(paths.runs, paths.tracking_uri, "mlflow")
+    from_records, _ = load_results(paths.runs, None, "records")
+    for fmt in ("md", "json"):
+        assert (RENDERERS[fmt](compare(from_mlflow, ["eszsl", "ale"]), ["eszsl", "ale"], "X")
+                == RENDERERS[fmt](compare(from_records, ["eszsl", "ale"]), ["eszsl", "ale"], "X"))
