@@ -228,3 +228,15 @@ def test_dvc_repro_runs_everything_then_nothing_and_stage_deps_cover_imports(tin
     third = sh(sys.executable, "-m", "dvc", "repro")
     ran = sorted(set(re.findall(r"Running stage '([^']+)'", third)))
     assert ran == ["report", "train@synthetic-sae-0"], ran
+    (old_sae,) = [p for p in (root / "runs" / "synthetic" / "sae" / "seed0").iterdir()]   # the older key pruned
+
+    # Killed after the run folder was written but before DVC recorded the stage: the rerun adopts the
+    # complete folder (same inode, not retrained) instead of deleting it and training again.
+    lock = yaml.safe_load((root / "dvc.lock").read_text())
+    del lock["stages"]["train@synthetic-eszsl-0"]
+    (root / "dvc.lock").write_text(yaml.safe_dump(lock))
+    (folder,) = [p for p in (root / "runs" / "synthetic" / "eszsl" / "seed0").iterdir()]
+    inode = (folder / "record.json").stat().st_ino
+    fourth = sh(sys.executable, "-m", "dvc", "repro")
+    assert "Running stage 'train@synthetic-eszsl-0'" in fourth
+    assert (folder / "record.json").stat().st_ino == inode and old_sae.is_dir()

@@ -2,7 +2,7 @@
 
 - A user error (`DataError` and its kinds: bad params.yaml, a missing or damaged file, an unknown method)
   ends with one line naming the file and the problem, exit code 2.
-- Ctrl-C ends with one line, exit code 130.
+- Ctrl-C ends with one line, exit code 130 (finished runs are kept: the next `dvc repro` adopts them).
 - Anything else is a bug: Python's traceback, exit code 1.
 `--debug` (or ZSL_BENCH_DEBUG=1) shows the traceback of user errors too.
 """
@@ -29,6 +29,6 @@ def guarded(label: str, fn, *args, debug: bool = False) -> int:
         print(f"{label}: error: {e}", file=sys.stderr)
         return USER_ERROR
     except KeyboardInterrupt:
-        print(f"{label}: interrupted", file=sys.stderr)
+        print(f"{label}: interrupted; rerun `dvc repro` (or the command) to continue", file=sys.stderr)
         return INTERRUPTED
     return int(code or 0)

@@ -172,13 +172,18 @@ class Evaluator:
                               f"its hyperparameters: {', '.join(sorted(default))}")
         self.search_space = space if search else {}
         self.configs = grid(default, self.search_space)
-        self.features = FEATURES_OF_INPUT.get(method_cls.input_kind, ())   # "image": read from the dataset
+        self.features = self.features_of(method_cls)
         shapes = tuple(tuple(int(d) for d in store.shape(f)[1:]) for f in self.features)
         self.task = Task(dataset=dataset.name, attribute_names=tuple(dataset.attribute_names),
                          input_kind=method_cls.input_kind, input_shape=shapes[-1] if shapes else (3,),
                          input_shapes=shapes, attribute_embeddings=dataset.attribute_embeddings())
         # Scoring-only variants (Mg-MRN's per-branch inference) are read off the same fitted models.
         self.score_variants = {"": {}, **method_cls.score_variants}
+
+    @staticmethod
+    def features_of(method_cls) -> tuple[str, ...]:
+        """The feature-store arrays a method reads ("image" methods read the dataset's images instead)."""
+        return FEATURES_OF_INPUT.get(method_cls.input_kind, ())
 
     def semantics(self, classes: np.ndarray) -> ClassSemantics:
         classes = np.asarray(classes)

@@ -348,6 +348,30 @@ class FeatureStore:
     def fingerprint(self, name: str = "pooled") -> str:
         return self._entry(name)["sha256"]
 
+    SHA_CHECK_LIMIT = 256 << 20   # files up to this size are hashed before use (under a second); larger: size only
+
+    def verify(self, names) -> None:
+        """Check the .npy arrays a run will read against index.json before any training: readable header,
+        the recorded shape, the full byte size, and the recorded sha256 where the file is small enough to
+        hash quickly. A damaged file is named with how to recreate it."""
+        for name in names:
+            entry = self._entry(name)
+            if entry.get("format", "npy") == "hdf5":
+                continue   # checked against the dataset when it was registered
+            path = self.root / entry["file"]
+            again = f"delete {self.root} and run the extract stage again (`dvc repro extract@{self.root.name}`)"
+            try:
+                rows = NpyRows.open(path)
+            except (OSError, ValueError, EOFError) as e:
+                raise DataError(f"{path}: not a readable .npy ({e}); {again}") from None
+            expected = rows.offset + int(np.prod(entry["shape"])) * rows.dtype.itemsize
+            size = path.stat().st_size
+            if list(rows.shape) != list(entry["shape"]) or size != expected:
+                raise DataError(f"{path}: {size:,} bytes of shape {rows.shape}, index.json says shape "
+                                f"{tuple(entry['shape'])} ({expected:,} bytes): truncated or replaced; {again}")
+            if size <= self.SHA_CHECK_LIMIT and sha256_file(path) != entry["sha256"]:
+                raise DataError(f"{path}: sha256 differs from index.json's; the file changed after extraction; {again}")
+
     def check_matches(self, dataset) -> None:
         if self.index["dataset_fingerprint"] != dataset.fingerprint():
             raise DataError(f"{self.root / 'index.json'}: extracted from another version of dataset "

@@ -2,7 +2,10 @@
 mirror. It reads run folders only: no model, dataset or feature store (dvc.yaml lists what it imports)."""
 from __future__ import annotations
 
+import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 from zsl_bench.io import DataError
@@ -55,9 +58,20 @@ def outside_notice(outside: list) -> str:
             "(add them to params.yaml to count them)")
 
 
+def missing_runs(params: dict, results: list) -> list[str]:
+    """The configured (dataset, method, seed) slots without a finished run, as `method/dataset/seedK`."""
+    have = {(r.dataset, r.method, r.seed) for r in results}
+    return [f"{m}/{d}/seed{s}" for d in section(params, "datasets") for m in section(params, "train", "methods")
+            for s in section(params, "train", "seeds") if (d, m, int(s)) not in have]
+
+
 def report(params: dict, paths: ProjectPaths, progress: bool = True) -> list[Path]:
     """reports/ from the run records params.yaml names (nothing else: no model, dataset or feature
-    store is read), then the MLflow mirror brought in line with runs/."""
+    store is read), then the MLflow mirror brought in line with runs/.
+
+    All or nothing: every configured run must be there, and tables, figures and index are built in a
+    temporary folder and swapped in only when all of them succeeded; on any error the previous reports
+    stay as they were."""
     from zsl_bench.figures import write_figures
     from zsl_bench.records import newest_per_seed
     from zsl_bench.report import index_markdown, write_reports
@@ -66,20 +80,41 @@ def report(params: dict, paths: ProjectPaths, progress: bool = True) -> list[Pat
     notice = outside_notice(outside_records(params, paths))
     if notice:
         print(notice, file=sys.stderr)
-    if not results:
-        raise DataError(f"{paths.runs}: no finished runs of the configured methods; run the train stages first "
-                        "(`dvc repro`)")
-    written = write_reports(results, paths.reports, ablation=ablation,
-                            ablation_method=(params.get("ablate") or {}).get("method"))
-    for stale in (paths.reports / "figures").glob("*.png"):
-        stale.unlink()   # a figure of a method or dataset no longer configured must not linger
-    written += write_figures(newest_per_seed(results), paths.reports, progress=progress)
-    index = paths.reports / "README.md"
-    index.write_text(index_markdown(written, paths.reports))
-    written.append(index)
+    missing = missing_runs(params, results)
+    if missing:
+        raise DataError(f"{paths.reports}: not rewritten, {len(missing)} configured run(s) have no finished run "
+                        f"folder ({', '.join(missing[:5])}{' …' if len(missing) > 5 else ''}); run `dvc repro` "
+                        "to finish them (the previous reports are left as they were)")
+    build = Path(tempfile.mkdtemp(prefix=".reports.tmp-", dir=paths.root))
+    try:
+        written = write_reports(results, build, ablation=ablation,
+                                ablation_method=(params.get("ablate") or {}).get("method"))
+        written += write_figures(newest_per_seed(results), build, progress=progress)
+        (build / "README.md").write_text(index_markdown(written, build))
+        written = [paths.reports / p.relative_to(build) for p in [*written, build / "README.md"]]
+        _swap_in(build, paths.reports)
+    finally:
+        shutil.rmtree(build, ignore_errors=True)
     if section(params, "tracking", "mlflow"):
         mlflow_sync(paths, reports=written)
     return written
+
+
+def _swap_in(build: Path, reports: Path) -> None:
+    """Move the built files into reports/: each table by one rename, figures/ as a whole folder (so a
+    figure of a method or dataset no longer configured does not linger)."""
+    reports.mkdir(parents=True, exist_ok=True)
+    figures = build / "figures"
+    figures.mkdir(exist_ok=True)
+    for f in build.iterdir():
+        if f.is_file():
+            os.replace(f, reports / f.name)
+    old = reports / "figures"
+    trash = reports / f".figures.old-{os.getpid()}"
+    if old.exists():
+        os.replace(old, trash)
+    os.replace(figures, old)
+    shutil.rmtree(trash, ignore_errors=True)
 
 
 def mlflow_sync(paths: ProjectPaths, reports: list[Path] | None = None) -> tuple[int, int]:

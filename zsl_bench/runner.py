@@ -87,6 +87,7 @@ def execute(request: RunRequest, paths: ProjectPaths, progress: bool = True, slo
     dataset = load_dataset(paths.prepared(request.dataset))
     store = FeatureStore(paths.features(request.dataset))
     store.check_matches(dataset)
+    store.verify(Evaluator.features_of(method_cls))   # a damaged array stops the run before any training
     device = "cpu" if method_cls.device == "cpu" else resolve_device(request.device)
     evaluator = Evaluator(dataset, store, method_cls, seed=request.seed, fold=request.fold,
                           selection_metric=request.selection_metric, search=request.search, device=device,

@@ -75,9 +75,30 @@ def run_request(dataset: str, method: str, seed: int, params: dict, search: bool
 
 
 def train(dataset: str, method: str, seed: int, params: dict, paths: ProjectPaths, progress: bool = True) -> Path:
+    """One run in its slot. The slot persists across `dvc repro` (dvc.yaml), so a complete run folder whose
+    stage was killed before DVC recorded it is adopted, not retrained; folders of other keys (older code or
+    settings) are removed once the current one is there."""
     from zsl_bench.runner import execute
 
-    return execute(run_request(dataset, method, seed, params), paths, progress=progress)
+    folder = execute(run_request(dataset, method, seed, params), paths, progress=progress)
+    prune_slot(folder)
+    return folder
+
+
+def prune_slot(folder: Path) -> None:
+    """Remove the run folders beside `folder` that are neither it nor scoring variants read off it."""
+    import shutil
+
+    from zsl_bench.io import read_json
+    from zsl_bench.records import RECORD_FILE
+
+    key = folder.name
+    for other in folder.parent.iterdir():
+        if other == folder or not other.is_dir():
+            continue
+        record = read_json(other / RECORD_FILE) if (other / RECORD_FILE).is_file() else {}
+        if (record.get("score_variant_of") or {}).get("run_key") != key:
+            shutil.rmtree(other)
 
 
 def _run_in_worker(args) -> str:

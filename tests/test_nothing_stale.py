@@ -1,4 +1,5 @@
-"""A run's identity includes its code: changed code is never reused and never read as current."""
+"""Nothing stale, nothing lost: run identity includes the code, every view shows the current runs, and faults
+leave the project consistent (issue 13)."""
 import importlib.util
 import json
 import shutil
@@ -171,3 +172,72 @@ def test_a_mirror_killed_half_way_is_ignored_then_repaired(trained_project):
     for fmt in ("md", "json"):
         assert (RENDERERS[fmt](compare(from_mlflow, ["eszsl", "ale"]), ["eszsl", "ale"], "X")
                 == RENDERERS[fmt](compare(from_records, ["eszsl", "ale"]), ["eszsl", "ale"], "X"))
+
+
+def _cli(cwd, *args):
+    import subprocess
+
+    return subprocess.run([sys.executable, "-m", "zsl_bench.cli", *args], capture_output=True, text=True, cwd=cwd)
+
+
+def test_a_damaged_predictions_file_is_named_and_the_previous_reports_stay(trained_project):
+    out = _cli(trained_project, "report", "--no-mlflow")
+    assert out.returncode == 0, out.stderr
+    before = {p.relative_to(trained_project): p.read_bytes() for p in (trained_project / "reports").rglob("*")
+              if p.is_file()}
+    assert any(p.suffix == ".png" for p in before)
+    victim = sorted((trained_project / "runs").rglob("predictions.npz"))[0]
+    victim.write_bytes(victim.read_bytes()[:100])   # truncated
+    for args in (("report", "--no-mlflow"), ("compare", "eszsl", "ale", "--source", "records")):
+        out = _cli(trained_project, *args)
+        assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+        (line,) = [x for x in out.stderr.splitlines() if "error:" in x]   # (progress bars may precede it)
+        assert str(victim) in line and "not a readable .npz" in line and "rerun" in line
+    after = {p.relative_to(trained_project): p.read_bytes() for p in (trained_project / "reports").rglob("*")
+             if p.is_file()}
+    assert after == before, "reports/ untouched: tables and figures as they were"
+    assert not list(trained_project.glob(".reports.tmp-*")), "no half-built folder left behind"
+
+
+def test_a_missing_configured_run_refuses_the_report(trained_project):
+    out = _cli(trained_project, "report", "--no-mlflow")
+    assert out.returncode == 0
+    table = (trained_project / "reports" / "results.md").read_text()
+    shutil.rmtree(trained_project / "runs" / "synthetic" / "ale" / "seed1")   # as DVC does before a rerun
+    out = _cli(trained_project, "report", "--no-mlflow")
+    assert out.returncode == 2 and "ale/synthetic/seed1" in out.stderr and "dvc repro" in out.stderr
+    assert (trained_project / "reports" / "results.md").read_text() == table
+
+
+def test_a_truncated_feature_array_stops_a_run_before_training(trained_project):
+    from zsl_bench.io import DataError
+
+    pooled = trained_project / "features" / "synthetic" / "pooled.npy"
+    pooled.write_bytes(pooled.read_bytes()[:-64])
+    out = subprocess_run_train(trained_project)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert str(pooled) in out.stderr and "truncated" in out.stderr and "extract" in out.stderr
+    assert issubclass(DataError, Exception)
+
+
+def subprocess_run_train(root):
+    import subprocess
+
+    shutil.rmtree(root / "runs" / "synthetic" / "sae", ignore_errors=True)
+    return subprocess.run([sys.executable, "-m", "pipelines.train", "synthetic", "eszsl", "3"], capture_output=True,
+                          text=True, cwd=root)
+
+
+def test_ctrl_c_ends_with_one_line():
+    from zsl_bench.errors import guarded
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    import contextlib
+    import io
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = guarded("stage train", interrupted)
+    assert code == 130 and err.getvalue() == "stage train: interrupted; rerun `dvc repro` (or the command) to continue\n"
