@@ -57,7 +57,7 @@ def run_ci_configuration(params_file: Path, workdir: Path, progress: bool = True
 
     from threadpoolctl import threadpool_limits
 
-    from zsl_bench.runtime import THREADS_ENV
+    from zsl_bench.runtime import THREADS_ENV, limit_threads
 
     workdir.mkdir(parents=True, exist_ok=True)
     stamp = workdir / "params.yaml"
@@ -70,7 +70,13 @@ def run_ci_configuration(params_file: Path, workdir: Path, progress: bool = True
     previous = os.environ.get(THREADS_ENV)
     os.environ[THREADS_ENV] = "1"
     folders = []   # exactly the runs of this configuration and this code (run keys include the code)
+    import torch
+
+    torch_threads = torch.get_num_threads()
     try:
+        # One torch thread for every run, also when the backbone and features are reused from an earlier
+        # call (only those stages set threads themselves: without this, reruns used torch's default).
+        limit_threads()
         with threadpool_limits(1):   # numpy/scipy BLAS and OpenMP too, not only torch
             for dataset in params["datasets"]:
                 if not (paths.prepared(dataset) / "dataset.json").is_file():
@@ -82,6 +88,7 @@ def run_ci_configuration(params_file: Path, workdir: Path, progress: bool = True
                     for seed in params["train"]["seeds"]:
                         folders.append(stages.train(dataset, method, seed, params, paths, progress=progress))
     finally:
+        torch.set_num_threads(torch_threads)
         if previous is None:
             os.environ.pop(THREADS_ENV, None)
         else:
