@@ -153,7 +153,7 @@ def _current_runs(params: dict, paths) -> tuple[set, str]:
 
     results, ablation = configured_records(params, paths)
     return ({r.run_key for r in newest_per_seed(results + ablation)},
-            outside_notice(outside_records(params, paths)))
+            outside_notice(outside_records(paths, results + ablation)))
 
 
 def _regress(args) -> int:

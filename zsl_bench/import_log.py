@@ -22,7 +22,7 @@ def forget_imports_since(before: set[str]) -> None:
 
 def log_imports(stage: str, args) -> None:
     """With ZSL_BENCH_IMPORT_LOG set: append one JSON line naming the stage, its arguments and every file
-    of this project the process imported (tests/test_stage_deps.py checks them against dvc.yaml's deps)."""
+    of this project the process imported (tests/test_pipeline.py checks them against dvc.yaml's deps)."""
     import json
     import sys
     from pathlib import Path

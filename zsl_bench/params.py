@@ -32,7 +32,7 @@ def spec_of_dataclass(cls) -> dict:
     for f in fields(cls):
         default = f.default if f.default is not MISSING else None
         kind = type(default)
-        out[f.name] = ((int, float) if kind is float else (listof(str), tuple) if kind is tuple else
+        out[f.name] = ((int, float) if kind is float else listof(str) if kind is tuple else
                        (str, NONE) if default is None and f.name.endswith("file") else
                        (int, NONE) if default is None else kind)
     return out
@@ -44,7 +44,7 @@ def _schemas() -> dict:
 
     return {
         "backbone": spec_of_dataclass(BackboneSpec),
-        "extract": {**spec_of_dataclass(ExtractSpec), "levels": listof(str)},
+        "extract": spec_of_dataclass(ExtractSpec),
         "train": {"methods": listof(str), "seeds": listof(int), "fold": int, "selection_metric": str,
                   "search": bool, "device": str},
         "ablate": {"method": str, "variants": listof(str), "seeds": listof(int), "workers": (int, NONE)},
@@ -74,15 +74,6 @@ def _check(value, spec, where: str, file: Path) -> None:
                 raise ConfigError(f"{file}: {where} must be a mapping, not {value!r}")
             for k, v in value.items():
                 _check(v, item, f"{where}.{k}", file)
-    elif isinstance(spec, tuple) and any(isinstance(s, tuple) and s and s[0] in ("list", "map") for s in spec):
-        errors = []
-        for s in spec:
-            try:
-                _check(value, s, where, file)
-                return
-            except ConfigError as e:
-                errors.append(str(e))
-        raise ConfigError(errors[0])
     elif spec is not object:
         types = spec if isinstance(spec, tuple) else (spec,)
         if isinstance(value, bool) and bool not in types or not isinstance(value, types):
@@ -95,8 +86,7 @@ def validate(params: dict, file: Path, check_methods: bool = True) -> dict:
     from zsl_bench.data import available_sources, source_module
 
     schemas = _schemas()
-    top = {"datasets": listof(str), "sources": dict, "backbone": dict, "extract": dict, "train": dict,
-           "methods": dict, "ablate": dict, "tracking": dict}
+    top = ("datasets", "sources", "backbone", "extract", "train", "methods", "ablate", "tracking")
     if not isinstance(params, dict):
         raise ConfigError(f"{file}: must be a mapping of sections ({', '.join(top)})")
     for k in params:

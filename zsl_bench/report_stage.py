@@ -38,13 +38,13 @@ def configured_records(params: dict, paths: ProjectPaths) -> tuple[list, list]:
     return results, ablation
 
 
-def outside_records(params: dict, paths: ProjectPaths) -> list:
-    """Records below runs/ that params.yaml does not configure (an extra seed from `zsl-bench train`, a
-    method or seed removed from params.yaml): never averaged in, only named."""
+def outside_records(paths: ProjectPaths, configured: list) -> list:
+    """Records below runs/ that are not among `configured` (configured_records' two lists together): an
+    extra seed from `zsl-bench train`, a method or seed removed from params.yaml. Never averaged in, only
+    named."""
     from zsl_bench.records import find_records
 
-    results, ablation = configured_records(params, paths)
-    inside = {r.folder for r in results + ablation}
+    inside = {r.folder for r in configured}
     return [r for r in find_records(paths.runs) if r.folder not in inside]
 
 
@@ -77,7 +77,7 @@ def report(params: dict, paths: ProjectPaths, progress: bool = True) -> list[Pat
     from zsl_bench.report import index_markdown, write_reports
 
     results, ablation = configured_records(params, paths)
-    notice = outside_notice(outside_records(params, paths))
+    notice = outside_notice(outside_records(paths, results + ablation))
     if notice:
         print(notice, file=sys.stderr)
     missing = missing_runs(params, results)

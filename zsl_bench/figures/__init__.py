@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from zsl_bench.figures.data import attention_data, group_records
-from zsl_bench.records import RunRecord
+from zsl_bench.records import VIEWS_FILE, RunRecord
 
 
 def figure_jobs(records: list[RunRecord], skip) -> list[tuple[str, str, tuple]]:
@@ -31,7 +31,8 @@ def figure_jobs(records: list[RunRecord], skip) -> list[tuple[str, str, tuple]]:
         else:
             skip(f"{dataset} curve and per-class figures", "no run has predictions.npz")
         jobs.append((f"{dataset}_accuracy_vs_cost.png", "cost", (dataset, by_method, palette)))
-        with_views = [m for m, rs in with_predictions.items() if rs[0].base_method is None and rs[0].views() is not None]
+        with_views = [m for m, rs in with_predictions.items()
+                      if rs[0].base_method is None and (rs[0].folder / VIEWS_FILE).is_file()]
         if not with_views:
             skip(f"{dataset} attention figures", "no run of a method that declares attention maps")
         for m in with_views:
