@@ -86,7 +86,7 @@ def test_no_interval_when_the_test_sets_differ():
 
 
 def _result(method, dataset, seed, h):
-    m = {k: h for k in ("T1", "U", "S", "H", "AUSUC")}
+    m = {k: 100.0 * h for k in ("T1", "U", "S", "H", "AUSUC")}   # RunResult holds percent
     return RunResult(dataset=dataset, method=method, seed=seed, run_key=f"{method}{seed}", created_unix=0.0,
                      uses_unseen_semantics=False, wall_s=1.0, metrics={p: m for p in ("val", "oracle", "last")},
                      predictions=None)

@@ -98,7 +98,9 @@ def test_regress_reads_only_the_runs_of_this_code(trained_project, tmp_path):
     stale = slot / "0000000000000000"
     shutil.copytree(current, stale)
     record = json.loads((stale / "record.json").read_text())
-    record["run_key"], record["created_unix"] = "0000000000000000", record["created_unix"] + 1e6
+    record["run_key"] = "0000000000000000"
+    when = json.loads((stale / "provenance.json").read_text())
+    (stale / "provenance.json").write_text(json.dumps({**when, "created_unix": when["created_unix"] + 1e6}))
     record["selection"]["val"]["metrics"]["H"] = 0.99
     (stale / "record.json").write_text(json.dumps(record))
     code, text = regress.regress(repo, trained_project, progress=False)

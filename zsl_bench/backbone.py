@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from zsl_bench.io import DataError, atomic_directory, read_json, write_json
+from zsl_bench.provenance import provenance, write_provenance
 
 WEIGHTS_FILE = "weights.pt"
 SOURCES = {
@@ -127,9 +128,9 @@ def train_backbone(dataset, spec: BackboneSpec, out: Path, progress: bool = True
                            "split": f"fold{spec.fold}_train", "n_images": int(len(rows)),
                            "classes": classes.tolist(),
                            "excluded": "val_seen, val_unseen, test_seen, test_unseen and all unseen-class images"},
-            "history": history, "wall_s": round(time.time() - start, 2),
-            "n_params": int(sum(p.numel() for p in model.parameters())),
+            "history": history, "n_params": int(sum(p.numel() for p in model.parameters())),
         })
+        write_provenance(tmp, provenance(out.parent, time.time() - start))
     return out
 
 

@@ -21,7 +21,7 @@ examples:
   zsl-bench methods transzero                its hyperparameters per dataset (set them in params.yaml)
   zsl-bench datasets                         what each dataset needs, what is here, how to get the rest
   zsl-bench download CUB --from ~/CUB_200_2011.tgz
-  mlflow ui --backend-store-uri sqlite:///$PWD/mlflow.db
+  mlflow ui --backend-store-uri sqlite:///$PWD/mlflow.db   then "Model training" at the top of the sidebar
 """
 
 
@@ -177,6 +177,9 @@ def _report(args) -> int:
     if args.mlflow_sync:
         created, deleted = report_stage.mlflow_sync(paths)
         print(f"MLflow mirror {paths.tracking_uri}: {created} runs created, {deleted} deleted (soft; restorable)")
+        from zsl_bench.tracking import ui_hint
+
+        print(f"To see them: {ui_hint(paths.tracking_uri)}")
         return 0
     params = load_params(paths)
     if args.no_mlflow:

@@ -46,7 +46,7 @@ class DatasetComparison:
 
 
 def _seed_values(results: list[RunResult], dataset: str, method: str, policy: str) -> dict[int, dict[str, float]]:
-    return {r.seed: {m: 100.0 * r.metrics[policy][m] for m in TABLE_METRICS}
+    return {r.seed: {m: r.metrics[policy][m] for m in TABLE_METRICS}
             for r in results if r.dataset == dataset and r.method == method}
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from zsl_bench.io import DataError, atomic_directory, read_json, sha256_file, write_json
+from zsl_bench.provenance import provenance, write_provenance
 
 STORE_DTYPE = np.float16
 HDF5_REQUIRED = ("feature_map", "labels", "trainval_loc", "test_seen_loc", "test_unseen_loc", "att", "original_att")
@@ -194,8 +195,9 @@ def extract(dataset, backbone_dir: Path, out: Path, spec: ExtractSpec = ExtractS
         "backbone": {k: info.get(k) for k in ("arch", "pretraining_data", "trained_on")},
         "backbone_spec": info["spec"], "input_size": size,
         "resize": "whole image, bilinear, no crop" if spec.crop == "none" else "short side, bilinear, centre crop",
-        "arrays": arrays, "wall_s_last_session": round(time.time() - started, 2), "resumed_from_row": start_row,
+        "arrays": arrays,
     })
+    write_provenance(partial, provenance(out.parent, time.time() - started, resumed_from_row=start_row))
     if out.exists():
         import shutil
 

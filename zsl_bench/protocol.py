@@ -21,8 +21,15 @@ PROTOCOL_VERSION = "gbu-ps-v1"
 SELECTION_POLICIES = ("val", "oracle", "last")
 HEADLINE_POLICY = "val"
 TABLE_METRICS = ("T1", "U", "S", "H", "AUSUC")   # what every table reports, in this order
+PERCENT_DECIMALS = 4   # results.csv's precision
 VAL_SEEN_FRACTION = 0.2
 SPLIT_SEED = 0  # val_seen is part of the dataset, not of a run: one fixed draw, stored on disk
+
+
+def as_percent(fraction: float) -> float:
+    """A table metric as every view shows it (tables, compare, regress, figures, MLflow): percent, converted
+    and rounded here once, so every view starts from the same number. record.json keeps fractions."""
+    return round(100.0 * float(fraction), PERCENT_DECIMALS)
 
 
 def build_validation_fold(labels: np.ndarray, trainval: np.ndarray, train_classes: np.ndarray,

@@ -5,6 +5,7 @@
     <slot>/<run_key>/predictions.npz   test scores and labels: every metric can be recomputed (README)
     <slot>/<run_key>/views.npz         what figures show of the model (attention maps; model_views.py)
     <slot>/<run_key>/state.npz|.pt     the fitted state of the val-selected model
+    <slot>/<run_key>/provenance.json   when, where and how long (provenance.py): outside DVC's hashes, may be absent
     <slot>/<run_key>/done              written last; a folder without it is ignored
 
 A folder is complete or absent (written in a temporary folder, renamed into place). `RunRecord` is a
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import math
 import platform
-import subprocess
 import sys
 from dataclasses import MISSING, dataclass, fields
 from importlib import metadata
@@ -24,9 +24,10 @@ from pathlib import Path
 import numpy as np
 
 from zsl_bench.io import DataError, atomic_directory, canonical_json, read_json, sha256_bytes, write_json
-from zsl_bench.protocol import SELECTION_POLICIES, TABLE_METRICS
+from zsl_bench.protocol import SELECTION_POLICIES, TABLE_METRICS, as_percent
+from zsl_bench.provenance import read_provenance, write_provenance
 
-SCHEMA_VERSION = 2   # 2: `model` (parameter counts) and views.npz; hparam overrides in `config`
+SCHEMA_VERSION = 3   # 3: time, memory and host moved to provenance.json; 2: `model` and views.npz
 DONE = "done"
 RECORD_FILE, PREDICTIONS_FILE, VIEWS_FILE = "record.json", "predictions.npz", "views.npz"
 # Keys every record has, as (path, what it is), checked when a record is read.
@@ -34,7 +35,7 @@ REQUIRED = (("schema_version", "format version"), ("method", "method name"), ("d
             ("seed", "run seed"), ("run_key", "content key"), ("selection", "metrics per selection policy"),
             ("hparams", "chosen hyperparameters"), ("config", "run configuration"),
             ("method_info", "what the method declares"), ("data", "dataset and feature fingerprints"),
-            ("resources", "wall time and memory"), ("model", "parameter counts"))
+            ("environment", "software and device"), ("model", "parameter counts"))
 
 
 def run_key(spec: dict) -> str:
@@ -61,6 +62,7 @@ class RunRecord(dict):
             raise DataError(f"{path}: incomplete record, missing {', '.join(missing)}; delete the folder and rerun")
         record = cls(raw)
         record["_folder"] = str(folder)
+        record["_provenance"] = read_provenance(folder)
         return record
 
     @property
@@ -85,11 +87,17 @@ class RunRecord(dict):
 
     @property
     def created_unix(self) -> float:
-        return float(self.get("created_unix", 0.0))
+        """When the run finished (0.0 when its provenance.json is absent)."""
+        return float(self["_provenance"].get("created_unix", 0.0))
 
     @property
     def wall_s(self) -> float:
-        return float(self["resources"]["wall_s"])
+        """The whole run's wall time in seconds (NaN when its provenance.json is absent)."""
+        return float(self["_provenance"].get("resources", {}).get("wall_s", math.nan))
+
+    @property
+    def peak_rss_mb(self) -> float:
+        return float(self["_provenance"].get("resources", {}).get("peak_rss_mb", math.nan))
 
     @property
     def uses_unseen_semantics(self) -> bool:
@@ -101,9 +109,9 @@ class RunRecord(dict):
         return (self.get("score_variant_of") or {}).get("method")
 
     def metrics(self, policy: str) -> dict[str, float]:
-        """The table metrics under `policy`, as fractions (NaN where the run has none)."""
+        """The table metrics under `policy`, in percent (`protocol.as_percent`; NaN where the run has none)."""
         m = self["selection"][policy]["metrics"]
-        return {k: float(m.get(k, math.nan)) for k in TABLE_METRICS}
+        return {k: as_percent(m.get(k, math.nan)) for k in TABLE_METRICS}
 
     def predictions(self) -> "Predictions":
         return Predictions.load(self.folder / PREDICTIONS_FILE)
@@ -176,8 +184,10 @@ def _load_npz(path: Path) -> dict[str, np.ndarray]:
 
 
 def write_run(folder: Path, record: dict, predictions: dict[str, np.ndarray], state: dict,
-              views: dict[str, np.ndarray] | None = None) -> Path:
+              views: dict[str, np.ndarray] | None = None, provenance: dict | None = None) -> Path:
     with atomic_directory(folder) as tmp:
+        if provenance:
+            write_provenance(tmp, provenance)
         np.savez_compressed(tmp / PREDICTIONS_FILE, **predictions)
         if views:
             np.savez_compressed(tmp / VIEWS_FILE, **views)
@@ -223,21 +233,12 @@ def _version(dist: str) -> str | None:
         return None
 
 
-def _git(root: Path, *args: str) -> str | None:
-    try:
-        out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return out.stdout.strip() if out.returncode == 0 else None
-
-
-def environment(root: Path, device: str) -> dict:
-    """What produced a run: interpreter, libraries, accelerator, code version."""
+def environment(device: str) -> dict:
+    """The software and device a run's numbers came from (in record.json: the same on every rerun here)."""
     env = {
-        "python": sys.version.split()[0], "platform": platform.platform(), "machine": platform.machine(),
+        "python": sys.version.split()[0], "machine": platform.machine(),
         **{name: _version(name) for name in ("zsl-bench", "numpy", "scipy", "torch", "timm", "mlflow")},
-        "device": device, "git_sha": _git(root, "rev-parse", "HEAD"),
-        "git_dirty": bool(_git(root, "status", "--porcelain", "--untracked-files=no")),
+        "device": device,
     }
     if "torch" in sys.modules:
         torch = sys.modules["torch"]
@@ -245,3 +246,4 @@ def environment(root: Path, device: str) -> dict:
         if torch.cuda.is_available():
             env["gpu"] = torch.cuda.get_device_name(0)
     return env
+

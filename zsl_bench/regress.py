@@ -103,7 +103,7 @@ def measured(records: list[dict]) -> dict:
         if r.base_method is not None:   # a scoring variant: read off runs that are checked themselves
             continue
         m = out.setdefault(r.dataset, {}).setdefault(r.method, {"seeds": {}})
-        m["seeds"][str(r.seed)] = {k: 100.0 * v for k, v in r.metrics(POLICY).items()}
+        m["seeds"][str(r.seed)] = r.metrics(POLICY)
     for methods in out.values():
         for m in methods.values():
             stats = {k: mean_std([s[k] for s in m["seeds"].values()]) for k in TABLE_METRICS}

@@ -97,6 +97,9 @@ def report(params: dict, paths: ProjectPaths, progress: bool = True) -> list[Pat
         shutil.rmtree(build, ignore_errors=True)
     if section(params, "tracking", "mlflow"):
         mlflow_sync(paths, reports=written)
+        from zsl_bench.tracking import ui_hint
+
+        print(f"MLflow: {ui_hint(paths.tracking_uri)}", file=sys.stderr)
     return written
 
 

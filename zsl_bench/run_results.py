@@ -28,7 +28,7 @@ class RunResult:
     created_unix: float
     uses_unseen_semantics: bool
     wall_s: float
-    metrics: dict          # policy → metric → fraction (NaN when the run has none)
+    metrics: dict          # policy → metric → percent (NaN when the run has none)
     predictions: Path | None
 
     @classmethod

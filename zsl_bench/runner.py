@@ -17,6 +17,7 @@ from pathlib import Path
 
 from zsl_bench.paths import ProjectPaths
 from zsl_bench.protocol import PROTOCOL_VERSION
+from zsl_bench.provenance import provenance
 from zsl_bench.records import SCHEMA_VERSION, environment, find_run_folders, run_key, write_run
 
 
@@ -38,7 +39,8 @@ class RunRequest:
 RUN_LIBRARY = ("zsl_bench/blocks.py", "zsl_bench/data/__init__.py", "zsl_bench/data/dataset.py",
                "zsl_bench/evaluator.py", "zsl_bench/features.py", "zsl_bench/images.py", "zsl_bench/io.py",
                "zsl_bench/method.py", "zsl_bench/metrics.py", "zsl_bench/model_views.py", "zsl_bench/protocol.py",
-               "zsl_bench/records.py", "zsl_bench/registry.py", "zsl_bench/runner.py", "zsl_bench/runtime.py")
+               "zsl_bench/provenance.py", "zsl_bench/records.py", "zsl_bench/registry.py", "zsl_bench/runner.py",
+               "zsl_bench/runtime.py")
 
 
 def _files_digest(root: Path, files) -> str:
@@ -103,7 +105,8 @@ def execute(request: RunRequest, paths: ProjectPaths, progress: bool = True, slo
         return folder  # done before: content-addressed, so identical
 
     out = evaluator.run()
-    shared = {**_shared_record(request, paths, evaluator, out, device, start), "code": key_spec["code"]}
+    shared = {**_shared_record(request, paths, evaluator, out, device), "code": key_spec["code"]}
+    when = provenance(paths.root, time.time() - start, peak_rss_mb())
     for variant, variant_out in out.score_variants.items():
         # Same fitted models, another scoring rule: its own record, beside the method's in the same slot.
         name = f"{request.method}.{variant}"
@@ -112,13 +115,13 @@ def execute(request: RunRequest, paths: ProjectPaths, progress: bool = True, slo
                           "score_variant_of": {"method": request.method, "run_key": key,
                                                "overrides": method_cls.score_variants[variant]}}
         write_run(folder.parent / variant_record["run_key"], variant_record, variant_out.predictions,
-                  variant_out.state)
+                  variant_out.state, provenance=when)
     record = {**_record_of(out, dataset), **shared, "method": request.method, "run_key": key}
-    write_run(folder, record, out.predictions, out.state, views=out.views)
+    write_run(folder, record, out.predictions, out.state, views=out.views, provenance=when)
     return folder
 
 
-def _shared_record(request: RunRequest, paths: ProjectPaths, evaluator, out, device: str, start: float) -> dict:
+def _shared_record(request: RunRequest, paths: ProjectPaths, evaluator, out, device: str) -> dict:
     """The parts of a record that a method's run and its scoring variants share: what ran, on what, how."""
     dataset, store, method_cls = evaluator.dataset, evaluator.store, evaluator.method_cls
     return {
@@ -142,9 +145,7 @@ def _shared_record(request: RunRequest, paths: ProjectPaths, evaluator, out, dev
                               else str(store.root), "arrays": list(evaluator.features),
                               "sha256": [store.fingerprint(f) for f in evaluator.features],
                               "backbone": store.index["backbone"], "input_size": store.index["input_size"]}},
-        "environment": environment(paths.root, device),
-        "resources": {"wall_s": round(time.time() - start, 3), "peak_rss_mb": round(peak_rss_mb(), 1)},
-        "created_unix": time.time(),
+        "environment": environment(device),
     }
 
 

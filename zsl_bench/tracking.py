@@ -2,7 +2,9 @@
 
 One experiment per protocol version; one MLflow run per run record, found again by its
 `run_key` tag, so mirroring twice changes nothing. Metrics are named `<policy>.<metric>`
-(`val.H`, `oracle.T1`, ...); the headline policy is `val`. Each run carries the record and
+(`val.H`, `oracle.T1`, ...) and are in percent like every table (`protocol.as_percent`), except
+`<policy>.gamma` (the calibration offset), `wall_s` (seconds) and `peak_rss_mb`; the headline policy is
+`val`. Each run's start and end are the run's own (its provenance.json), not the time of mirroring. Each run carries the record and
 `predictions.npz` as artifacts; tags and metrics are enough to rebuild every table
 (`zsl_bench.run_results.from_mlflow`). A run mirrored by an older version of this module
 (`MIRROR_VERSION` tag) is replaced by `sync`.
@@ -10,12 +12,18 @@ One experiment per protocol version; one MLflow run per run record, found again 
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
-from zsl_bench.protocol import PROTOCOL_VERSION, SELECTION_POLICIES
+from zsl_bench.protocol import PROTOCOL_VERSION, SELECTION_POLICIES, as_percent
 
-EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")   # not a GenAI experiment
-MIRROR_VERSION = "3"   # bump when what a mirrored run holds changes: `sync` then replaces older runs
+# Marks a model-training experiment. MLflow 3.17's UI takes the mode from its sidebar switch instead
+# ("GenAI" / "Model training", remembered by the browser): `ui_hint` says so to the user.
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
+DESCRIPTION = ("zsl-bench runs, one per run record (runs/). Metrics `<policy>.<metric>` are in percent, "
+               "as in reports/; `<policy>.gamma` is the calibration offset; `wall_s` in seconds.")
+MIRROR_VERSION = "4"   # bump when what a mirrored run holds changes: `sync` then replaces older runs
+NOT_PERCENT = ("gamma",)   # selection metrics that are not accuracies
 COMPLETE_TAG = "zsl_bench.mirror_complete"   # written last; a run without it was interrupted
 
 
@@ -36,21 +44,30 @@ def _experiment_id(c, name: str, artifact_root: Path) -> str:
         exp_id = c.create_experiment(name, artifact_location=Path(artifact_root).resolve().as_uri())
     else:
         exp_id = exp.experiment_id
-        if exp.tags.get(EXPERIMENT_KIND[0]) == EXPERIMENT_KIND[1]:
+        if exp.tags.get(EXPERIMENT_KIND[0]) == EXPERIMENT_KIND[1] and exp.tags.get("mlflow.note.content") == DESCRIPTION:
             return exp_id
-    c.set_experiment_tag(exp_id, *EXPERIMENT_KIND)   # `mlflow ui` then opens on the training runs
+    c.set_experiment_tag(exp_id, *EXPERIMENT_KIND)
+    c.set_experiment_tag(exp_id, "mlflow.note.content", DESCRIPTION)   # the experiment's description in the UI
     return exp_id
 
 
-def record_metrics(record: dict) -> dict[str, float]:
+def ui_hint(tracking_uri: str, protocol_version: str = PROTOCOL_VERSION) -> str:
+    """How to open the runs table of the mirror in `mlflow ui` (MLflow 3 opens in GenAI mode)."""
+    exp = client(tracking_uri).get_experiment_by_name(experiment_name(protocol_version))
+    where = f"#/experiments/{exp.experiment_id}/runs?workflowType=machine_learning" if exp else "#/experiments"
+    return (f"mlflow ui --backend-store-uri {tracking_uri}, then choose \"Model training\" at the top of the "
+            f"sidebar (MLflow 3 opens in GenAI mode; the browser remembers) or open http://127.0.0.1:5000/{where}")
+
+
+def record_metrics(record) -> dict[str, float]:
+    """A RunRecord's metrics as mirrored: accuracies in percent, γ as is, time and memory when known."""
     out = {}
     for policy in SELECTION_POLICIES:
         for k, v in record["selection"][policy]["metrics"].items():
-            if isinstance(v, (int, float)) and v == v:  # skip NaN
-                out[f"{policy}.{k}"] = float(v)
-    out["wall_s"] = float(record["resources"]["wall_s"])
-    out["peak_rss_mb"] = float(record["resources"]["peak_rss_mb"])
-    return out
+            if isinstance(v, (int, float)):
+                out[f"{policy}.{k}"] = float(v) if k in NOT_PERCENT else as_percent(v)
+    out.update(wall_s=record.wall_s, peak_rss_mb=record.peak_rss_mb)
+    return {k: v for k, v in out.items() if v == v}   # MLflow gets no NaN
 
 
 def record_params(record: dict) -> dict[str, str]:
@@ -67,7 +84,7 @@ def record_tags(record: dict) -> dict[str, str]:
     return {"method": record["method"], "dataset": record["dataset"], "seed": str(record["seed"]),
             "selection": "val", "protocol_version": record["protocol_version"], "run_key": record["run_key"],
             "uses_unseen_semantics": str(record["method_info"]["uses_unseen_semantics"]).lower(),
-            "created_unix": repr(float(record.get("created_unix", 0.0))), "zsl_bench.mirror_version": MIRROR_VERSION,
+            "created_unix": repr(record.created_unix), "zsl_bench.mirror_version": MIRROR_VERSION,
             "mlflow.runName": run_name(record)}
 
 
@@ -110,13 +127,14 @@ def _mirror(records: list[dict], tracking_uri: str, artifact_root: Path) -> int:
             continue
         for old in found:
             c.delete_run(old.info.run_id)
-        # The run's own times: it ended when its record was written, after `wall_s` of work.
-        end = int(float(record.get("created_unix", 0)) * 1000)
-        start = end - int(1000 * float(record["resources"]["wall_s"]))
-        run = c.create_run(exp_id, start_time=start if end else None, run_name=run_name(record),
+        # The run's own times: it ended when its record was written, after `wall_s` of work (both from its
+        # provenance.json; a folder restored from DVC's cache has none, and MLflow then shows the mirror's).
+        end = int(record.created_unix * 1000)
+        start = end - int(1000 * record.wall_s) if end and record.wall_s == record.wall_s else None
+        run = c.create_run(exp_id, start_time=start, run_name=run_name(record),
                            tags=record_tags(record))
         c.log_batch(run.info.run_id,
-                    metrics=[Metric(k, v, end, 0) for k, v in record_metrics(record).items()],
+                    metrics=[Metric(k, v, end or int(time.time() * 1000), 0) for k, v in record_metrics(record).items()],
                     params=[Param(k, v) for k, v in record_params(record).items()],
                     tags=[RunTag("record_folder", record["_folder"])])
         folder = Path(record["_folder"])

@@ -68,7 +68,7 @@ def group_records(records: list[RunRecord]) -> dict[str, dict[str, list[RunRecor
 def curve_legend(by_method: dict[str, list[RunRecord]]) -> tuple[dict[str, str], list[int]]:
     """Legend label of each method ("method — AUSUC mean ± std", from the records) and the seed counts;
     a label names its n only when the methods' seed counts differ."""
-    stats = {m: mean_std(100.0 * r.metrics(POLICY)["AUSUC"] for r in rs) for m, rs in by_method.items()}
+    stats = {m: mean_std(r.metrics(POLICY)["AUSUC"] for r in rs) for m, rs in by_method.items()}
     ns = sorted({n for _, _, n in stats.values()})
     return ({m: f"{m} — AUSUC {pm(mean, std, n)}" + (f" (n = {n})" if len(ns) > 1 and n > 1 else "")
              for m, (mean, std, n) in stats.items()}, ns)
@@ -95,20 +95,25 @@ def per_class_rows(dataset: str, by_method: dict[str, list[RunRecord]]) -> dict:
 
 def cost_points(by_method: dict[str, list[RunRecord]]) -> dict:
     """H (%) against wall time and against learned parameters, mean ± std over seeds per method, read
-    from the records (`model.parameters` was counted at train time)."""
+    from the records (`model.parameters` was counted at train time) and wall time from their provenance.json
+    (absent in a run folder restored from DVC's cache: such a method is left off the time panel, and named)."""
     points = {"time": [], "params": []}
-    devices, ns, fixed_notes = set(), set(), {}
+    devices, ns, fixed_notes, untimed = set(), set(), {}, []
     for method, records in by_method.items():
-        h = mean_std(100.0 * r.metrics(POLICY)["H"] for r in records)
+        h = mean_std(r.metrics(POLICY)["H"] for r in records)
         ns.add(h[2])
         devices.update(str(r["environment"].get("device")) for r in records)
-        points["time"].append((method, mean_std(r.wall_s for r in records), h))
+        wall = mean_std(r.wall_s for r in records)
+        if wall[2]:
+            points["time"].append((method, wall, h))
+        else:
+            untimed.append(method)
         counts = [r["model"]["parameters"] for r in records]
         fixed = sorted({k.split(".")[-1] for c in counts for k in c["fixed"]})
         if fixed:
             fixed_notes[method] = fixed
         points["params"].append((method, mean_std(c["learned"] for c in counts), h))
-    return {"points": points, "devices": devices, "ns": ns, "fixed_notes": fixed_notes}
+    return {"points": points, "devices": devices, "ns": ns, "fixed_notes": fixed_notes, "untimed": untimed}
 
 
 def attention_data(record: RunRecord) -> dict | None:

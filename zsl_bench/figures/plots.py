@@ -118,8 +118,8 @@ def cost_figure(dataset: str, by_method: dict, colours, path: Path) -> Path:
             xs_all = [p[1][0] for p in points[key]]
             lo, hi = min(xs_all), max(xs_all)
             ax.set_xlim(lo / 2.2, hi * 2.2)
-    lows = [p[2][0] - np.nan_to_num(p[2][1]) for p in points["time"]]
-    highs = [p[2][0] + np.nan_to_num(p[2][1]) for p in points["time"]]
+    lows = [p[2][0] - np.nan_to_num(p[2][1]) for p in points["params"]]
+    highs = [p[2][0] + np.nan_to_num(p[2][1]) for p in points["params"]]
     pad = max(2.0, 0.12 * (max(highs) - min(lows)))
     ax_time.set_ylim(max(0.0, min(lows) - pad), min(100.0, max(highs) + 2 * pad))   # room for labels on top
     ax_time.xaxis.set_major_formatter(log_formatter(""))
@@ -145,6 +145,9 @@ def cost_figure(dataset: str, by_method: dict, colours, path: Path) -> Path:
         note = "\n" + textwrap.fill("not counted as learned: fixed (non-trainable) state entries " + "; ".join(
             f"{', '.join(e)} of " + ("every method shown" if len(ms) == len(by_method) > 1 else ", ".join(ms))
             for e, ms in by_entries.items()), 150)
+    if c["untimed"]:
+        note += "\n" + textwrap.fill("no wall time recorded (run folders without provenance.json, e.g. restored "
+                                      "from DVC's cache): " + ", ".join(c["untimed"]), 150)
     fig.suptitle(f"{dataset}: accuracy vs cost, selection policy {POLICY}, mean ± std over n = "
                  f"{'/'.join(map(str, sorted(ns)))} seeds (error bars in both axes){note}", fontsize=12.5)
     return save(fig, path)
