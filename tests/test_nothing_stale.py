@@ -6,6 +6,7 @@ import shutil
 import sys
 
 import numpy as np
+import pytest
 
 from tests.conftest import REPO
 from zsl_bench import regress
@@ -15,6 +16,7 @@ from zsl_bench.runner import RUN_LIBRARY, RunRequest, code_fingerprint, execute
 
 PLUGIN = '''
 import numpy as np
+import pytest
 from zsl_bench.method import Method
 
 
@@ -243,3 +245,75 @@ def test_ctrl_c_ends_with_one_line():
     with contextlib.redirect_stderr(err):
         code = guarded("stage train", interrupted)
     assert code == 130 and err.getvalue() == "stage train: interrupted; rerun `dvc repro` (or the command) to continue\n"
+
+
+@pytest.mark.slow
+def test_a_method_code_change_moves_every_view(tmp_path):
+    """Finding 1-3 end to end, as a contributor meets them: a method folder under methods/ (registered the
+    way `pip install -e .` registers one), `dvc repro` with its ablation and the MLflow mirror, a golden file
+    from `zsl-bench regress --update`. Then only the method's code changes and `dvc repro` runs again:
+    results.md, ablation.md, compare from the records and from MLflow, and regress all show the new code's
+    numbers (the two compare sources agreeing), none the old."""
+    import os
+    import subprocess
+
+    import yaml
+
+    from tests.conftest import write_params
+
+    root = tmp_path / "repo"
+    root.mkdir()
+    for f in ("dvc.yaml", ".dvcignore"):
+        shutil.copy(REPO / f, root)
+    for sub in ("pipelines", "zsl_bench", "methods"):
+        shutil.copytree(REPO / sub, root / sub, ignore=shutil.ignore_patterns("__pycache__"))
+    method_file = root / "methods" / "ridge" / "__init__.py"
+    method_file.parent.mkdir()
+    method_file.write_text(PLUGIN.format(target="train.semantics.att[train.y]")
+                           + '    variants = {"strong": {"ridge": 30.0}}\n')
+    site = tmp_path / "site" / "ridge_method-0.1.dist-info"   # what pip writes for an entry point
+    site.mkdir(parents=True)
+    (site / "METADATA").write_text("Metadata-Version: 2.1\nName: ridge-method\nVersion: 0.1\n")
+    (site / "entry_points.txt").write_text("[zsl_bench.methods]\nridge = methods.ridge:Ridge\n")
+    write_params(root, methods=("ridge",), seeds=(0, 1))
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["ablate"] = {"method": "ridge", "variants": ["strong"], "seeds": [0], "workers": 1}
+    params["tracking"]["mlflow"] = True
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    (root / "regress").mkdir()
+    shutil.copy(root / "params.yaml", root / "regress" / "params.yaml")
+    env = {**os.environ, "PATH": f"{REPO / '.venv' / 'bin'}:{os.environ['PATH']}", "HOME": str(tmp_path),
+           "PYTHONPATH": str(site.parent), "MLFLOW_TRACKING_URI": ""}
+
+    def sh(*cmd, ok=(0,)):
+        out = subprocess.run(cmd, cwd=root, capture_output=True, text=True, env=env, timeout=900)
+        assert out.returncode in ok, f"{cmd}: {out.stdout[-3000:]}\n{out.stderr[-3000:]}"
+        return out.returncode, out.stdout
+
+    def views() -> dict[str, str]:
+        zsl = [sys.executable, "-m", "zsl_bench.cli"]
+        return {"results.md": (root / "reports" / "results.md").read_text(),
+                "ablation.md": (root / "reports" / "ablation.md").read_text(),
+                "compare records": sh(*zsl, "compare", "ridge", "--source", "records")[1],
+                "compare mlflow": sh(*zsl, "compare", "ridge", "--source", "mlflow")[1]}
+
+    sh("git", "init", "-q")
+    sh(sys.executable, "-m", "dvc", "init", "-q")
+    sh(sys.executable, "-m", "dvc", "repro")
+    sh(sys.executable, "-m", "zsl_bench.cli", "regress", "--update")
+    assert sh(sys.executable, "-m", "zsl_bench.cli", "regress")[1].rstrip().endswith("all numbers within tolerance")
+    before = views()
+
+    method_file.write_text(method_file.read_text().replace("target = train.semantics.att[train.y]",
+                                                           "target = 3.0 * train.semantics.att[train.y] ** 2"))
+    _, repro = sh(sys.executable, "-m", "dvc", "repro")
+    assert "Running stage 'ablate@synthetic'" in repro and "Running stage 'train@synthetic-ridge-1'" in repro
+    after = views()
+    unchanged = [name for name in before if before[name] == after[name]]
+    assert not unchanged, f"still showing the old code's numbers: {unchanged}"
+
+    def rows(text: str) -> list[str]:   # the table rows, without the line naming the source
+        return [line for line in text.splitlines() if line.startswith("| ridge")]
+    assert rows(after["compare records"]) == rows(after["compare mlflow"]) != rows(before["compare records"])
+    code, text = sh(sys.executable, "-m", "zsl_bench.cli", "regress", ok=(1,))
+    assert "MOVED" in text and "FAILED" in text
