@@ -81,8 +81,26 @@ def test_unpinned_files_get_their_sha256_recorded_and_checked_later(server, tmp_
     recorded = json.loads((dl / CHECKSUMS_FILE).read_text())["data.bin"]
     assert recorded["sha256"] == hashlib.sha256(PAYLOAD).hexdigest()
     (dl / "data.bin").write_bytes(PAYLOAD[:-1] + b"x")
-    with pytest.raises(DownloadError, match="recorded at its first download"):
+    with pytest.raises(DownloadError, match="recorded at its first download") as e:
         fetch(remote(server), dl, progress=False)
+    assert "`zsl-bench download --forget-checksum data.bin`" in str(e.value)
+
+
+def test_forget_checksum_accepts_a_changed_file_the_user_confirmed(server, tmp_path, monkeypatch, capsys):
+    """The command the mismatch error names clears the record; the next use records the new sha256."""
+    from zsl_bench import cli
+
+    dl = tmp_path / "data" / "downloads"   # the project's download folder, as the CLI finds it
+    fetch(remote(server), dl, progress=False)
+    changed = PAYLOAD[:-1] + b"x"
+    (dl / "data.bin").write_bytes(changed)
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["download", "--forget-checksum", "data.bin"]) == 0
+    assert "forgot the sha256" in capsys.readouterr().out
+    fetch(remote(server), dl, progress=False)   # now accepted as a first download
+    assert json.loads((dl / CHECKSUMS_FILE).read_text())["data.bin"]["sha256"] == hashlib.sha256(changed).hexdigest()
+    assert cli.main(["download", "--forget-checksum", "other.bin"]) == 2   # named, not a traceback
+    assert "no checksum recorded for 'other.bin'" in capsys.readouterr().err
 
 
 def test_from_path_adopts_an_archive_the_user_already_has(tmp_path):

@@ -90,12 +90,16 @@ def _parser() -> argparse.ArgumentParser:
     dl = sub.add_parser("download", help="download and verify the archives a dataset needs (no extraction)",
                         description="Fetch a dataset's archives into data/downloads/, resuming partial files and "
                                     "checking checksums. `dvc repro` then extracts and prepares them.")
-    dl.add_argument("dataset", help="CUB, SUN or AWA2")
+    dl.add_argument("dataset", nargs="?", help="CUB, SUN or AWA2")
     dl.add_argument("--mirror", metavar="URL", help="a folder URL holding the same file names, tried first")
     dl.add_argument("--from", dest="from_paths", metavar="PATH", action="append", default=[],
                     help="an archive you already have (named as the original); repeatable")
     dl.add_argument("--no-images", dest="images", action="store_false", default=None,
                     help="only what methods on the xlsa17 res101 features need")
+    dl.add_argument("--forget-checksum", metavar="FILE",
+                    help="forget the sha256 recorded at FILE's first download (in data/downloads/checksums.json), "
+                         "after you confirmed that a changed FILE is the one you want; the next use records the "
+                         "new one. Needs no dataset.")
     sub.add_parser("prepare", help="prepare a dataset (the prepare stage, outside DVC)").add_argument("dataset")
     return p
 
@@ -256,10 +260,20 @@ def _datasets(args) -> int:
 
 def _download(args) -> int:
     from zsl_bench.catalog import download
+    from zsl_bench.io import ConfigError
     from zsl_bench.params import load_params
     from zsl_bench.paths import ProjectPaths
 
     paths = ProjectPaths.here()
+    if args.forget_checksum:
+        from zsl_bench.data.download import forget_checksum
+
+        old = forget_checksum(paths.downloads, args.forget_checksum)
+        print(f"forgot the sha256 {old['sha256']} recorded for {args.forget_checksum} on {old.get('recorded')}; "
+              "the next download or `dvc repro` records the file's new one")
+        return 0
+    if not args.dataset:
+        raise ConfigError("zsl-bench download: name a dataset (CUB, SUN or AWA2), or give --forget-checksum FILE")
     params = load_params(paths) if (paths.root / "params.yaml").is_file() else {}
     fetched = download(args.dataset, params, paths, args.mirror, args.from_paths, args.images)
     for path in fetched:

@@ -5,7 +5,8 @@
 - A finished file is checked against what is known: its size, the published md5 (CUB), a sha256
   pinned in the code, or a git blob id (files from GitHub repositories). Files with no published
   checksum get their sha256 recorded at first download (`checksums.json` in the download folder) and
-  are checked against it from then on.
+  are checked against it from then on; `zsl-bench download --forget-checksum FILE` drops that record once
+  the user has confirmed that a changed file is the one they want.
 - Archives are extracted into a temporary folder that is renamed into place only when complete.
 - Every failure names the file and says what the user can do: another URL (`mirror`), or an archive
   they already have (`from`).
@@ -74,9 +75,25 @@ def _record(folder: Path, name: str, path: Path, sha256: str, how: str, origin: 
     data[name] = {"sha256": sha256, "verified": how, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
                   "origin": previous.get("origin", origin),
                   "recorded": previous.get("recorded", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))}
+    _write_recorded(folder, data)
+
+
+def _write_recorded(folder: Path, data: dict) -> None:
     tmp = folder / f".{CHECKSUMS_FILE}.tmp"
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, folder / CHECKSUMS_FILE)
+
+
+def forget_checksum(folder: Path, name: str) -> dict:
+    """Drop the record of `name` (its sha256 from the first download): the next use verifies the file
+    as a first download and records its sha256 again. Returns the forgotten record."""
+    data = _recorded(Path(folder))
+    if name not in data:
+        known = ", ".join(sorted(data)) or "none"
+        raise DataError(f"{Path(folder) / CHECKSUMS_FILE}: no checksum recorded for {name!r} (recorded: {known})")
+    forgotten = data.pop(name)
+    _write_recorded(Path(folder), data)
+    return forgotten
 
 
 def verified_record(folder: Path, name: str) -> dict | None:
@@ -108,7 +125,9 @@ def verify(path: Path, remote: RemoteFile, folder: Path | None = None) -> tuple[
     recorded = _recorded(folder or path.parent).get(remote.name)
     if recorded and recorded["sha256"] != h["sha256"]:
         raise DownloadError(f"{path}: sha256 {h['sha256']} differs from the one recorded at its first download "
-                            f"({recorded['sha256']}, {recorded['recorded']}). {_advice(remote)}")
+                            f"({recorded['sha256']}, {recorded['recorded']}). If this file is the one you want "
+                            f"(the host replaced it), run `zsl-bench download --forget-checksum {remote.name}` and "
+                            f"then run again; otherwise {_advice(remote)[0].lower()}{_advice(remote)[1:]}")
     return ("sha256 matches the first download" if recorded else
             "no published checksum; sha256 recorded at this first download"), h["sha256"]
 
