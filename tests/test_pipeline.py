@@ -261,3 +261,29 @@ def test_dvc_repro_runs_everything_then_nothing_and_stage_deps_cover_imports(tin
     fourth = sh(sys.executable, "-m", "dvc", "repro")
     assert "Running stage 'train@synthetic-eszsl-0'" in fourth
     assert (folder / "record.json").stat().st_ino == inode and old_sae.is_dir()
+
+
+def test_runs_that_searched_no_hyperparameters_say_so(project_copy):
+    """`train.search: false` (or `--no-search`): the tables and compare mark the method and say what it means."""
+    from zsl_bench.report import NOT_SEARCHED_NOTE
+    from zsl_bench.run_results import load_results
+
+    paths = ProjectPaths(project_copy)
+    params = load_params(paths)
+    params["train"]["search"] = False
+    for seed in (0, 1):
+        stages.train("synthetic", "eszsl", seed, params, paths, progress=False)
+    params["train"]["search"] = True
+    for seed in (0, 1):
+        stages.train("synthetic", "ale", seed, params, paths, progress=False)
+    report_stage.report(params, paths, progress=False)
+    text = (project_copy / "reports" / "results.md").read_text()
+    rows = {line.split("|")[1].strip() for line in text.splitlines() if line.startswith("| ")}
+    assert {"eszsl †", "ale"} <= rows and "ale †" not in rows
+    assert NOT_SEARCHED_NOTE in text
+    assert r"eszsl \dag{}" in (project_copy / "reports" / "results.tex").read_text()
+    from zsl_bench.compare import RENDERERS, compare
+
+    results, _ = load_results(paths.runs, None, "records")
+    out = RENDERERS["md"](compare(results, ["eszsl", "ale"]), ["eszsl", "ale"], "test")
+    assert "eszsl †" in out and NOT_SEARCHED_NOTE in out

@@ -18,7 +18,7 @@ from zsl_bench.latex import escape, latex_table
 from zsl_bench.metrics import mean_std
 from zsl_bench.protocol import TABLE_METRICS
 from zsl_bench.registry import published
-from zsl_bench.report import POLICY_TITLES, STD_NOTE, Cell
+from zsl_bench.report import NOT_SEARCHED, NOT_SEARCHED_NOTE, POLICY_TITLES, STD_NOTE, Cell
 from zsl_bench.run_results import RunResult
 
 CI_NOTE = (f"Δ = other − {{base}} per seed, mean ± std over the seeds both ran; [low, high] = 95 % paired bootstrap "
@@ -72,7 +72,8 @@ def compare(results: list[RunResult], methods: list[str], dataset: str | None = 
         for m in methods:
             seeds = per_method[m]
             pub = published(m, ds) if comp.real else None
-            comp.rows.append(Row("method", m, {k: _summary_cell([s[k] for s in seeds.values()], expected_seeds)
+            searched = all(r.searched for r in results if r.dataset == ds and r.method == m)
+            comp.rows.append(Row("method", m if searched else f"{m} {NOT_SEARCHED}", {k: _summary_cell([s[k] for s in seeds.values()], expected_seeds)
                                               for k in TABLE_METRICS}, len(seeds),
                                  published=({**{k: pub.get(k) for k in ("T1", "U", "S", "H")}, "source": pub.source}
                                             if pub else None)))
@@ -118,6 +119,7 @@ def _header_lines(comp: DatasetComparison, methods: list[str], where: str) -> li
             CI_NOTE.format(base=methods[0]),
             *(["published = the authors' numbers (T1; U / S / H), test-selected as in their papers: compare with "
                "--selection oracle, not with the headline"] if comp.real else []),
+            *([NOT_SEARCHED_NOTE] if any(r.name.endswith(NOT_SEARCHED) for r in comp.rows) else []),
             f"read from {where}"]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 def escape(s: str) -> str:
     for a, b in (("\\", r"\textbackslash{}"), ("$", r"\$"), ("&", r"\&"), ("%", r"\%"), ("_", r"\_"), ("#", r"\#"),
                  ("−", "$-$"), ("Δ", r"$\Delta$"), ("γ", r"$\gamma$"), ("—", "---"), ("–", "--"), ("±", r"$\pm$"),
-                 ("×", r"$\times$")):
+                 ("×", r"$\times$"), ("†", r"\dag{}")):
         s = s.replace(a, b)
     return s
 

@@ -100,6 +100,12 @@ class RunRecord(dict):
         return float(self["_provenance"].get("resources", {}).get("peak_rss_mb", math.nan))
 
     @property
+    def searched(self) -> bool:
+        """Whether hyperparameters were chosen among several configurations (not `--no-search`, not a
+        one-point grid); epoch and γ are chosen on validation either way."""
+        return len(self["config"]["configs"]) > 1
+
+    @property
     def uses_unseen_semantics(self) -> bool:
         return bool(self["method_info"]["uses_unseen_semantics"])
 

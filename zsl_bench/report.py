@@ -24,6 +24,9 @@ POLICY_TITLES = {
     "last": "last: default hyperparameters, final epoch, the method's default γ",
 }
 STD_NOTE = "mean ± std over seeds (sample std, ddof = 1), n = number of seeds"
+NOT_SEARCHED = "†"
+NOT_SEARCHED_NOTE = (f"{NOT_SEARCHED} hyperparameters not searched (defaults only: `--no-search`, `train.search: false` "
+                     "or a one-point grid); epoch and γ were still chosen on validation.")
 
 
 def long_table(records: list[dict]):
@@ -35,7 +38,7 @@ def long_table(records: list[dict]):
         for policy in SELECTION_POLICIES:
             rows.append({"dataset": r.dataset, "method": r.method, "seed": r.seed, "policy": policy,
                          "uses_unseen_semantics": r.uses_unseen_semantics, "run_key": r.run_key, "wall_s": r.wall_s,
-                         **r.metrics[policy]})
+                         "searched": r.searched, **r.metrics[policy]})
     return pd.DataFrame(rows)
 
 
@@ -48,8 +51,14 @@ def summary(df, policy: str):
         row = {"dataset": dataset, "method": method}
         for m in TABLE_METRICS:
             row[f"{m}_mean"], row[f"{m}_std"], row[f"{m}_count"] = mean_std(g[m].to_numpy())
-        rows.append({**row, "n": g["seed"].nunique(), "uses_unseen_semantics": bool(g["uses_unseen_semantics"].iloc[0])})
+        rows.append({**row, "n": g["seed"].nunique(), "uses_unseen_semantics": bool(g["uses_unseen_semantics"].iloc[0]),
+                     "hparams_searched": bool(g["searched"].all())})
     return pd.DataFrame(rows)
+
+
+def method_label(row) -> str:
+    """The method's name in a table, marked when some of its runs searched no hyperparameters."""
+    return row["method"] + ("" if row["hparams_searched"] else f" {NOT_SEARCHED}")
 
 
 @dataclass
@@ -89,7 +98,7 @@ def markdown_table(summary_df, dataset: str) -> str:
     lines = [head, "|" + "---|" * 8]
     for _, row in summary_df[summary_df["dataset"] == dataset].iterrows():
         cells = [cell(row[f"{m}_mean"], row[f"{m}_std"], int(row[f"{m}_count"])) for m in TABLE_METRICS]
-        lines.append(f"| {row['method']} | " + " | ".join(cells) +
+        lines.append(f"| {method_label(row)} | " + " | ".join(cells) +
                      f" | {int(row['n'])} | {'yes' if row['uses_unseen_semantics'] else 'no'} |")
     return "\n".join(lines)
 
@@ -137,6 +146,8 @@ def results_markdown(records: list[dict]) -> str:
         s = summary(df, policy)
         for dataset in sorted(df["dataset"].unique()):
             parts += [f"## {dataset} — selection: {POLICY_TITLES[policy]}", "", markdown_table(s, dataset), ""]
+            if not s[s["dataset"] == dataset]["hparams_searched"].all():
+                parts += [NOT_SEARCHED_NOTE, ""]
     det = deterministic_methods(df)
     if det:
         parts += [f"Std 0 for {', '.join(det)}: closed-form fits are deterministic given the features, so seeds "
@@ -155,11 +166,13 @@ def results_latex(records: list[dict]) -> str:
     for policy in SELECTION_POLICIES:
         s = summary(df, policy)
         for dataset in sorted(df["dataset"].unique()):
-            rows = [[row["method"], *(cell(row[f"{m}_mean"], row[f"{m}_std"], int(row[f"{m}_count"]))
+            rows = [[method_label(row), *(cell(row[f"{m}_mean"], row[f"{m}_std"], int(row[f"{m}_count"]))
                                       for m in TABLE_METRICS), str(int(row["n"]))]
                     for _, row in s[s["dataset"] == dataset].iterrows()]
+            searched = s[s["dataset"] == dataset]["hparams_searched"].all()
             parts.append(latex_table(["method", *TABLE_METRICS, "n"], rows,
-                                     f"{dataset}, selection {POLICY_TITLES[policy]}. {STD_NOTE}.",
+                                     f"{dataset}, selection {POLICY_TITLES[policy]}. {STD_NOTE}."
+                                     + ("" if searched else f" {NOT_SEARCHED_NOTE}"),
                                      f"tab:{dataset}-{policy}"))
     return "\n".join(parts)
 

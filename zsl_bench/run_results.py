@@ -30,6 +30,7 @@ class RunResult:
     wall_s: float
     metrics: dict          # policy → metric → percent (NaN when the run has none)
     predictions: Path | None
+    searched: bool = True  # more than one hyperparameter configuration was tried on validation
 
     @classmethod
     def from_record(cls, r: RunRecord) -> "RunResult":
@@ -37,7 +38,7 @@ class RunResult:
         return cls(dataset=r.dataset, method=r.method, seed=r.seed, run_key=r.run_key, created_unix=r.created_unix,
                    uses_unseen_semantics=r.uses_unseen_semantics, wall_s=r.wall_s,
                    metrics={p: r.metrics(p) for p in SELECTION_POLICIES},
-                   predictions=predictions if predictions.is_file() else None)
+                   predictions=predictions if predictions.is_file() else None, searched=r.searched)
 
     @classmethod
     def from_mlflow_run(cls, run) -> "RunResult | None":
@@ -56,7 +57,8 @@ class RunResult:
                    wall_s=float(metrics.get("wall_s", math.nan)),
                    metrics={p: {k: float(metrics.get(f"{p}.{k}", math.nan)) for k in TABLE_METRICS}
                             for p in SELECTION_POLICIES},
-                   predictions=predictions if predictions and predictions.is_file() else None)
+                   predictions=predictions if predictions and predictions.is_file() else None,
+                   searched=int(run.data.params.get("n_configs", 2)) > 1)
 
 
 def _local_path(uri: str | None) -> Path | None:
