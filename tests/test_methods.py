@@ -22,29 +22,63 @@ def toy():
     return x, y, s
 
 
-def eszsl_objective(V, x, y, s, alpha, gamma):
-    """The paper's objective with Ω(V) = α‖VSᵀ‖² + γ‖XV‖² + αγ‖V‖² (its γ, λ, β = γλ), samples as rows."""
-    targets = -np.ones((len(y), len(s)))
+def eszsl_targets(y, z, off):
+    targets = np.full((len(y), z), off)
     targets[np.arange(len(y)), y] = 1
+    return targets
+
+
+def eszsl_objective(V, x, y, s, alpha, gamma, off):
+    """The paper's objective with Ω(V) = α‖VSᵀ‖² + γ‖XV‖² + αγ‖V‖² (its γ, λ, β = γλ), samples as rows."""
+    targets = eszsl_targets(y, len(s), off)
     return (np.sum((x @ V @ s.T - targets) ** 2) + alpha * np.sum((V @ s.T) ** 2)
             + gamma * np.sum((x @ V) ** 2) + alpha * gamma * np.sum(V ** 2))
 
 
-def test_eszsl_closed_form_is_the_minimiser_of_its_objective(toy):
+@pytest.mark.parametrize("convention,off", [("01", 0.0), ("pm1", -1.0)])
+def test_eszsl_closed_form_is_the_minimiser_of_its_objective(toy, convention, off):
     x, y, s = toy
     alpha, gamma = 0.7, 0.3
-    V = eszsl_closed_form(x, y, s, alpha, gamma)
+    V = eszsl_closed_form(x, y, s, alpha, gamma, targets=convention)
     # the explicit formula of the paper, with inverses
-    targets = -np.ones((len(y), len(s)))
-    targets[np.arange(len(y)), y] = 1
-    explicit = np.linalg.inv(x.T @ x + alpha * np.eye(x.shape[1])) @ x.T @ targets @ s @ np.linalg.inv(
-        s.T @ s + gamma * np.eye(s.shape[1]))
+    explicit = np.linalg.inv(x.T @ x + alpha * np.eye(x.shape[1])) @ x.T @ eszsl_targets(y, len(s), off) @ s @ \
+        np.linalg.inv(s.T @ s + gamma * np.eye(s.shape[1]))
     np.testing.assert_allclose(V, explicit, rtol=1e-10, atol=1e-12)
     # and it is a minimum: every small perturbation raises the objective
     rng = np.random.default_rng(1)
-    base = eszsl_objective(V, x, y, s, alpha, gamma)
+    base = eszsl_objective(V, x, y, s, alpha, gamma, off)
     for _ in range(20):
-        assert eszsl_objective(V + 1e-3 * rng.normal(size=V.shape), x, y, s, alpha, gamma) > base
+        assert eszsl_objective(V + 1e-3 * rng.normal(size=V.shape), x, y, s, alpha, gamma, off) > base
+
+
+def test_eszsl_targets_by_hand():
+    """Two samples x = 1, 2 of classes with signatures 1, 2 (D = A = 1), α = γ = 1: (XᵀX + α)⁻¹ = 1/6 and
+    (SᵀS + γ)⁻¹ = 1/6. With {0, 1} targets XᵀYS = 1·1 + 2·2 = 5, so V = 5/36 (the default, the authors'
+    code); with {−1, 1} XᵀY = (1 − 2, −1 + 2) = (−1, 1), XᵀYS = −1 + 2 = 1, so V = 1/36 (`eszsl.pm1`)."""
+    x, y, s = np.array([[1.0], [2.0]]), np.array([0, 1]), np.array([[1.0], [2.0]])
+    assert eszsl_closed_form(x, y, s, 1.0, 1.0)[0, 0] == pytest.approx(5 / 36, rel=1e-12)
+    assert eszsl_closed_form(x, y, s, 1.0, 1.0, targets="pm1")[0, 0] == pytest.approx(1 / 36, rel=1e-12)
+    assert ESZSL.profile("CUB")["targets"] == "01" and get_method("eszsl.pm1").default_hparams("CUB")["targets"] == "pm1"
+
+
+def test_sae_scores_with_w_rows_normalised_by_hand():
+    """W = [[3, 4], [0, 2]] (attribute rows) normalised is [[0.6, 0.8], [0, 1]] (the authors' NormalizeFea(W)).
+    S→F, class s = (1, 1): decoded sW = (0.6, 1.8), cos with x = (1, 0) is 0.6/√3.6; raw W gives (3, 6) and
+    3/√45 (`sae.raw-w`). F→S, x = (0, 1): xWᵀ = (0.8, 1) → cos with s = (1, 0) is 0.8/√1.64; raw 4/√20."""
+    from methods.sae import SAE
+
+    sae = SAE.__new__(SAE)
+    sae.W = np.array([[3.0, 4.0], [0.0, 2.0]])
+    att = np.array([[1.0, 1.0], [1.0, 0.0]])
+    sem = ClassSemantics(class_ids=np.arange(2), att=att, original=att)
+    expected = {("S2F", "rows"): 0.6 / np.sqrt(3.6), ("S2F", "none"): 3 / np.sqrt(45)}
+    for (direction, norm), value in expected.items():
+        sae.hparams = {"direction": direction, "w_norm": norm}
+        assert sae.score(np.array([[1.0, 0.0]]), sem)[0, 0] == pytest.approx(value, rel=1e-12)
+    for norm, value in (("rows", 0.8 / np.sqrt(1.64)), ("none", 4 / np.sqrt(20))):
+        sae.hparams = {"direction": "F2S", "w_norm": norm}
+        assert sae.score(np.array([[0.0, 1.0]]), sem)[0, 1] == pytest.approx(value, rel=1e-12)
+    assert SAE.profile("CUB")["w_norm"] == "rows" and SAE.score_variants == {"raw-w": {"w_norm": "none"}}
 
 
 def test_sae_solves_its_sylvester_equation_and_minimises_its_objective(toy):

@@ -4,7 +4,9 @@ Encoder W (A×D) maps features to semantics, its transpose decodes them back:
     min ‖X − WᵀS‖² + λ‖WX − S‖²   ⇒   (SSᵀ) W + W (λ XXᵀ) = (1 + λ) S Xᵀ     (a Sylvester equation)
 with X: D×N (L2-normalised samples) and S: A×N (each sample's class signature).
 Two ways to score, both by cosine: F→S (project x with W, compare with s_c) and S→F (decode s_c
-with Wᵀ, compare with x). The direction is a hyperparameter.
+with Wᵀ, compare with x). The direction is a hyperparameter. Scoring uses W with each row (attribute)
+L2-normalised, as the authors' demo (`NormalizeFea(W)`) and the GBU-protocol reimplementations do; W as
+fitted is the scoring variant `sae.raw-w`, read off the same fitted models.
 """
 from __future__ import annotations
 
@@ -19,10 +21,14 @@ class SAE(Method):
     paper = "Kodirov, Xiang & Gong, CVPR 2017"
     official_selection = "λ on a validation class split"
     # (λ, direction) found on validation by the mvp18 reimplementation (S→F wins on every dataset; see README).
-    profiles = {"CUB": {"lambda": 0.2, "direction": "S2F"}, "SUN": {"lambda": 0.16, "direction": "S2F"},
-                "AWA2": {"lambda": 0.2, "direction": "S2F"}, "*": {"lambda": 0.2, "direction": "S2F"}}
-    search_spaces = {"*": {"lambda": [0.01, 0.04, 0.16, 0.64, 2.56, 10.24, 40.96, 163.84],
+    profiles = {"CUB": {"lambda": 0.2, "direction": "S2F", "w_norm": "rows"},
+                "SUN": {"lambda": 0.16, "direction": "S2F", "w_norm": "rows"},
+                "AWA2": {"lambda": 0.2, "direction": "S2F", "w_norm": "rows"},
+                "*": {"lambda": 0.2, "direction": "S2F", "w_norm": "rows"}}
+    # mvp18's grid points (0.2; 100, its F→S value on CUB) among powers of 4.
+    search_spaces = {"*": {"lambda": [0.01, 0.04, 0.16, 0.2, 0.64, 2.56, 10.24, 40.96, 100.0, 163.84],
                            "direction": ["F2S", "S2F"]}}
+    score_variants = {"raw-w": {"w_norm": "none"}}   # W as fitted (zsl-bench before 2026-11)
 
     def fit(self, train: TrainData, ctx: FitContext) -> None:
         self.W = sae_encoder(train.x, train.semantics.att[train.y], self.hparams["lambda"])
@@ -30,9 +36,10 @@ class SAE(Method):
     def score(self, x: np.ndarray, semantics: ClassSemantics) -> np.ndarray:
         x = l2_normalise_rows(np.asarray(x, dtype=np.float64))
         s = l2_normalise_rows(semantics.att)
+        w = l2_normalise_rows(self.W) if self.hparams["w_norm"] == "rows" else self.W
         if self.hparams["direction"] == "F2S":
-            return l2_normalise_rows(x @ self.W.T) @ s.T
-        return x @ l2_normalise_rows(s @ self.W).T
+            return l2_normalise_rows(x @ w.T) @ s.T
+        return x @ l2_normalise_rows(s @ w).T
 
     def state_dict(self) -> dict:
         return {"W": self.W}
