@@ -287,3 +287,27 @@ def test_runs_that_searched_no_hyperparameters_say_so(project_copy):
     results, _ = load_results(paths.runs, None, "records")
     out = RENDERERS["md"](compare(results, ["eszsl", "ale"]), ["eszsl", "ale"], "test")
     assert "eszsl †" in out and NOT_SEARCHED_NOTE in out
+
+
+def test_the_train_stage_applies_one_thread_rule_to_torch_and_blas(project_copy, monkeypatch):
+    """ZSL_BENCH_THREADS (else the cores this process may use) sets torch's and BLAS's pools in every stage,
+    vector methods included; the run records the count it ran with."""
+    import torch
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from zsl_bench.records import RunRecord
+    from zsl_bench.runtime import THREADS_ENV
+
+    paths = ProjectPaths(project_copy)
+    params = load_params(paths)
+    before = torch.get_num_threads()
+    monkeypatch.setenv(THREADS_ENV, "1")
+    try:
+        with threadpool_limits(limits=None):   # gives this process its BLAS pools back afterwards
+            folder = stages.train("synthetic", "eszsl", 0, params, paths, progress=False)
+            blas = {p["internal_api"]: p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"}
+            assert blas and set(blas.values()) == {1}, blas
+            assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    assert RunRecord.read(folder)["environment"]["threads"] == 1

@@ -248,6 +248,7 @@ def environment(device: str) -> dict:
     }
     if "torch" in sys.modules:
         torch = sys.modules["torch"]
+        env["threads"] = torch.get_num_threads()   # can move numbers in the last digits (runtime.limit_threads)
         env["cuda"] = torch.version.cuda if torch.cuda.is_available() else None
         if torch.cuda.is_available():
             env["gpu"] = torch.cuda.get_device_name(0)

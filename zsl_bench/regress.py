@@ -57,7 +57,7 @@ def run_ci_configuration(params_file: Path, workdir: Path, progress: bool = True
 
     from threadpoolctl import threadpool_limits
 
-    from zsl_bench.runtime import THREADS_ENV, limit_threads
+    from zsl_bench.runtime import THREADS_ENV
 
     workdir.mkdir(parents=True, exist_ok=True)
     stamp = workdir / "params.yaml"
@@ -74,10 +74,9 @@ def run_ci_configuration(params_file: Path, workdir: Path, progress: bool = True
 
     torch_threads = torch.get_num_threads()
     try:
-        # One torch thread for every run, also when the backbone and features are reused from an earlier
-        # call (only those stages set threads themselves: without this, reruns used torch's default).
-        limit_threads()
-        with threadpool_limits(1):   # numpy/scipy BLAS and OpenMP too, not only torch
+        # Every stage applies runtime.limit_threads, which reads THREADS_ENV (1 here) for torch and BLAS;
+        # the context and `finally` give the caller its own thread counts back.
+        with threadpool_limits(1):
             for dataset in params["datasets"]:
                 if not (paths.prepared(dataset) / "dataset.json").is_file():
                     stages.prepare(dataset, params, paths, progress=progress)

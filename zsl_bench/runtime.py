@@ -39,10 +39,20 @@ def resolve_device(requested: str = "auto") -> str:
 THREADS_ENV = "ZSL_BENCH_THREADS"   # overrides the thread count (regress sets 1: numbers independent of cores)
 
 
-def limit_threads() -> None:
-    """Use the cores we have, not the ones torch guesses (containers report the host's), unless
-    ZSL_BENCH_THREADS says how many threads to use."""
-    import torch
-
+def thread_count() -> int:
+    """ZSL_BENCH_THREADS when set, else the cores this process may run on (not the host's, which torch and
+    OpenBLAS see in a container: on a busy 2-core machine that made one SAE fit 7× slower)."""
     n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    torch.set_num_threads(max(1, int(os.environ.get(THREADS_ENV) or n)))
+    return max(1, int(os.environ.get(THREADS_ENV) or n))
+
+
+def limit_threads(n: int | None = None) -> int:
+    """The one thread rule of every computing stage: torch's intra-op pool and the BLAS/OpenMP pools numpy
+    and scipy use get `n` (default `thread_count()`) threads, for the rest of the process. Returns n."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    n = n or thread_count()
+    torch.set_num_threads(n)
+    threadpool_limits(n)   # applies now and stays (the returned handle would only restore it)
+    return n

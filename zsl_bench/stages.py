@@ -79,7 +79,9 @@ def train(dataset: str, method: str, seed: int, params: dict, paths: ProjectPath
     stage was killed before DVC recorded it is adopted, not retrained; folders of other keys (older code or
     settings) are removed once the current one is there."""
     from zsl_bench.runner import execute
+    from zsl_bench.runtime import limit_threads
 
+    limit_threads()
     folder = execute(run_request(dataset, method, seed, params), paths, progress=progress)
     prune_slot(folder)
     return folder
@@ -105,12 +107,11 @@ def _run_in_worker(args) -> str:
     """One ablation run in a pool worker: one torch thread (small models use two threads badly, two
     processes well)."""
     request, root, slot, threads = args
-    import torch
-
-    from zsl_bench.runner import execute
     from zsl_bench.import_log import log_imports
+    from zsl_bench.runner import execute
+    from zsl_bench.runtime import limit_threads
 
-    torch.set_num_threads(threads)
+    limit_threads(threads)
     folder = str(execute(request, ProjectPaths(Path(root)), progress=False, slot=Path(slot)))
     log_imports("ablate", [request.dataset])   # a worker's imports count for its stage (tests check the deps)
     return folder
@@ -120,14 +121,15 @@ def ablate(dataset: str, params: dict, paths: ProjectPaths, progress: bool = Tru
     """Every variant × seed of `ablate` in params, two (or `ablate.workers`) at a time. Runs done before
     are found again by their content key, and runs no longer asked for are removed."""
     import multiprocessing
-    import os
     import shutil
     from concurrent.futures import ProcessPoolExecutor
 
     from tqdm import tqdm
 
     cfg = section(params, "ablate")
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    from zsl_bench.runtime import thread_count
+
+    cores = thread_count()
     workers = int(cfg.get("workers") or cores)
     names = [f"{cfg['method']}.{v}" for v in cfg["variants"]]
     jobs = [(run_request(dataset, name, seed, params, search=False), str(paths.root),
