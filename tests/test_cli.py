@@ -136,3 +136,30 @@ def test_datasets_explains_every_source_on_a_fresh_clone(tmp_path):
     assert out.returncode == 0 and "nothing to download" in out.stdout
     out = run("download", "MNIST", cwd=tmp_path)
     assert out.returncode == 2 and "MNIST" in out.stderr
+
+
+def test_backbone_and_extract_verbs_run_their_stage(tiny_project, tmp_path):
+    """`zsl-bench backbone DS` and `zsl-bench extract DS`: the stages dvc.yaml runs, typed by hand."""
+    import json
+
+    from tests.conftest import copy_project
+
+    root = copy_project(tiny_project, tmp_path / "project")
+    for d in ("data/backbones", "features"):
+        shutil.rmtree(root / d)
+    out = run("backbone", "synthetic", cwd=root)
+    assert out.returncode == 0, out.stderr
+    spec = json.loads((root / "data" / "backbones" / "synthetic" / "backbone.json").read_text())["spec"]
+    assert spec["source"] == "train_on_seen" and "epochs" in spec and "weights_file" not in spec
+    out = run("extract", "synthetic", cwd=root)
+    assert out.returncode == 0, out.stderr
+    assert (root / "features" / "synthetic" / "index.json").is_file()
+    assert run("extract", "nowhere", cwd=root).returncode == 2
+
+
+def test_an_imported_backbone_records_only_what_applies():
+    from zsl_bench.backbone import BackboneSpec
+
+    assert BackboneSpec(arch="resnet101", source="xlsa17_res101", pretraining_data="imagenet-1k").applicable() == {
+        "arch": "resnet101", "source": "xlsa17_res101", "pretraining_data": "imagenet-1k"}
+    assert "lr" not in BackboneSpec(source="pretrained").applicable()

@@ -24,6 +24,12 @@ SOURCES = {
     "xlsa17_res101": "the published xlsa17 res101.mat vectors (Caffe ResNet-101, ImageNet-1k), imported",
     "hdf5": "a DAZLE/TransZero feature-map HDF5 file (`features_file`), read lazily",
 }
+_TRAINING = ("input_size", "epochs", "batch_size", "lr", "weight_decay", "seed", "fold")
+# The spec fields that mean something for each source: only those are recorded (backbone.json, index.json).
+APPLIES = {"train_on_seen": ("arch", "source", "pretraining_data", *_TRAINING),
+           "pretrained": ("arch", "source", "pretraining_data", "weights_file", "input_size"),
+           "xlsa17_res101": ("arch", "source", "pretraining_data"),
+           "hdf5": ("arch", "source", "pretraining_data", "features_file")}
 
 
 @dataclass(frozen=True)
@@ -53,6 +59,11 @@ class BackboneSpec:
         if spec.source == "hdf5" and not spec.features_file:
             raise DataError("backbone source 'hdf5' needs features_file: the path of the HDF5 feature file")
         return spec
+
+    def applicable(self) -> dict:
+        """The fields that apply to this source (what backbone.json records): an imported source has no
+        training settings, a trained one no weight file."""
+        return {k: v for k, v in asdict(self).items() if k in APPLIES[self.source]}
 
 
 def _augment(batch, size: int, generator):
@@ -123,7 +134,7 @@ def train_backbone(dataset, spec: BackboneSpec, out: Path, progress: bool = True
         model.reset_classifier(0)
         torch.save(model.state_dict(), tmp / WEIGHTS_FILE)
         write_json(tmp / "backbone.json", {
-            "spec": asdict(spec), "arch": spec.arch, "pretraining_data": "none",
+            "spec": spec.applicable(), "arch": spec.arch, "pretraining_data": "none",
             "trained_on": {"dataset": dataset.name, "dataset_fingerprint": dataset.fingerprint(),
                            "split": f"fold{spec.fold}_train", "n_images": int(len(rows)),
                            "classes": classes.tolist(),
@@ -137,7 +148,7 @@ def train_backbone(dataset, spec: BackboneSpec, out: Path, progress: bool = True
 def describe_untrained(spec: BackboneSpec, out: Path) -> Path:
     """Nothing is trained for the other sources: record what extraction will load or import."""
     with atomic_directory(out) as tmp:
-        write_json(tmp / "backbone.json", {"spec": asdict(spec), "arch": spec.arch,
+        write_json(tmp / "backbone.json", {"spec": spec.applicable(), "arch": spec.arch,
                                            "pretraining_data": spec.pretraining_data, "source": SOURCES[spec.source],
                                            "weights_file": spec.weights_file, "trained_on": None})
     return out

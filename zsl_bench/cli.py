@@ -21,6 +21,7 @@ examples:
   zsl-bench methods transzero                its hyperparameters per dataset (set them in params.yaml)
   zsl-bench datasets                         what each dataset needs, what is here, how to get the rest
   zsl-bench download CUB --from ~/CUB_200_2011.tgz
+  zsl-bench prepare CUB; zsl-bench backbone CUB; zsl-bench extract CUB   one stage, outside DVC
   mlflow ui --backend-store-uri sqlite:///$PWD/mlflow.db   then "Model training" at the top of the sidebar
 """
 
@@ -101,6 +102,14 @@ def _parser() -> argparse.ArgumentParser:
                          "after you confirmed that a changed FILE is the one you want; the next use records the "
                          "new one. Needs no dataset.")
     sub.add_parser("prepare", help="prepare a dataset (the prepare stage, outside DVC)").add_argument("dataset")
+    sub.add_parser("backbone", help="train or describe a dataset's backbone (the backbone stage, outside DVC)",
+                   description="What params.yaml's backbone.<dataset> says: train the small CNN on the validation "
+                               "fold's train images, or record the pretrained, xlsa17 or HDF5 source it names."
+                   ).add_argument("dataset")
+    sub.add_parser("extract", help="extract or import a dataset's features (the extract stage, outside DVC)",
+                   description="Pooled vectors and maps with the dataset's backbone (params.yaml's extract.<dataset>), "
+                               "or the xlsa17 res101 vectors / an HDF5 file imported as they are; resumes an "
+                               "interrupted extraction.").add_argument("dataset")
     return p
 
 
@@ -237,13 +246,14 @@ def _method_hparams(cls) -> int:
     return 0
 
 
-def _prepare(args) -> int:
+def _stage(args) -> int:
+    """prepare, backbone, extract: the stage of that name on one dataset, as `dvc repro` would run it."""
     from zsl_bench import stages
     from zsl_bench.params import load_params
     from zsl_bench.paths import ProjectPaths
 
     paths = ProjectPaths.here()
-    print(stages.prepare(args.dataset, load_params(paths), paths))
+    print(getattr(stages, args.verb)(args.dataset, load_params(paths), paths))
     return 0
 
 
@@ -283,8 +293,8 @@ def _download(args) -> int:
     return 0
 
 
-VERBS = {"compare": _compare, "regress": _regress, "report": _report, "train": _train, "methods": _methods, "prepare": _prepare,
-         "datasets": _datasets, "download": _download}
+VERBS = {"compare": _compare, "regress": _regress, "report": _report, "train": _train, "methods": _methods,
+         "prepare": _stage, "backbone": _stage, "extract": _stage, "datasets": _datasets, "download": _download}
 
 if __name__ == "__main__":
     sys.exit(main())
