@@ -183,3 +183,48 @@ def sun(d: Dataset) -> tuple[bytes, bytes, FakeRelease]:
     release = xlsa17_release(d, "SUN", class_names, images, f"{CLUSTER_PREFIX}/MSc/data/SUN/images/",
                              original_att=(d.original_att / 100.0)[[class_names.index(n) for n in allc]])
     return meta, tgz_bytes(files), release
+
+
+def release_from_metadata(folder: Path, name: str, stored_prefix: str, feature_dim: int = 64,
+                          noise: float = 1.0, seed: int = 0) -> FakeRelease:
+    """One dataset's xlsa17 folder built from the real release's metadata (`att_splits.mat`, the class lists
+    and the per-image index of ../shared/zsl-metadata/<name>), with a res101.mat of random features carrying
+    the class signal (`feature_dim` columns instead of 2048: the same layout, a smaller file)."""
+    import csv
+
+    from zsl_bench.data.xlsa17 import read_att_splits
+
+    att = read_att_splits(folder / "att_splits.mat")
+    with open(folder / "res101_index.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    labels = np.array([int(r["label"]) - 1 for r in rows])
+    rng = np.random.default_rng(seed)
+    features = np.maximum(0, att.att[labels] @ rng.normal(size=(att.att.shape[1], feature_dim))
+                          + rng.normal(0, noise, (len(rows), feature_dim)))
+    files = {"att_splits.mat": (folder / "att_splits.mat").read_bytes(),
+             "allclasses.txt": "".join(f"{n}\n" for n in att.class_names).encode(),
+             "res101.mat": _mat_bytes(features=features.T, labels=(labels + 1).reshape(-1, 1).astype(float),
+                                      image_files=cell([stored_prefix + r["image_file"] for r in rows]))}
+    for lst in ["trainvalclasses.txt", "testclasses.txt"] + [f"{k}classes{i}.txt" for i in (1, 2, 3)
+                                                             for k in ("train", "val")]:
+        files[lst] = (folder / lst).read_bytes()
+    sizes = SplitSizes(n_images=len(rows), n_classes=len(att.class_names), n_attributes=att.att.shape[1],
+                       trainval=len(att.trainval_loc), test_seen=len(att.test_seen_loc),
+                       test_unseen=len(att.test_unseen_loc))
+    return FakeRelease(name=name, files=files, sizes=sizes)
+
+
+def metadata_archives(shared: Path) -> dict[str, bytes]:
+    """The small metadata archives a release-only preparation of SUN and AWA2 also fetches (attribute names),
+    in their real layouts, from the real files in ../shared/zsl-metadata."""
+    import csv
+
+    with open(shared / "SUN" / "res101_index.csv", newline="") as f:
+        sun_images = [r["image_file"] for r in csv.DictReader(f)]
+    return {
+        "SUNAttributeDB.tar.gz": tgz_bytes({
+            "SUNAttributeDB/images.mat": _mat_bytes(images=cell(sun_images)),
+            "SUNAttributeDB/attributes.mat": (shared / "SUN" / "attributes.mat").read_bytes()}),
+        "AwA2-base.zip": _zip({f"Animals_with_Attributes2/{n}": (shared / "AWA2" / n).read_bytes()
+                               for n in ("classes.txt", "predicates.txt", "predicate-matrix-continuous.txt")}),
+    }

@@ -8,7 +8,7 @@ import pytest
 
 from tests.httpserver import FileServer
 from zsl_bench import attribute_embeddings as ae
-from zsl_bench.data.download import DownloadError
+from zsl_bench.data.download import DownloadError, FetchOptions
 from zsl_bench.io import DataError
 
 
@@ -30,18 +30,29 @@ def served_pickle(tmp_path, monkeypatch):
 
 def test_word2vec_vectors_download_checked_against_their_git_blob(served_pickle, tmp_path):
     server, vectors, _ = served_pickle
-    got, origin = ae.word2vec("AWA2", tmp_path / "dl", 85, mirror=server.url, progress=False)
+    got, origin = ae.word2vec("AWA2", tmp_path / "dl", 85, FetchOptions(mirror=server.url, progress=False))
     np.testing.assert_array_equal(got, vectors)
     assert origin["kind"] == "w2v" and origin["git_blob"] == ae.W2V_BLOBS["AWA2"]
     with pytest.raises(DataError, match=r"shape \(85, 300\), the dataset has 84 attributes"):
-        ae.word2vec("AWA2", tmp_path / "dl", 84, mirror=server.url, progress=False)
+        ae.word2vec("AWA2", tmp_path / "dl", 84, FetchOptions(mirror=server.url, progress=False))
+
+
+def test_word2vec_vectors_accept_a_copy_the_user_has(served_pickle, tmp_path):
+    """`from: [~/AWA2_attribute.pkl]` (or `zsl-bench download AWA2 --from …`), checked like a download."""
+    _, vectors, www = served_pickle
+    own = tmp_path / "mine" / "AWA2_attribute.pkl"
+    own.parent.mkdir()
+    own.write_bytes((www / "AWA2_attribute.pkl").read_bytes())
+    offline = FetchOptions(from_paths=(own,), progress=False)   # no mirror, no network needed
+    got, _ = ae.word2vec("AWA2", tmp_path / "dl", 85, offline)
+    np.testing.assert_array_equal(got, vectors)
 
 
 def test_a_tampered_pickle_fails_its_pin(served_pickle, tmp_path):
     server, vectors, www = served_pickle
     (www / "AWA2_attribute.pkl").write_bytes(pickle.dumps(vectors * 2, protocol=2))
     with pytest.raises(DownloadError, match="git_blob"):
-        ae.word2vec("AWA2", tmp_path / "dl", 85, mirror=server.url, progress=False)
+        ae.word2vec("AWA2", tmp_path / "dl", 85, FetchOptions(mirror=server.url, progress=False))
 
 
 def test_a_pickle_that_is_not_a_plain_array_is_refused_not_run(tmp_path):

@@ -4,6 +4,7 @@ import importlib.util
 import json
 import shutil
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +17,6 @@ from zsl_bench.runner import RUN_LIBRARY, RunRequest, code_fingerprint, execute
 
 PLUGIN = '''
 import numpy as np
-import pytest
 from zsl_bench.method import Method
 
 
@@ -282,7 +282,7 @@ def test_a_method_code_change_moves_every_view(tmp_path):
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     (root / "regress").mkdir()
     shutil.copy(root / "params.yaml", root / "regress" / "params.yaml")
-    env = {**os.environ, "PATH": f"{REPO / '.venv' / 'bin'}:{os.environ['PATH']}", "HOME": str(tmp_path),
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "HOME": str(tmp_path),
            "PYTHONPATH": str(site.parent), "MLFLOW_TRACKING_URI": ""}
 
     def sh(*cmd, ok=(0,)):

@@ -4,6 +4,7 @@ import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -198,7 +199,7 @@ def test_dvc_repro_runs_everything_then_nothing_and_stage_deps_cover_imports(tin
     for sub in ("pipelines", "zsl_bench", "methods"):   # stage deps name these folders
         shutil.copytree(REPO / sub, root / sub, ignore=shutil.ignore_patterns("__pycache__"))
     log = tmp_path / "imports.jsonl"
-    env = {"PATH": f"{REPO / '.venv' / 'bin'}:/usr/bin:/bin", "HOME": str(tmp_path), "ZSL_BENCH_IMPORT_LOG": str(log)}
+    env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": str(tmp_path), "ZSL_BENCH_IMPORT_LOG": str(log)}
     env = {**os.environ, **env}
 
     def sh(*cmd):

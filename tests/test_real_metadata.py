@@ -1,6 +1,5 @@
 """Against the real xlsa17 split files and dataset metadata in ../shared/zsl-metadata (skipped without them)."""
 import csv
-import shutil
 
 import numpy as np
 import pytest
@@ -114,6 +113,7 @@ def release_only(request, tmp_path_factory):
     """A dataset prepared from an xlsa17-layout release built from the real split files (att_splits.mat,
     class lists, per-image index) with a res101.mat of random features carrying the class signal, then its
     vectors imported as the feature store: the release-only path, without images."""
+    from tests.real_layouts import release_from_metadata
     from zsl_bench.backbone import BackboneSpec
     from zsl_bench.data.dataset import load_dataset
     from zsl_bench.data.xlsa17 import prepare_from_release, xlsa17_folder
@@ -123,29 +123,18 @@ def release_only(request, tmp_path_factory):
     if not (SHARED / name).is_dir():
         pytest.skip(f"real dataset metadata not available at {SHARED} (it sits beside the repository in the "
                     "development workspace; CI clones do not have it)")
-    src, tmp = SHARED / name, tmp_path_factory.mktemp(name)
+    tmp = tmp_path_factory.mktemp(name)
     release = xlsa17_folder(tmp / "raw", name)
     release.mkdir(parents=True)
-    shutil.copy(src / "att_splits.mat", release / "att_splits.mat")
-    att = read_att_splits(src / "att_splits.mat")
-    lists = {f: (src / f).read_text().split() for f in ["trainvalclasses.txt", "testclasses.txt"] + [
-             f"{k}classes{i}.txt" for i in (1, 2, 3) for k in ("train", "val")]}
-    for f, names in {"allclasses.txt": list(att.class_names), **lists}.items():
-        (release / f).write_text("\n".join(names) + "\n")
-    rows = index_rows(src)
-    labels = np.array([int(r["label"]) - 1 for r in rows])
-    rng = np.random.default_rng(0)
-    dim = 256   # the layout of res101.mat with fewer columns than 2048: the same code path, a smaller file
-    features = np.maximum(0, att.att[labels] @ rng.normal(size=(att.att.shape[1], dim))
-                          + rng.normal(0, 1.0, (len(rows), dim)))
-    savemat(release / "res101.mat", {"features": features.T, "labels": (labels + 1).reshape(-1, 1).astype(float),
-                                     "image_files": cell([STORED_PREFIX[name] + r["image_file"] for r in rows])})
+    for fname, data in release_from_metadata(SHARED / name, name, STORED_PREFIX[name], feature_dim=256).files.items():
+        (release / fname).write_bytes(data)
     out = prepare_from_release(tmp / "raw", tmp / "prepared", name, name, SIZES[name], STRIP[name],
                                image_root=tmp / "raw" / "images", attribute_names=None)
     d = load_dataset(out)
     assert any("sizes match" in c for c in d.meta["checks"])
-    info = {"spec": vars(BackboneSpec(arch="resnet101", source="xlsa17_res101")), "arch": "resnet101 (Caffe)",
-            "pretraining_data": "imagenet-1k", "trained_on": None}
+    spec = BackboneSpec(arch="resnet101", source="xlsa17_res101")
+    info = {"spec": spec.applicable(), "arch": spec.applicable()["arch"], "pretraining_data": "imagenet-1k",
+            "trained_on": None}
     return d, FeatureStore(import_res101(d, release / "res101.mat", tmp / "features", info))
 
 

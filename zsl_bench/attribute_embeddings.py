@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from zsl_bench.data.download import RemoteFile, fetch
+from zsl_bench.data.download import FetchOptions, RemoteFile
 from zsl_bench.io import DataError
 
 DAZLE_COMMIT = "e5a04601d8368903008fd96dee3d95dde398aa51"
@@ -65,10 +65,12 @@ def load_array_pickle(path: Path) -> np.ndarray:
     return arr
 
 
-def word2vec(dataset: str, downloads: Path, n_attributes: int, mirror: str | None = None,
-             progress: bool = True) -> tuple[np.ndarray, dict]:
+def word2vec(dataset: str, downloads: Path, n_attributes: int, opts: FetchOptions | None = None
+             ) -> tuple[np.ndarray, dict]:
+    """DAZLE's word2vec vectors of the attribute names, fetched like any download: `mirror` and `from`
+    (a copy named `<DS>_attribute.pkl`) work for them as for the archives."""
     remote = w2v_remote(dataset)
-    path = fetch(remote, downloads, mirror=mirror, progress=progress)
+    path = (opts or FetchOptions()).fetch(remote, downloads)
     vectors = load_array_pickle(path).astype(np.float64)
     if vectors.shape != (n_attributes, 300):
         raise DataError(f"{path}: shape {vectors.shape}, the dataset has {n_attributes} attributes × 300")
@@ -100,9 +102,9 @@ def sentence_embeddings(names: list[str], device: str = "cpu") -> tuple[np.ndarr
                      "note": "unit-norm sentence embeddings of the cleaned attribute names"}
 
 
-def compute(kind: str, dataset, downloads: Path, mirror: str | None = None, progress: bool = True):
+def compute(kind: str, dataset, downloads: Path, opts: FetchOptions | None = None):
     if kind == "w2v":
-        return word2vec(dataset.name, downloads, dataset.n_attributes, mirror=mirror, progress=progress)
+        return word2vec(dataset.name, downloads, dataset.n_attributes, opts)
     if kind == "minilm":
         if dataset.meta.get("attribute_names_known") is False:
             raise DataError(f"{dataset.root}: attribute names are unknown (release-only preparation), so they "

@@ -24,11 +24,15 @@ SOURCES = {
     "xlsa17_res101": "the published xlsa17 res101.mat vectors (Caffe ResNet-101, ImageNet-1k), imported",
     "hdf5": "a DAZLE/TransZero feature-map HDF5 file (`features_file`), read lazily",
 }
+# A published source is what it is, whatever params.yaml's arch says (it may still name the backbone
+# the images would use): recorded from here.
+PUBLISHED = {"xlsa17_res101": {"arch": "resnet101 (Caffe; the xlsa17 release's res101.mat, 224 px, no crop)",
+                               "pretraining_data": "imagenet-1k"}}
 _TRAINING = ("input_size", "epochs", "batch_size", "lr", "weight_decay", "seed", "fold")
 # The spec fields that mean something for each source: only those are recorded (backbone.json, index.json).
 APPLIES = {"train_on_seen": ("arch", "source", "pretraining_data", *_TRAINING),
            "pretrained": ("arch", "source", "pretraining_data", "weights_file", "input_size"),
-           "xlsa17_res101": ("arch", "source", "pretraining_data"),
+           "xlsa17_res101": ("source",),
            "hdf5": ("arch", "source", "pretraining_data", "features_file")}
 
 
@@ -63,7 +67,8 @@ class BackboneSpec:
     def applicable(self) -> dict:
         """The fields that apply to this source (what backbone.json records): an imported source has no
         training settings, a trained one no weight file."""
-        return {k: v for k, v in asdict(self).items() if k in APPLIES[self.source]}
+        return {**{k: v for k, v in asdict(self).items() if k in APPLIES[self.source]},
+                **PUBLISHED.get(self.source, {})}
 
 
 def _augment(batch, size: int, generator):
@@ -148,9 +153,10 @@ def train_backbone(dataset, spec: BackboneSpec, out: Path, progress: bool = True
 def describe_untrained(spec: BackboneSpec, out: Path) -> Path:
     """Nothing is trained for the other sources: record what extraction will load or import."""
     with atomic_directory(out) as tmp:
-        write_json(tmp / "backbone.json", {"spec": spec.applicable(), "arch": spec.arch,
-                                           "pretraining_data": spec.pretraining_data, "source": SOURCES[spec.source],
-                                           "weights_file": spec.weights_file, "trained_on": None})
+        recorded = spec.applicable()
+        write_json(tmp / "backbone.json", {"spec": recorded, "arch": recorded.get("arch", spec.arch),
+                                           "pretraining_data": recorded.get("pretraining_data"),
+                                           "source": SOURCES[spec.source], "trained_on": None})
     return out
 
 

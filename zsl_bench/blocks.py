@@ -109,9 +109,12 @@ class TorchMethod(Method):
     def attribute_embedding(self) -> np.ndarray:
         kind = self.hparams["attribute_embedding"]
         if kind not in self.task.attribute_embeddings:
-            raise DataError(f"{self.name} needs the '{kind}' attribute embedding of {self.task.dataset}; add it to "
-                            f"sources.{self.task.dataset}.attribute_embeddings in params.yaml "
-                            f"(available: {sorted(self.task.attribute_embeddings) or 'none'})")
+            why = self.task.attribute_embeddings_unavailable.get(kind)
+            raise DataError(f"{self.name} needs the '{kind}' attribute embedding of {self.task.dataset}; "
+                            + (f"the prepare stage could not make it ({why}); fix that and rerun `dvc repro`" if why
+                               else f"add it to sources.{self.task.dataset}.attribute_embeddings in params.yaml")
+                            + f" (available: {sorted(self.task.attribute_embeddings) or 'none'}; or set the method's "
+                            "attribute_embedding hyperparameter to one of those)")
         return self.task.attribute_embeddings[kind]
 
     def class_matrix(self, semantics: ClassSemantics) -> np.ndarray:

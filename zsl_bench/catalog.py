@@ -51,10 +51,17 @@ def archive_state(remote, downloads: Path) -> tuple[str, str]:
     return "missing", f"{remote.name}: missing{size} — {remote.description or remote.urls[0]}"
 
 
+def files_of(name: str, source_params: dict) -> list:
+    """Every file a source downloads: its archives, and the word2vec vectors when it asks for them."""
+    from zsl_bench.attribute_embeddings import W2V_BLOBS, w2v_remote
+
+    extra = [w2v_remote(name)] if "w2v" in source_params.get("attribute_embeddings", []) and name in W2V_BLOBS else []
+    return source_module(name).required_archives(source_params) + extra
+
+
 def status(name: str, params: dict, paths: ProjectPaths) -> SourceStatus:
-    module = source_module(name)
     source_params = params.get("sources", {}).get(name, {})
-    archives = module.required_archives(source_params)
+    archives = files_of(name, source_params)
     states, lines = [], []
     for remote in archives:
         state, line = archive_state(remote, paths.downloads)
@@ -95,13 +102,12 @@ def datasets_text(params: dict, paths: ProjectPaths) -> str:
 
 def download(name: str, params: dict, paths: ProjectPaths, mirror: str | None, from_paths: list[str],
              images: bool | None, progress: bool = True) -> list[Path]:
-    module = source_module(name)
     source_params = dict(params.get("sources", {}).get(name, {}))
     if images is not None:
         source_params["images"] = images
     opts = FetchOptions.from_params({"mirror": mirror or source_params.get("mirror"),
                                      "from": list(from_paths) or source_params.get("from") or []}, progress)
-    archives = module.required_archives(source_params)
+    archives = files_of(name, source_params)
     unknown = [p for p in opts.from_paths if p.name not in {r.name for r in archives}]
     if unknown:
         raise DataError(f"--from {unknown[0]}: {name} needs {', '.join(r.name for r in archives)}; "

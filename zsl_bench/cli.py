@@ -129,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _compare(args) -> int:
+    from zsl_bench import report_stage
     from zsl_bench.compare import RENDERERS, compare
     from zsl_bench.io import ConfigError
     from zsl_bench.params import load_params
@@ -144,13 +145,14 @@ def _compare(args) -> int:
         raise ConfigError(f"unknown dataset {args.dataset!r}: params.yaml's datasets are "
                           f"{', '.join(params['datasets'])}")
     current, notice = _current_runs(params, paths) if params and not args.runs else (None, "")
+    skipped = report_stage.skipped_runs(params, paths)[0] if params and not args.runs else {}
     source = "records" if args.runs else args.source
     results, where = load_results(args.runs or paths.runs, paths.tracking_uri, source, keep=current)
     if notice:
         print(notice, file=sys.stderr)
     seeds = (params.get("train") or {}).get("seeds")
     comps = compare(results, args.methods, dataset=args.dataset, policy=args.selection,
-                    expected_seeds=len(seeds) if seeds else None)
+                    expected_seeds=len(seeds) if seeds else None, skipped=skipped)
     if not comps:
         print(f"zsl-bench compare: no runs found ({where}): run `dvc repro` (or `zsl-bench train`) first",
               file=sys.stderr)

@@ -50,10 +50,11 @@ def _seed_values(results: list[RunResult], dataset: str, method: str, policy: st
             for r in results if r.dataset == dataset and r.method == method}
 
 
-def _summary_cell(values: list[float], expected: int | None) -> Cell:
+def _summary_cell(values: list[float], expected: int | None, skipped: str | None = None) -> Cell:
     mean, std, n = mean_std(values)
     if not n:
-        return Cell(note=f"0 of {expected} seeds run" if expected else "0 seeds run")
+        return Cell(note=f"skipped: {skipped}" if skipped else
+                    f"0 of {expected} seeds run" if expected else "0 seeds run")
     return Cell(mean=mean, std=std, n=n)
 
 
@@ -63,8 +64,11 @@ def _scores(results: list[RunResult], dataset: str, method: str, policy: str) ->
 
 
 def compare(results: list[RunResult], methods: list[str], dataset: str | None = None, policy: str = "val",
-            expected_seeds: int | None = None, synthetic: tuple[str, ...] = ("synthetic",)) -> list[DatasetComparison]:
-    datasets = [dataset] if dataset else sorted({r.dataset for r in results})
+            expected_seeds: int | None = None, synthetic: tuple[str, ...] = ("synthetic",),
+            skipped: dict | None = None) -> list[DatasetComparison]:
+    """`skipped`: (dataset, method) → why that method did not run there (its cells say so)."""
+    skipped = skipped or {}
+    datasets = [dataset] if dataset else sorted({r.dataset for r in results} | {d for d, m in skipped if m in methods})
     out = []
     for ds in datasets:
         comp = DatasetComparison(ds, policy, real=ds not in synthetic)
@@ -73,8 +77,10 @@ def compare(results: list[RunResult], methods: list[str], dataset: str | None = 
             seeds = per_method[m]
             pub = published(m, ds) if comp.real else None
             searched = all(r.searched for r in results if r.dataset == ds and r.method == m)
-            comp.rows.append(Row("method", m if searched else f"{m} {NOT_SEARCHED}", {k: _summary_cell([s[k] for s in seeds.values()], expected_seeds)
-                                              for k in TABLE_METRICS}, len(seeds),
+            why = skipped.get((ds, m))
+            comp.rows.append(Row("method", m if searched else f"{m} {NOT_SEARCHED}",
+                                 {k: _summary_cell([s[k] for s in seeds.values()], expected_seeds, why)
+                                  for k in TABLE_METRICS}, len(seeds),
                                  published=({**{k: pub.get(k) for k in ("T1", "U", "S", "H")}, "source": pub.source}
                                             if pub else None)))
         base = methods[0]

@@ -176,7 +176,8 @@ class Evaluator:
         shapes = tuple(tuple(int(d) for d in store.shape(f)[1:]) for f in self.features)
         self.task = Task(dataset=dataset.name, attribute_names=tuple(dataset.attribute_names),
                          input_kind=method_cls.input_kind, input_shape=shapes[-1] if shapes else (3,),
-                         input_shapes=shapes, attribute_embeddings=dataset.attribute_embeddings())
+                         input_shapes=shapes, attribute_embeddings=dataset.attribute_embeddings(),
+                         attribute_embeddings_unavailable=dataset.meta.get("attribute_embeddings_unavailable", {}))
         # Scoring-only variants (Mg-MRN's per-branch inference) are read off the same fitted models.
         self.score_variants = {"": {}, **method_cls.score_variants}
 

@@ -28,6 +28,8 @@ from zsl_bench.io import DataError, atomic_directory, read_json, sha256_file, wr
 from zsl_bench.provenance import provenance, write_provenance
 
 STORE_DTYPE = np.float16
+# What an imported backbone source provides, and nothing else (stages.extract imports them as they are).
+IMPORTED_ARRAYS = {"xlsa17_res101": ("pooled",), "hdf5": ("layer4",)}
 HDF5_REQUIRED = ("feature_map", "labels", "trainval_loc", "test_seen_loc", "test_unseen_loc", "att", "original_att")
 
 
@@ -300,6 +302,17 @@ class FeatureStore:
         if entry is None:
             raise DataError(f"{self.root / 'index.json'}: no '{name}' array (has {sorted(self.index['arrays'])})")
         return entry
+
+    def unavailable(self, names) -> str | None:
+        """Why this store can never hold `names`, or None: an imported source holds fixed arrays (a method
+        needing others is skipped on this dataset, not failed). Arrays missing from a store extracted here
+        are a configuration error instead (`extract.<dataset>.levels`), reported when they are read."""
+        source = (self.index.get("backbone_spec") or {}).get("source")
+        lacking = [n for n in names if n not in self.index["arrays"]]
+        if not lacking or source not in IMPORTED_ARRAYS:
+            return None
+        return (f"needs {' and '.join(lacking)}, and {self.index['dataset']}'s features are imported from {source} "
+                f"({', '.join(IMPORTED_ARRAYS[source])} only)")
 
     def shape(self, name: str = "pooled") -> tuple[int, ...]:
         return tuple(self._entry(name)["shape"])

@@ -42,6 +42,7 @@ class Task:
     input_shapes: tuple[tuple[int, ...], ...] = ()   # every level, for "maps" (layer2, layer3, layer4)
     # one text vector per attribute, by kind ("w2v", "minilm"): names carry no class information
     attribute_embeddings: dict[str, np.ndarray] = field(default_factory=dict)
+    attribute_embeddings_unavailable: dict[str, str] = field(default_factory=dict)   # kind → why prepare left it out
 
     @property
     def n_attributes(self) -> int:

@@ -8,6 +8,9 @@
     <slot>/<run_key>/provenance.json   when, where and how long (provenance.py): outside DVC's hashes, may be absent
     <slot>/<run_key>/done              written last; a folder without it is ignored
 
+A slot whose method cannot run on the dataset's inputs (e.g. a map method on the xlsa17 vectors) holds
+`skipped.json` instead: {"method", "dataset", "reason"}; tables show the reason in the cell.
+
 A folder is complete or absent (written in a temporary folder, renamed into place). `RunRecord` is a
 record read back and checked; `Predictions` the arrays of predictions.npz, checked for keys and shapes.
 (`scripts/recompute_metrics.py` reads the documented format on its own, on purpose.)
@@ -30,6 +33,7 @@ from zsl_bench.provenance import read_provenance, write_provenance
 SCHEMA_VERSION = 3   # 3: time, memory and host moved to provenance.json; 2: `model` and views.npz
 DONE = "done"
 RECORD_FILE, PREDICTIONS_FILE, VIEWS_FILE = "record.json", "predictions.npz", "views.npz"
+SKIPPED_FILE = "skipped.json"
 # Keys every record has, as (path, what it is), checked when a record is read.
 REQUIRED = (("schema_version", "format version"), ("method", "method name"), ("dataset", "dataset name"),
             ("seed", "run seed"), ("run_key", "content key"), ("selection", "metrics per selection policy"),
@@ -206,6 +210,24 @@ def write_run(folder: Path, record: dict, predictions: dict[str, np.ndarray], st
         write_json(tmp / RECORD_FILE, record)
         (tmp / DONE).write_text("")
     return folder
+
+
+def write_skipped(slot: Path, method: str, dataset: str, reason: str) -> Path:
+    """Mark `slot` as skipped (its run folders, made when the inputs allowed the method, are removed)."""
+    import shutil
+
+    slot = Path(slot)
+    for old in find_run_folders(slot):
+        shutil.rmtree(old)
+    slot.mkdir(parents=True, exist_ok=True)
+    write_json(slot / SKIPPED_FILE, {"method": method, "dataset": dataset, "reason": reason})
+    return slot
+
+
+def read_skipped(slot: Path) -> str | None:
+    """Why `slot` was skipped, or None when it was not."""
+    path = Path(slot) / SKIPPED_FILE
+    return read_json(path)["reason"] if path.is_file() else None
 
 
 def find_run_folders(root: Path) -> list[Path]:

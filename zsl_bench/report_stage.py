@@ -38,6 +38,21 @@ def configured_records(params: dict, paths: ProjectPaths) -> tuple[list, list]:
     return results, ablation
 
 
+def skipped_runs(params: dict, paths: ProjectPaths) -> tuple[dict, dict]:
+    """Why configured slots were skipped (a method that cannot run on the dataset's inputs;
+    records.write_skipped), as two maps (dataset, method) → reason: the train stage's methods, and the
+    ablation's variants."""
+    from zsl_bench.records import read_skipped
+
+    ablate = params.get("ablate") or {}
+    datasets = section(params, "datasets")
+    train = [((d, m), paths.run_slot(d, m, s)) for d in datasets
+             for m in section(params, "train", "methods") for s in section(params, "train", "seeds")]
+    variants = [((d, f"{ablate['method']}.{v}"), paths.ablation_slot(d, f"{ablate['method']}.{v}", s))
+                for d in datasets for v in ablate.get("variants", []) for s in ablate.get("seeds", [])]
+    return tuple({key: reason for key, slot in slots if (reason := read_skipped(slot))} for slots in (train, variants))
+
+
 def outside_records(paths: ProjectPaths, configured: list) -> list:
     """Records below runs/ that are not among `configured` (configured_records' two lists together): an
     extra seed from `zsl-bench train`, a method or seed removed from params.yaml. Never averaged in, only
@@ -58,11 +73,12 @@ def outside_notice(outside: list) -> str:
             "(add them to params.yaml to count them)")
 
 
-def missing_runs(params: dict, results: list) -> list[str]:
-    """The configured (dataset, method, seed) slots without a finished run, as `method/dataset/seedK`."""
+def missing_runs(params: dict, results: list, skipped: dict) -> list[str]:
+    """The configured (dataset, method, seed) slots with neither a finished run nor a skip, as
+    `method/dataset/seedK`."""
     have = {(r.dataset, r.method, r.seed) for r in results}
     return [f"{m}/{d}/seed{s}" for d in section(params, "datasets") for m in section(params, "train", "methods")
-            for s in section(params, "train", "seeds") if (d, m, int(s)) not in have]
+            for s in section(params, "train", "seeds") if (d, m, int(s)) not in have and (d, m) not in skipped]
 
 
 def report(params: dict, paths: ProjectPaths, progress: bool = True) -> list[Path]:
@@ -80,7 +96,8 @@ def report(params: dict, paths: ProjectPaths, progress: bool = True) -> list[Pat
     notice = outside_notice(outside_records(paths, results + ablation))
     if notice:
         print(notice, file=sys.stderr)
-    missing = missing_runs(params, results)
+    skipped, skipped_ablation = skipped_runs(params, paths)
+    missing = missing_runs(params, results, skipped)
     if missing:
         raise DataError(f"{paths.reports}: not rewritten, {len(missing)} configured run(s) have no finished run "
                         f"folder ({', '.join(missing[:5])}{' …' if len(missing) > 5 else ''}); run `dvc repro` "
@@ -88,7 +105,8 @@ def report(params: dict, paths: ProjectPaths, progress: bool = True) -> list[Pat
     build = Path(tempfile.mkdtemp(prefix=".reports.tmp-", dir=paths.root))
     try:
         written = write_reports(results, build, ablation=ablation,
-                                ablation_method=(params.get("ablate") or {}).get("method"))
+                                ablation_method=(params.get("ablate") or {}).get("method"), skipped=skipped,
+                                skipped_ablation=skipped_ablation)
         written += write_figures(newest_per_seed(results), build, progress=progress)
         (build / "README.md").write_text(index_markdown(written, build))
         written = [paths.reports / p.relative_to(build) for p in [*written, build / "README.md"]]

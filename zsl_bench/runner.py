@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from zsl_bench.io import DataError
 from zsl_bench.paths import ProjectPaths
 from zsl_bench.protocol import PROTOCOL_VERSION
 from zsl_bench.provenance import provenance
@@ -70,6 +71,19 @@ def code_fingerprint(method_cls) -> dict:
             "method": _files_digest(method_root, method_files)}
 
 
+class NotApplicable(DataError):
+    """The method cannot run on this dataset's inputs at all (not a failed run: the stage records a skip)."""
+
+
+def check_applicable(method_cls, store) -> None:
+    """Raise NotApplicable when `store` can never hold the arrays the method reads."""
+    from zsl_bench.evaluator import Evaluator
+
+    why = store.unavailable(Evaluator.features_of(method_cls))
+    if why:
+        raise NotApplicable(f"{method_cls.name} {why}")
+
+
 def peak_rss_mb() -> float:
     """Peak resident memory of this process so far (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
@@ -89,6 +103,7 @@ def execute(request: RunRequest, paths: ProjectPaths, progress: bool = True, slo
     dataset = load_dataset(paths.prepared(request.dataset))
     store = FeatureStore(paths.features(request.dataset))
     store.check_matches(dataset)
+    check_applicable(method_cls, store)
     store.verify(Evaluator.features_of(method_cls))   # a damaged array stops the run before any training
     device = "cpu" if method_cls.device == "cpu" else resolve_device(request.device)
     evaluator = Evaluator(dataset, store, method_cls, seed=request.seed, fold=request.fold,

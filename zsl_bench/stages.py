@@ -18,13 +18,24 @@ def prepare(dataset: str, params: dict, paths: ProjectPaths, progress: bool = Tr
                          progress=progress, downloads=paths.downloads)
     kinds = source_params.get("attribute_embeddings", [])
     if kinds:
+        import sys
+
         from zsl_bench import attribute_embeddings
         from zsl_bench.data.dataset import attach_attribute_embeddings, load_dataset
+        from zsl_bench.data.download import FetchOptions
 
         ds = load_dataset(out)
-        attach_attribute_embeddings(out, {k: attribute_embeddings.compute(k, ds, paths.downloads,
-                                                                          mirror=source_params.get("mirror"),
-                                                                          progress=progress) for k in kinds})
+        opts = FetchOptions.from_params(source_params, progress)
+        # As available: an embedding that cannot be had here (no attribute names in a release-only
+        # preparation, no word2vec file offline) is left out with one line; a method using it says why.
+        computed, unavailable = {}, {}
+        for kind in kinds:
+            try:
+                computed[kind] = attribute_embeddings.compute(kind, ds, paths.downloads, opts)
+            except DataError as e:
+                unavailable[kind] = str(e)
+                print(f"prepare {dataset}: no '{kind}' attribute embedding: {e}", file=sys.stderr)
+        attach_attribute_embeddings(out, computed, unavailable)
     return out
 
 
@@ -78,11 +89,19 @@ def train(dataset: str, method: str, seed: int, params: dict, paths: ProjectPath
     """One run in its slot. The slot persists across `dvc repro` (dvc.yaml), so a complete run folder whose
     stage was killed before DVC recorded it is adopted, not retrained; folders of other keys (older code or
     settings) are removed once the current one is there."""
-    from zsl_bench.runner import execute
+    import sys
+
+    from zsl_bench.records import SKIPPED_FILE, write_skipped
+    from zsl_bench.runner import NotApplicable, execute
     from zsl_bench.runtime import limit_threads
 
     limit_threads()
-    folder = execute(run_request(dataset, method, seed, params), paths, progress=progress)
+    try:
+        folder = execute(run_request(dataset, method, seed, params), paths, progress=progress)
+    except NotApplicable as e:
+        print(f"skipped {method} on {dataset} (seed {seed}): {e}", file=sys.stderr)
+        return write_skipped(paths.run_slot(dataset, method, seed), method, dataset, str(e))
+    (folder.parent / SKIPPED_FILE).unlink(missing_ok=True)   # it runs now (the inputs changed)
     prune_slot(folder)
     return folder
 
@@ -119,22 +138,39 @@ def _run_in_worker(args) -> str:
 
 def ablate(dataset: str, params: dict, paths: ProjectPaths, progress: bool = True) -> list[Path]:
     """Every variant × seed of `ablate` in params, two (or `ablate.workers`) at a time. Runs done before
-    are found again by their content key, and runs no longer asked for are removed."""
+    are found again by their content key, and runs no longer asked for are removed. A variant that cannot
+    run on the dataset's inputs (maps on imported vectors) is marked skipped, with one line saying why."""
     import multiprocessing
     import shutil
+    import sys
     from concurrent.futures import ProcessPoolExecutor
 
     from tqdm import tqdm
 
-    cfg = section(params, "ablate")
+    from zsl_bench.features import FeatureStore
+    from zsl_bench.records import SKIPPED_FILE, write_skipped
+    from zsl_bench.registry import get_method
+    from zsl_bench.runner import NotApplicable, check_applicable
     from zsl_bench.runtime import thread_count
 
+    cfg = section(params, "ablate")
     cores = thread_count()
     workers = int(cfg.get("workers") or cores)
-    names = [f"{cfg['method']}.{v}" for v in cfg["variants"]]
+    store = FeatureStore(paths.features(dataset))
+    names, skipped = [], set()
+    for name in (f"{cfg['method']}.{v}" for v in cfg["variants"]):
+        try:
+            check_applicable(get_method(name), store)
+            names.append(name)
+        except NotApplicable as e:
+            print(f"skipped ablation {name} on {dataset}: {e}", file=sys.stderr)
+            for seed in cfg["seeds"]:
+                skipped.add(write_skipped(paths.ablation_slot(dataset, name, int(seed)), name, dataset, str(e)))
     jobs = [(run_request(dataset, name, seed, params, search=False), str(paths.root),
              str(paths.ablation_slot(dataset, name, int(seed))), max(1, cores // workers))
             for name in names for seed in cfg["seeds"]]
+    for _, _, slot, _ in jobs:
+        (Path(slot) / SKIPPED_FILE).unlink(missing_ok=True)
     folders = []
     if jobs:
         with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
@@ -144,4 +180,6 @@ def ablate(dataset: str, params: dict, paths: ProjectPaths, progress: bool = Tru
     root.mkdir(parents=True, exist_ok=True)   # the stage's DVC output, even with nothing to run
     for stale in [p for p in root.glob("*/seed*/*") if p.is_dir() and p not in folders]:
         shutil.rmtree(stale)
+    for marker in [p for p in root.glob(f"*/seed*/{SKIPPED_FILE}") if p.parent not in skipped]:
+        marker.unlink()   # a variant or seed no longer asked for
     return folders

@@ -120,8 +120,10 @@ def _write_meta(folder: Path, meta: dict) -> None:
     write_json(folder / "dataset.json", {**meta, "fingerprint": sha256_bytes(canonical_json(parts).encode())})
 
 
-def attach_attribute_embeddings(root: Path, embeddings: dict[str, tuple[np.ndarray, dict]]) -> None:
-    """Add `attribute_embeddings_<kind>.npy` files to a prepared folder (atomically, new fingerprint)."""
+def attach_attribute_embeddings(root: Path, embeddings: dict[str, tuple[np.ndarray, dict]],
+                                unavailable: dict[str, str] | None = None) -> None:
+    """Add `attribute_embeddings_<kind>.npy` files to a prepared folder (atomically, new fingerprint), and
+    record why the `unavailable` kinds could not be made."""
     import shutil
 
     root = Path(root)
@@ -136,7 +138,10 @@ def attach_attribute_embeddings(root: Path, embeddings: dict[str, tuple[np.ndarr
                                 f"{meta['n_attributes']} attributes")
             np.save(tmp / f"attribute_embeddings_{kind}.npy", vectors)
             info[kind] = {"file": f"attribute_embeddings_{kind}.npy", "shape": list(vectors.shape), **origin}
-        _write_meta(tmp, {**meta, "attribute_embeddings": info})
+        missing = {**meta.get("attribute_embeddings_unavailable", {}), **(unavailable or {})}
+        missing = {k: v for k, v in missing.items() if k not in info}
+        _write_meta(tmp, {**meta, "attribute_embeddings": info,
+                          **({"attribute_embeddings_unavailable": missing} if missing else {})})
 
 
 def load_dataset(root: Path) -> Dataset:
