@@ -39,7 +39,8 @@ def long_table(records: list[dict]):
             rows.append({"dataset": r.dataset, "method": r.method, "seed": r.seed, "policy": policy,
                          "uses_unseen_semantics": r.uses_unseen_semantics, "run_key": r.run_key, "wall_s": r.wall_s,
                          "searched": r.searched, **r.metrics[policy]})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=["dataset", "method", "seed", "policy", "uses_unseen_semantics", "run_key",
+                                       "wall_s", "searched", *TABLE_METRICS])
 
 
 def summary(df, policy: str, skipped: dict | None = None):
