@@ -314,3 +314,42 @@ def test_the_train_stage_applies_one_thread_rule_to_torch_and_blas(project_copy,
     finally:
         torch.set_num_threads(before)
     assert RunRecord.read(folder)["environment"]["threads"] == 1
+
+
+def test_a_method_the_features_cannot_serve_is_skipped_and_every_table_says_why(region_project, tmp_path):
+    """Imported vectors (backbone source xlsa17_res101) hold no maps: a map method's train stage records a skip
+    with its reason instead of failing, the report is written, and results.md, results.csv and compare show
+    the reason in the method's cells; once the store can serve it, the skip marker goes."""
+    from zsl_bench.compare import RENDERERS, compare
+    from zsl_bench.records import SKIPPED_FILE
+    from tests.conftest import copy_project
+    from zsl_bench.run_results import load_results
+
+    project_copy = copy_project(region_project, tmp_path / "project")
+    paths = ProjectPaths(project_copy)
+    index_file = paths.features("synthetic") / "index.json"
+    original = index_file.read_text()
+    index = json.loads(original)
+    index["arrays"] = {"pooled": index["arrays"]["pooled"]}
+    index["backbone_spec"] = {**index["backbone_spec"], "source": "xlsa17_res101"}
+    index_file.write_text(json.dumps(index))
+    params = load_params(paths)
+    params["train"].update(methods=["eszsl", "dazle"], seeds=[0])
+    params["methods"]["dazle"] = {}
+    for method in ("eszsl", "dazle"):
+        stages.train("synthetic", method, 0, params, paths, progress=False)
+    slot = paths.run_slot("synthetic", "dazle", 0)
+    assert (slot / SKIPPED_FILE).is_file() and not [p for p in slot.iterdir() if p.is_dir()]
+    report_stage.report(params, paths, progress=False)
+    text = (project_copy / "reports" / "results.md").read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| dazle |"))
+    assert "— (skipped: dazle needs layer4, and synthetic's features are imported from xlsa17_res101" in row
+    assert "skipped: dazle needs layer4" in (project_copy / "reports" / "results.csv").read_text()
+    results, _ = load_results(paths.runs, None, "records")
+    skipped, _ = report_stage.skipped_runs(params, paths)
+    out = RENDERERS["md"](compare(results, ["eszsl", "dazle"], skipped=skipped), ["eszsl", "dazle"], "test")
+    assert "skipped: dazle needs layer4" in out
+
+    index_file.write_text(original)   # the maps are back: dazle runs, and its slot is no longer marked
+    stages.train("synthetic", "dazle", 0, params, paths, progress=False)
+    assert not (slot / SKIPPED_FILE).exists()
