@@ -56,6 +56,17 @@ def tiny_project(tmp_path_factory) -> Path:
     return root
 
 
+def pipeline_checkout(root: Path) -> Path:
+    """What a clone holds for `dvc repro` (dvc.yaml, .dvcignore and the code its stages name) copied to `root`,
+    so a test can run the real pipeline in a fresh git + DVC repository there (params.yaml is the test's)."""
+    root.mkdir(parents=True, exist_ok=True)
+    for f in ("dvc.yaml", ".dvcignore"):
+        shutil.copy(REPO / f, root)
+    for sub in ("pipelines", "zsl_bench", "methods"):
+        shutil.copytree(REPO / sub, root / sub, ignore=shutil.ignore_patterns("__pycache__"))
+    return root
+
+
 def copy_project(src: Path, dst: Path) -> Path:
     """A private copy of a project folder (the prepared folder points at the raw images by a relative path,
     which the copy keeps intact)."""

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, pipeline_checkout
 from zsl_bench import regress
 from zsl_bench.method import Method
 from zsl_bench.registry import _REGISTRY, register_method
@@ -261,12 +261,7 @@ def test_a_method_code_change_moves_every_view(tmp_path):
 
     from tests.conftest import write_params
 
-    root = tmp_path / "repo"
-    root.mkdir()
-    for f in ("dvc.yaml", ".dvcignore"):
-        shutil.copy(REPO / f, root)
-    for sub in ("pipelines", "zsl_bench", "methods"):
-        shutil.copytree(REPO / sub, root / sub, ignore=shutil.ignore_patterns("__pycache__"))
+    root = pipeline_checkout(tmp_path / "repo")
     method_file = root / "methods" / "ridge" / "__init__.py"
     method_file.parent.mkdir()
     method_file.write_text(PLUGIN.format(target="train.semantics.att[train.y]")

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import REPO, write_params
+from tests.conftest import REPO, pipeline_checkout, write_params
 from zsl_bench import report_stage, stages
 from zsl_bench.io import DataError
 from zsl_bench.params import load_params
@@ -191,13 +191,8 @@ def test_dvc_repro_runs_everything_then_nothing_and_stage_deps_cover_imports(tin
 
     import yaml
 
-    root = tmp_path / "repo"
-    root.mkdir()
-    shutil.copy(REPO / "dvc.yaml", root)
-    shutil.copy(REPO / ".dvcignore", root)
+    root = pipeline_checkout(tmp_path / "repo")
     write_params(root, methods=("eszsl", "sae"), seeds=(0,))
-    for sub in ("pipelines", "zsl_bench", "methods"):   # stage deps name these folders
-        shutil.copytree(REPO / sub, root / sub, ignore=shutil.ignore_patterns("__pycache__"))
     log = tmp_path / "imports.jsonl"
     env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": str(tmp_path), "ZSL_BENCH_IMPORT_LOG": str(log)}
     env = {**os.environ, **env}

@@ -3,7 +3,6 @@ the real split files, served over local HTTP, and `dvc repro` with the quick sta
 (the mirror stands in for the authors' host)."""
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO, SHARED_METADATA
+from tests.conftest import REPO, SHARED_METADATA, pipeline_checkout
 from tests.httpserver import FileServer
 from tests.real_layouts import metadata_archives, release_from_metadata, xlsa17_zip
 
@@ -42,12 +41,7 @@ def test_the_release_only_quick_start_runs_dvc_repro_end_to_end(tmp_path):
     (www / "xlsa17.zip").write_bytes(xlsa17_zip(releases))
     for name, data in metadata_archives(SHARED_METADATA).items():   # SUN's and AWA2's attribute names
         (www / name).write_bytes(data)
-    root = tmp_path / "repo"
-    root.mkdir()
-    for f in ("dvc.yaml", ".dvcignore"):
-        shutil.copy(REPO / f, root)
-    for sub in ("pipelines", "zsl_bench", "methods"):
-        shutil.copytree(REPO / sub, root / sub, ignore=shutil.ignore_patterns("__pycache__"))
+    root = pipeline_checkout(tmp_path / "repo")
     keys = quick_start_keys()
     assert set(keys) == {"datasets", "sources", "backbone"}
     params = merge(yaml.safe_load((REPO / "params.yaml").read_text()), keys)
