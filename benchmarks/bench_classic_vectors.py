@@ -64,7 +64,7 @@ def main(argv=None) -> int:
             out = Evaluator(d, store, get_method(method), seed=0, progress=False).run()
             print(f"| {method} | {len(out.configs)} | {time.time() - start:.0f} | "
                   f"{100 * out.selection['val']['metrics']['T1']:.1f} |", flush=True)
-    print(f"\n{d.n_images} images ({len(d.splits['trainval'])} trainval), {args.dim}-d, {args.threads} thread(s), "
+    print(f"\n{len(d.labels)} images ({len(d.splits['trainval'])} trainval), {args.dim}-d, {args.threads} thread(s), "
           f"{os.cpu_count()} cores on this machine")
     return 0
 
