@@ -234,7 +234,7 @@ def test_a_dataset_without_a_profile_is_an_error_not_a_silent_fallback():
         dazle.default_hparams("FLO")
     assert dazle.default_hparams("FLO", {"profile": "CUB", "epochs": 3}) == {**dazle.default_hparams("CUB"),
                                                                              "epochs": 3}
-    assert get_method("eszsl").default_hparams("FLO") == {"log10_alpha": 3, "log10_gamma": 0}
+    assert get_method("eszsl").default_hparams("FLO") == {"log10_alpha": 3, "log10_gamma": 0, "targets": "01"}
     with pytest.raises(ConfigError, match="no hyperparameter 'epoch'.*epochs"):
         dazle.default_hparams("CUB", {"epoch": 3})
 

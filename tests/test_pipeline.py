@@ -247,7 +247,8 @@ def test_dvc_repro_runs_everything_then_nothing_and_stage_deps_cover_imports(tin
     third = sh(sys.executable, "-m", "dvc", "repro")
     ran = sorted(set(re.findall(r"Running stage '([^']+)'", third)))
     assert ran == ["report", "train@synthetic-sae-0"], ran
-    (old_sae,) = [p for p in (root / "runs" / "synthetic" / "sae" / "seed0").iterdir()]   # the older key pruned
+    (old_sae,) = [p for p in (root / "runs" / "synthetic" / "sae" / "seed0").iterdir()   # the older key pruned
+                  if json.loads((p / "record.json").read_text())["method"] == "sae"]   # (not its scoring variant)
 
     # Killed after the run folder was written but before DVC recorded the stage: the rerun adopts the
     # complete folder (same inode, not retrained) instead of deleting it and training again.
