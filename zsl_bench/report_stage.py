@@ -13,28 +13,38 @@ from zsl_bench.params import section
 from zsl_bench.paths import ProjectPaths
 
 
+def configured_slots(params: dict, paths: ProjectPaths):
+    """Every slot params.yaml configures, as (kind, dataset, method, seed, slot): kind "train" for datasets ×
+    methods × seeds, "ablation" for datasets × the ablation's variants × seeds. The one enumeration that
+    configured_records, skipped_runs and missing_runs share."""
+    ablate = params.get("ablate") or {}
+    for dataset in section(params, "datasets"):
+        for method in section(params, "train", "methods"):
+            for seed in section(params, "train", "seeds"):
+                yield "train", dataset, method, int(seed), paths.run_slot(dataset, method, seed)
+        for variant in ablate.get("variants", []):
+            name = f"{ablate['method']}.{variant}"
+            for seed in ablate.get("seeds", []):
+                yield "ablation", dataset, name, int(seed), paths.ablation_slot(dataset, name, seed)
+
+
 def configured_records(params: dict, paths: ProjectPaths) -> tuple[list, list]:
     """The current results, one definition for report, figures and compare: (records of the compared
-    methods, records of the ablation) in the slots params.yaml configures (datasets × methods × seeds, and
-    the ablation's variants × seeds). Callers keep the newest per seed (`records.newest_per_seed`)."""
+    methods, records of the ablation) in the slots params.yaml configures (`configured_slots`). Callers keep
+    the newest per seed (`records.newest_per_seed`)."""
     from zsl_bench.records import find_records
 
-    datasets, seeds = section(params, "datasets"), section(params, "train", "seeds")
-    methods = section(params, "train", "methods")
-    ablate = params.get("ablate") or {}
-    base = ablate.get("method")
+    base = (params.get("ablate") or {}).get("method")
     results, ablation = [], []
-    for dataset in datasets:
-        for method in methods:
-            for seed in seeds:
-                for r in find_records(paths.run_slot(dataset, method, seed)):
-                    if r["method"] == method:
-                        results.append(r)
-                    if base and (r["method"] == base or r["method"].startswith(base + ".")):
-                        ablation.append(r)
-        for variant in ablate.get("variants", []):
-            for seed in ablate.get("seeds", []):
-                ablation += find_records(paths.ablation_slot(dataset, f"{base}.{variant}", seed))
+    for kind, _, method, _, slot in configured_slots(params, paths):
+        for r in find_records(slot):
+            if kind == "ablation":
+                ablation.append(r)
+                continue
+            if r["method"] == method:
+                results.append(r)
+            if base and (r["method"] == base or r["method"].startswith(base + ".")):
+                ablation.append(r)
     return results, ablation
 
 
@@ -44,13 +54,11 @@ def skipped_runs(params: dict, paths: ProjectPaths) -> tuple[dict, dict]:
     ablation's variants."""
     from zsl_bench.records import read_skipped
 
-    ablate = params.get("ablate") or {}
-    datasets = section(params, "datasets")
-    train = [((d, m), paths.run_slot(d, m, s)) for d in datasets
-             for m in section(params, "train", "methods") for s in section(params, "train", "seeds")]
-    variants = [((d, f"{ablate['method']}.{v}"), paths.ablation_slot(d, f"{ablate['method']}.{v}", s))
-                for d in datasets for v in ablate.get("variants", []) for s in ablate.get("seeds", [])]
-    return tuple({key: reason for key, slot in slots if (reason := read_skipped(slot))} for slots in (train, variants))
+    found = {"train": {}, "ablation": {}}
+    for kind, dataset, method, _, slot in configured_slots(params, paths):
+        if reason := read_skipped(slot):
+            found[kind][(dataset, method)] = reason
+    return found["train"], found["ablation"]
 
 
 def outside_records(paths: ProjectPaths, configured: list) -> list:
@@ -73,12 +81,12 @@ def outside_notice(outside: list) -> str:
             "(add them to params.yaml to count them)")
 
 
-def missing_runs(params: dict, results: list, skipped: dict) -> list[str]:
+def missing_runs(params: dict, paths: ProjectPaths, results: list, skipped: dict) -> list[str]:
     """The configured (dataset, method, seed) slots with neither a finished run nor a skip, as
     `method/dataset/seedK`."""
     have = {(r.dataset, r.method, r.seed) for r in results}
-    return [f"{m}/{d}/seed{s}" for d in section(params, "datasets") for m in section(params, "train", "methods")
-            for s in section(params, "train", "seeds") if (d, m, int(s)) not in have and (d, m) not in skipped]
+    return [f"{m}/{d}/seed{s}" for kind, d, m, s, _ in configured_slots(params, paths)
+            if kind == "train" and (d, m, s) not in have and (d, m) not in skipped]
 
 
 def report(params: dict, paths: ProjectPaths, progress: bool = True) -> list[Path]:
@@ -97,7 +105,7 @@ def report(params: dict, paths: ProjectPaths, progress: bool = True) -> list[Pat
     if notice:
         print(notice, file=sys.stderr)
     skipped, skipped_ablation = skipped_runs(params, paths)
-    missing = missing_runs(params, results, skipped)
+    missing = missing_runs(params, paths, results, skipped)
     if missing:
         raise DataError(f"{paths.reports}: not rewritten, {len(missing)} configured run(s) have no finished run "
                         f"folder ({', '.join(missing[:5])}{' …' if len(missing) > 5 else ''}); run `dvc repro` "
