@@ -127,7 +127,7 @@ def verify(path: Path, remote: RemoteFile, folder: Path | None = None) -> tuple[
         raise DownloadError(f"{path}: sha256 {h['sha256']} differs from the one recorded at its first download "
                             f"({recorded['sha256']}, {recorded['recorded']}). If this file is the one you want "
                             f"(the host replaced it), run `zsl-bench download --forget-checksum {remote.name}` and "
-                            f"then run again; otherwise {_advice(remote)[0].lower()}{_advice(remote)[1:]}")
+                            f"then run again. Otherwise: {_advice(remote)}")
     return ("sha256 matches the first download" if recorded else
             "no published checksum; sha256 recorded at this first download"), h["sha256"]
 
