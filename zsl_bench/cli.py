@@ -239,7 +239,7 @@ def _methods(args) -> int:
 def _method_hparams(cls) -> int:
     import json
 
-    print(f"{cls.name}: {cls.paper}; official selection: {cls.official_selection}")
+    print(f"{cls.name}: {cls.paper}; official selection: {cls.official_selection()}")
     for dataset in cls.profiles:
         label = "any other dataset" if dataset == "*" else dataset
         print(f"\n[{label}] defaults: {json.dumps(cls.default_hparams(dataset))}")

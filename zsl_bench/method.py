@@ -79,6 +79,48 @@ class FitContext:
         return self._unseen
 
 
+# How authors picked the checkpoint they report, for the `paper` selection policy (selection.py).
+PAPER_CHECKPOINTS = ("test", "validation")
+# How authors calibrated GZSL: "fixed" γ = default_calibration_gamma (raw score units), "zero" (none),
+# "test-grid" (the γ with the best test H on a grid of `gamma_step`, swept from 0 outwards).
+PAPER_CALIBRATIONS = ("fixed", "zero", "test-grid")
+
+
+@dataclass(frozen=True)
+class PaperRule:
+    """The selection and calibration rule of a method's own paper or released code: what the `paper`
+    policy reproduces from a run's traces, so a reader can set our number beside the published one.
+
+    checkpoint "test": each metric of `separately` is maximised over the method's checkpoints on test (its
+    evaluation cadence), the others are read at the H checkpoint. checkpoint "validation": the one
+    checkpoint with the best validation `validation_metric` (GBU's protocol for the classic methods).
+    """
+    checkpoint: str
+    calibration: str
+    source: str                                # where the official code or paper does this
+    separately: tuple[str, ...] = ("T1", "H")
+    validation_metric: str = "T1"
+    gamma_step: float = 0.01
+
+    def __post_init__(self):
+        if self.checkpoint not in PAPER_CHECKPOINTS:
+            raise TypeError(f"PaperRule.checkpoint must be one of {PAPER_CHECKPOINTS}, not {self.checkpoint!r}")
+        if self.calibration not in PAPER_CALIBRATIONS:
+            raise TypeError(f"PaperRule.calibration must be one of {PAPER_CALIBRATIONS}, not {self.calibration!r}")
+        if not set(self.separately) <= {"T1", "H", "AUSUC"} or "H" not in self.separately:
+            raise TypeError(f"PaperRule.separately must include H and name only T1, H, AUSUC: {self.separately}")
+
+    def describe(self, default_gamma: float) -> str:
+        gamma = {"fixed": f"γ = {default_gamma:g} (built-in offset)", "zero": "no calibration (γ = 0)",
+                 "test-grid": f"γ swept on test in steps of {self.gamma_step:g}"}[self.calibration]
+        if self.checkpoint == "test":
+            where = ("test: best " + ", best ".join(self.separately) + " over the evaluation cadence, each "
+                     "separately")
+        else:
+            where = f"validation: the checkpoint with the best validation {self.validation_metric}"
+        return f"{where}; {gamma} ({self.source})"
+
+
 # Optional capabilities a method declares in `capabilities` (the core never guesses by duck typing).
 ATTENTION_MAPS = "attention_maps"     # `attention_maps(x, weights)`: written into the run folder at train time
 PARAMETER_COUNT = "parameter_count"   # `parameter_count()`: learned values and fixed state entries
@@ -98,8 +140,8 @@ class Method:
     device: ClassVar[str] = "any"                   # see DEVICES
     uses_unseen_semantics: ClassVar[bool] = False
     default_calibration_gamma: ClassVar[float] = 0.0  # γ of the `last` policy
-    # How the authors picked what they report (recorded; the protocol issue's `official` policy reads it).
-    official_selection: ClassVar[str] = "not stated"
+    # How the authors picked and calibrated what they report (the `paper` policy); None: not known.
+    paper_rule: ClassVar[PaperRule | None] = None
     capabilities: ClassVar[frozenset[str]] = frozenset()
     # Default hyperparameters per dataset name; ANY_DATASET serves datasets without their own profile.
     # A dataset with neither is an error, never a silent fallback to another dataset's settings.
@@ -161,6 +203,8 @@ class Method:
         """What the registry checks when it loads a method: known values, and every declared capability
         implemented (overridden), so the core can rely on the declaration alone."""
         where = f"method {cls.name} ({cls.__module__}.{cls.__qualname__})"
+        if cls.paper_rule is not None and not isinstance(cls.paper_rule, PaperRule):
+            raise TypeError(f"{where}: paper_rule must be a zsl_bench.method.PaperRule")
         if cls.device not in DEVICES:
             raise TypeError(f"{where}: device must be one of {DEVICES}, not {cls.device!r}")
         for cap in cls.capabilities:
@@ -209,6 +253,11 @@ class Method:
     def parameter_count(self) -> dict:
         """{"learned": values a fit changes, "fixed": names of state entries that are not trained}."""
         raise NotImplementedError
+
+    @classmethod
+    def official_selection(cls) -> str:
+        """The paper rule in words (records, `zsl-bench methods`)."""
+        return cls.paper_rule.describe(cls.default_calibration_gamma) if cls.paper_rule else "not stated"
 
     def score_zsl(self, x: Any, unseen: ClassSemantics) -> np.ndarray:
         """N × len(unseen) scores of unseen-class images over the unseen classes only, for methods whose

@@ -149,7 +149,7 @@ def _shared_record(request: RunRequest, paths: ProjectPaths, evaluator, out, dev
         "method_info": {"input_kind": method_cls.input_kind, "paper": method_cls.paper, "device": method_cls.device,
                         "uses_unseen_semantics": method_cls.uses_unseen_semantics,
                         "default_calibration_gamma": method_cls.default_calibration_gamma,
-                        "official_selection": method_cls.official_selection,
+                        "official_selection": method_cls.official_selection(),
                         "capabilities": sorted(method_cls.capabilities)},
         "config": {"fold": request.fold, "selection_metric": request.selection_metric, "search": request.search,
                    "configs": out.configs, "hparam_overrides": request.hparams or {},

@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from zsl_bench.method import ClassSemantics, FitContext, Method, TrainData, l2_normalise_rows
+
+from zsl_bench.method import ClassSemantics, FitContext, Method, TrainData, l2_normalise_rows, PaperRule
 
 
 class ALE(Method):
     input_kind = "vector"
     device = "cpu"
     paper = "Akata et al., TPAMI 2016"
-    official_selection = "learning rate and epochs on a validation class split"
+    paper_rule = PaperRule(checkpoint="validation", calibration="zero", validation_metric="T1",
+                           source="GBU (Xian et al., TPAMI 2019) §4: hyperparameters on the validation classes, GZSL uncalibrated")
     # Learning rates found on validation by the mvp18 reimplementation, all with L2-normalised features (README).
     profiles = {ds: {"lr": lr, "epochs": 25, "batch_size": 64}
                 for ds, lr in {"CUB": 0.3, "SUN": 0.1, "AWA2": 0.01, "*": 0.1}.items()}

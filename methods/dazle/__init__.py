@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import numpy as np
 
+
 from zsl_bench.blocks import AllClassMapMethod, AllClassTargets, attribute_weighted_attention, score_in_batches
-from zsl_bench.method import ATTENTION_MAPS, PARAMETER_COUNT
+from zsl_bench.method import ATTENTION_MAPS, PARAMETER_COUNT, PaperRule
 
 # The notebooks of hbdat/cvpr20_DAZLE (notebook/DAZLE_{CUB,SUN,AWA2}.ipynb, commit 3c6dbc4).
 PAPER = {
@@ -71,7 +72,8 @@ class DAZLE(AllClassMapMethod):
     uses_unseen_semantics = True   # self-calibration spreads probability mass onto unseen classes
     default_calibration_gamma = 2.0  # the built-in ±1 logit offset (COMMON["logit_offset"] · 2)
     paper = "Huynh & Elhamifar, CVPR 2020"
-    official_selection = "test: the best H over training, γ fixed by the built-in offset (notebooks)"
+    paper_rule = PaperRule(checkpoint="test", calibration="fixed", separately=("T1", "H"),
+                           source="hbdat/cvpr20_DAZLE notebooks: best H and best ZSL accuracy over evaluations")
     capabilities = frozenset({ATTENTION_MAPS, PARAMETER_COUNT})
     profiles = {**{ds: {**COMMON, **p} for ds, p in PAPER.items()}, "synthetic": {**COMMON, **SYNTHETIC}}
 

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from zsl_bench.method import ClassSemantics, FitContext, Method, TrainData
+
+from zsl_bench.method import ClassSemantics, FitContext, Method, TrainData, PaperRule
 
 
 class ESZSL(Method):
     input_kind = "vector"
     device = "cpu"
     paper = "Romera-Paredes & Torr, ICML 2015"
-    official_selection = "α, γ on a validation class split (GBU: log10 grid -3..3)"
+    paper_rule = PaperRule(checkpoint="validation", calibration="zero", validation_metric="T1",
+                           source="GBU (Xian et al., TPAMI 2019) §4: hyperparameters on the validation classes, GZSL uncalibrated")
     # log10(α), log10(γ) found on validation with {0, 1} targets by the mvp18 reimplementation (see README):
     # the paper gives none for PS. Any other dataset starts from (3, 0).
     profiles = {"CUB": {"log10_alpha": 3, "log10_gamma": -1, "targets": "01"},

@@ -17,7 +17,7 @@ import numpy as np
 
 from zsl_bench.blocks import (TorchMethod, attribute_weighted_attention, class_balanced_batches, level_backbone,
                               make_optimizer, torch_generator)
-from zsl_bench.method import ATTENTION_MAPS, PARAMETER_COUNT, ClassSemantics, FitContext, TrainData
+from zsl_bench.method import ATTENTION_MAPS, PARAMETER_COUNT, ClassSemantics, FitContext, TrainData, PaperRule
 
 # Mg-MRN:config/<ds>_16w_2s_AttentionNet.yaml (methods.md §4.4).
 COMMON = {
@@ -56,7 +56,8 @@ class MgMRN(TorchMethod):
     input_kind = "maps"
     uses_unseen_semantics = False   # trained on seen classes only; unseen rows appear at inference only
     paper = "Wang et al., arXiv 2511.08163"
-    official_selection = "test: the best H (GZSL) and the best T1 (ZSL) over epochs (released code)"
+    paper_rule = PaperRule(checkpoint="test", calibration="test-grid", separately=("T1", "H", "AUSUC"),
+                           source="NingWang2049/Mg-MRN train.py + inferencer.py cal_AUSUC: γ in 0.01 steps on test")
     capabilities = frozenset({ATTENTION_MAPS, PARAMETER_COUNT})
     profiles = {**{ds: {**COMMON, **p} for ds, p in PAPER.items()}, "synthetic": {**COMMON, **SYNTHETIC}}
     variants = VARIANTS

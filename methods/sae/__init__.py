@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from zsl_bench.method import ClassSemantics, FitContext, Method, TrainData, l2_normalise_rows
+
+from zsl_bench.method import ClassSemantics, FitContext, Method, TrainData, l2_normalise_rows, PaperRule
 
 
 class SAE(Method):
     input_kind = "vector"
     device = "cpu"
     paper = "Kodirov, Xiang & Gong, CVPR 2017"
-    official_selection = "λ on a validation class split"
+    paper_rule = PaperRule(checkpoint="validation", calibration="zero", validation_metric="T1",
+                           source="GBU (Xian et al., TPAMI 2019) §4: hyperparameters on the validation classes, GZSL uncalibrated")
     # (λ, direction) found on validation by the mvp18 reimplementation (S→F wins on every dataset; see README).
     profiles = {"CUB": {"lambda": 0.2, "direction": "S2F", "w_norm": "rows"},
                 "SUN": {"lambda": 0.16, "direction": "S2F", "w_norm": "rows"},

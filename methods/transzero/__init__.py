@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 
+
 from zsl_bench.blocks import (AllClassMapMethod, AllClassTargets, attribute_weighted_attention,
                               class_balanced_batches, score_in_batches)
-from zsl_bench.method import ATTENTION_MAPS, PARAMETER_COUNT
+from zsl_bench.method import ATTENTION_MAPS, PARAMETER_COUNT, PaperRule
 
 # shiming-chen/TransZero train_<ds>.py + wandb_config/<ds>_gzsl.yaml (methods.md §3.4).
 COMMON = {"lr": 1e-4, "weight_decay": 1e-4, "batch_size": 50, "logit_offset": 1.0, "attribute_embedding": "w2v",
@@ -39,7 +40,8 @@ class TransZero(AllClassMapMethod):
     uses_unseen_semantics = True    # self-calibration and the all-class cross-entropy read unseen attributes
     default_calibration_gamma = 2.0   # the built-in ±1 logit offset
     paper = "Chen et al., AAAI 2022"
-    official_selection = "test: the best H (GZSL) and the best T1 (ZSL) over epochs, each separately"
+    paper_rule = PaperRule(checkpoint="test", calibration="fixed", separately=("T1", "H"),
+                           source="shiming-chen/TransZero train_<ds>.py: best H and best ZSL over test evaluations")
     capabilities = frozenset({ATTENTION_MAPS, PARAMETER_COUNT})
     profiles = {**{ds: {**COMMON, **p} for ds, p in PAPER.items()}, "synthetic": {**COMMON, **SYNTHETIC}}
 
