@@ -77,35 +77,44 @@ def ausuc_brute_force(scores, labels, seen_mask, progress: Progress | None = Non
     return float(np.sum((u[1:] - u[:-1]) * (s[1:] + s[:-1]) / 2))
 
 
+def policies_of(p: dict) -> list[str]:
+    return [k[len("gamma_"):] for k in p if k.startswith("gamma_")]
+
+
 def evaluations(folder: Path) -> int:
-    """How many γ evaluations the four brute-force AUSUCs of a run take (an upper bound: one per image + 1)."""
+    """How many γ evaluations the brute-force AUSUCs of a run take (an upper bound: one per image + 1)."""
     with np.load(folder / "predictions.npz") as z:
-        return 4 * (len(z["labels"]) + 1)
+        return len(policies_of(z.files)) * (len(z["labels"]) + 1)
+
+
+def spread_standardise(scores):
+    """Each image's scores minus their mean, over their std (1 where all are equal): the space of the `val`
+    policy's γ (README, "Selection policies")."""
+    centred = scores - scores.mean(axis=1, keepdims=True)
+    spread = centred.std(axis=1, keepdims=True)
+    return centred / np.where(spread > 0, spread, 1.0)
 
 
 def recompute(folder: Path, progress: Progress | None = None) -> dict[str, float]:
     with np.load(folder / "predictions.npz") as z:
         p = {k: z[k] for k in z.files}
     labels, seen = p["labels"], p["seen_class_mask"].astype(bool)
-    f64 = lambda k: p[k].astype(np.float64)  # noqa: E731
-
-    def t1(key):   # methods with a separate ZSL scorer store its scores for T1 as scores_zsl_<...> (README)
-        zsl = key.replace("scores_", "scores_zsl_")
-        return f64(zsl if zsl in p else key)
-
     out = {}
-    for policy in ("val", "last"):
-        s, g = f64(f"scores_{policy}"), float(p[f"gamma_{policy}"])
-        u, sa, h = gzsl(s, labels, seen, g)
-        u0, s0, h0 = gzsl(s, labels, seen, 0.0)
-        out.update({f"{policy}.T1": zsl_t1(t1(f"scores_{policy}"), labels, seen), f"{policy}.U": u,
-                    f"{policy}.S": sa, f"{policy}.H": h,
-                    f"{policy}.U_gamma0": u0, f"{policy}.S_gamma0": s0, f"{policy}.H_gamma0": h0,
-                    f"{policy}.AUSUC": ausuc_brute_force(s, labels, seen, progress, f"{folder.name} {policy}")})
-    out["oracle.T1"] = zsl_t1(t1("scores_oracle_T1"), labels, seen)
-    u, sa, h = gzsl(f64("scores_oracle_H"), labels, seen, float(p["gamma_oracle_H"]))
-    out.update({"oracle.U": u, "oracle.S": sa, "oracle.H": h})
-    out["oracle.AUSUC"] = ausuc_brute_force(f64("scores_oracle_AUSUC"), labels, seen, progress, f"{folder.name} oracle")
+    for policy in policies_of(p):
+        def scores(metric=None):   # a metric's own checkpoint where it came from another one (README)
+            key = f"scores_{policy}_{metric}"
+            return p[key if key in p else f"scores_{policy}"].astype(np.float64)
+
+        t1 = p[f"scores_zsl_{policy}"].astype(np.float64) if f"scores_zsl_{policy}" in p else scores("T1")
+        gzsl_scores = scores()
+        if str(p.get(f"calibration_{policy}", "")) == "val":
+            gzsl_scores = spread_standardise(gzsl_scores)
+        u, sa, h = gzsl(gzsl_scores, labels, seen, float(p[f"gamma_{policy}"]))
+        u0, s0, h0 = gzsl(scores(), labels, seen, 0.0)
+        out.update({f"{policy}.T1": zsl_t1(t1, labels, seen), f"{policy}.U": u, f"{policy}.S": sa,
+                    f"{policy}.H": h, f"{policy}.U_gamma0": u0, f"{policy}.S_gamma0": s0, f"{policy}.H_gamma0": h0,
+                    f"{policy}.AUSUC": ausuc_brute_force(scores("AUSUC"), labels, seen, progress,
+                                                         f"{folder.name} {policy}")})
     return out
 
 

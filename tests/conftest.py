@@ -30,7 +30,7 @@ def write_params(root: Path, methods=("eszsl", "ale"), seeds=(0, 1)) -> None:
         "sources": {"synthetic": dict(TINY_SYNTHETIC)},
         "backbone": {"synthetic": dict(TINY_BACKBONE)},
         "extract": {"synthetic": {"batch_size": 64, "levels": ["layer2", "layer3", "layer4"], "input_size": 64}},
-        "train": {"methods": list(methods), "seeds": list(seeds), "fold": 1, "selection_metric": "H",
+        "train": {"methods": list(methods), "seeds": list(seeds), "folds": "auto", "selection_metric": "H",
                   "search": True, "device": "cpu"},
         "methods": {m: {} for m in (*methods, "mgmrn")},
         "ablate": {"method": "mgmrn", "variants": [], "seeds": [0]},

@@ -212,7 +212,7 @@ def _train(args) -> int:
     paths = ProjectPaths.here()
     params = load_params(paths)
     if args.no_search:
-        params["train"]["search"] = False
+        params["train"]["search"] = "none"
     print(stages.train(args.dataset, args.method, args.seed, params, paths))
     if params["tracking"]["mlflow"]:
         report_stage.mlflow_sync(paths)

@@ -1,22 +1,22 @@
-"""The evaluator: fits a method under the protocol and owns every selection and every metric.
+"""The evaluator: fits a method under the protocol and owns every metric.
 
-One run = (method, dataset, seed, search space). It does two sweeps over the same configurations
-(the method's defaults first, then its search grid):
+One run = (method, dataset, seed, search space). It does two kinds of sweep over the same configurations
+(the method's defaults first, then its search grid or random draws):
 
-1. validation sweep: fit on the fold's train images, score val_seen ∪ val_unseen at each checkpoint;
-2. test sweep: fit on all of trainval, score test_seen ∪ test_unseen at each checkpoint.
+1. validation, once per fold of `folds`: fit on the fold's train images, score val_seen ∪ val_unseen at
+   each checkpoint; the folds' metrics are averaged per checkpoint (`selection.mean_over_folds`);
+2. test: refit on all of trainval, score test_seen ∪ test_unseen at each checkpoint, recording every
+   calibration's numbers (`selection.test_row`).
 
-and reads off the three policies of protocol.py:
-- `val`: the (config, epoch) with the best validation `selection_metric`, γ chosen on validation for
-  H; its test scores are the run's headline. Nothing from the test sweep influences the choice.
-- `oracle`: T1, H (with test-best γ) and AUSUC each maximised over the test sweep, as published
-  code does; labelled, for parity with papers only.
-- `last`: default config, final epoch, the method's default γ.
+The selection policies of `selection.py` (val, paper, oracle, last) pick from those traces; the scores of
+the checkpoints they pick are kept as the test sweep streams by (`selection.Keeper`). Nothing from the test
+sweep influences the `val` choice: its plan is fixed before the test sweep starts.
 """
 from __future__ import annotations
 
 import copy
 import itertools
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,11 +25,11 @@ from zsl_bench.io import ConfigError, DataError
 from zsl_bench.method import ZSL_SCORER, ClassSemantics, FitContext, Method, Task, TrainData
 from zsl_bench import model_views
 from zsl_bench.metrics import gzsl_accuracies, seen_unseen_curve, zsl_top1
-from zsl_bench.protocol import Phase, test_phase, validation_phase
+from zsl_bench.protocol import Phase, spread_standardise, test_phase, validation_phase
+from zsl_bench.selection import POLICIES, Keeper, RunContext, mean_over_folds, metrics_of, test_row
 from zsl_bench.runtime import seed_hash
 
 SELECTION_METRICS = ("H", "T1", "AUSUC")
-ORACLE_METRICS = ("T1", "H", "AUSUC")  # each maximised separately on test, as published code does
 # which feature-store arrays a method reads: vectors whole, maps through a lazy view
 FEATURES_OF_INPUT = {"vector": ("pooled",), "map": ("layer4",), "maps": ("layer2", "layer3", "layer4")}
 
@@ -45,23 +45,19 @@ def grid(default: dict, space: dict[str, list]) -> list[dict]:
     return configs
 
 
-def metrics_at_gamma(scores: np.ndarray, labels: np.ndarray, is_seen_class: np.ndarray, gamma: float,
-                     curve=None, t1_scores: np.ndarray | None = None) -> dict:
-    """T1, AUSUC, and GZSL U/S/H at calibration γ and at γ = 0. T1 reads `t1_scores` when the method has
-    a separate ZSL scorer (see `zsl_score_matrix`), else the unseen columns of `scores`."""
-    curve = curve or seen_unseen_curve(scores, labels, is_seen_class)
-    g, g0 = gzsl_accuracies(scores, labels, is_seen_class, gamma), gzsl_accuracies(scores, labels, is_seen_class, 0.0)
-    t1 = zsl_top1(scores if t1_scores is None else t1_scores, labels, is_seen_class)
-    return {"T1": t1, "AUSUC": curve.auc(),
-            "gamma": float(gamma), "U": g.U, "S": g.S, "H": g.H,
-            "U_gamma0": g0.U, "S_gamma0": g0.S, "H_gamma0": g0.H}
-
-
-def phase_metrics(scores: np.ndarray, labels: np.ndarray, is_seen_class: np.ndarray,
-                  t1_scores: np.ndarray | None = None) -> dict:
-    """`metrics_at_gamma` at the γ that maximises H on these very scores."""
-    curve = seen_unseen_curve(scores, labels, is_seen_class)
-    return metrics_at_gamma(scores, labels, is_seen_class, curve.best_gamma(), curve, t1_scores)
+def validation_row(scores: np.ndarray, labels: np.ndarray, is_seen_class: np.ndarray,
+                   t1_scores: np.ndarray | None = None):
+    """One fold's metrics of a validation checkpoint, and its seen–unseen curve in the `val` calibration's
+    space (spread-standardised scores; `selection.mean_over_folds` combines the folds' curves). T1 reads
+    `t1_scores` when the method has a separate ZSL scorer (see `zsl_score_matrix`); AUSUC is of the raw
+    scores, as on test."""
+    z = spread_standardise(scores)
+    curve = seen_unseen_curve(z, labels, is_seen_class)
+    g, g0 = gzsl_accuracies(z, labels, is_seen_class, curve.best_gamma()), gzsl_accuracies(z, labels, is_seen_class, 0.0)
+    row = {"T1": zsl_top1(scores if t1_scores is None else t1_scores, labels, is_seen_class),
+           "AUSUC": seen_unseen_curve(scores, labels, is_seen_class).auc(), "U": g.U, "S": g.S, "H": g.H,
+           "gamma": g.gamma, "U_gamma0": g0.U, "S_gamma0": g0.S, "H_gamma0": g0.H}
+    return row, curve
 
 
 def zsl_score_matrix(zsl_scores: np.ndarray, unseen_rows: np.ndarray, unseen_cols: np.ndarray,
@@ -74,20 +70,10 @@ def zsl_score_matrix(zsl_scores: np.ndarray, unseen_rows: np.ndarray, unseen_col
 
 
 @dataclass
-class Checkpoint:
-    """One scored model state of the test sweep that a policy selected."""
-    scores: np.ndarray
-    metrics: dict | None
-    config_id: int
-    epoch: int | None
-    state: dict | None = None
-    t1_scores: np.ndarray | None = None     # from the method's ZSL scorer, if it has one
-
-
-@dataclass
 class RunOutput:
-    selection: dict                         # policy → {"metrics", "config_id", "epoch", ...}
-    validation_trace: list[dict]
+    selection: dict                         # policy → {"metrics", "points", "selected_on"}
+    validation_trace: list[dict]            # mean over the validation folds, per checkpoint (what selection reads)
+    validation_folds: list[dict]            # the same per fold
     test_trace: list[dict]
     predictions: dict[str, np.ndarray]
     state: dict
@@ -97,72 +83,43 @@ class RunOutput:
     score_variants: dict[str, "RunOutput"] = field(default_factory=dict)
 
 
-class PolicyPicks:
-    """Reads the test sweep for one scoring variant: the val-chosen checkpoint (once), the oracle
-    maxima and the defaults' final checkpoint. Knows nothing of how the choice was made."""
+def search_mode(search) -> str:
+    """`train.search`: "grid" (True), "none" (False) or "random:N"."""
+    if search is True or search is False:
+        return "grid" if search else "none"
+    if search in ("grid", "none") or (isinstance(search, str) and re.fullmatch(r"random:[1-9]\d*", search)):
+        return search
+    raise ConfigError(f"train.search must be grid, none or random:N (N ≥ 1), not {search!r}")
 
-    def __init__(self, chosen: dict, labels: np.ndarray, is_seen_class: np.ndarray, gamma_last: float,
-                 describe=None):
-        """`describe(method, scores)` is called once, on the val-selected model (what reports need of it)."""
-        self.chosen, self.labels, self.is_seen_class, self.gamma_last = chosen, labels, is_seen_class, gamma_last
-        self.describe, self.description = describe, None
-        self.trace: list[dict] = []
-        self.val: Checkpoint | None = None
-        self.oracle: dict[str, Checkpoint] = {}
-        self.last: Checkpoint | None = None
 
-    def observe(self, config_id: int, epoch, scores: np.ndarray, method, t1_scores: np.ndarray | None = None) -> None:
-        m = phase_metrics(scores, self.labels, self.is_seen_class, t1_scores)
-        self.trace.append({"config_id": config_id, "epoch": epoch, **m})
-        if (config_id, epoch) == (self.chosen["config_id"], self.chosen["epoch"]):
-            self.val = Checkpoint(scores, metrics_at_gamma(scores, self.labels, self.is_seen_class,
-                                                           self.chosen["gamma"], t1_scores=t1_scores),
-                                  config_id, epoch, copy.deepcopy(method.state_dict()), t1_scores)
-            if self.describe is not None:
-                self.description = self.describe(method, scores)
-        for metric in ORACLE_METRICS:
-            if metric not in self.oracle or m[metric] > self.oracle[metric].metrics[metric]:
-                self.oracle[metric] = Checkpoint(scores, m, config_id, epoch, t1_scores=t1_scores)
-        if config_id == 0:  # the defaults; the final checkpoint wins
-            self.last = Checkpoint(scores, None, config_id, epoch, t1_scores=t1_scores)
-
-    def selection(self, fold: int, selection_metric: str) -> dict:
-        last_metrics = metrics_at_gamma(self.last.scores, self.labels, self.is_seen_class, self.gamma_last,
-                                        t1_scores=self.last.t1_scores)
-        oracle_metrics = {"T1": self.oracle["T1"].metrics["T1"], "AUSUC": self.oracle["AUSUC"].metrics["AUSUC"],
-                          **{k: self.oracle["H"].metrics[k] for k in ("U", "S", "H", "gamma")}}
-        return {
-            "val": {"metrics": self.val.metrics, "config_id": self.val.config_id, "epoch": self.val.epoch,
-                    "validation": {k: self.chosen[k] for k in ("T1", "H", "U", "S", "gamma", "AUSUC")},
-                    "selected_on": f"validation fold {fold}, max {selection_metric}; γ max val H"},
-            "last": {"metrics": last_metrics, "config_id": 0, "epoch": self.last.epoch,
-                     "selected_on": "default hyperparameters, final epoch, default γ"},
-            "oracle": {"metrics": oracle_metrics,
-                       "points": {k: {"config_id": c.config_id, "epoch": c.epoch} for k, c in self.oracle.items()},
-                       "selected_on": "test set: T1, H (with test-best γ) and AUSUC each maximised separately"},
-        }
-
-    def predictions(self) -> dict[str, np.ndarray]:
-        out = {"scores_val": self.val.scores, "gamma_val": np.float64(self.chosen["gamma"]),
-               "scores_last": self.last.scores, "gamma_last": np.float64(self.gamma_last),
-               **{f"scores_oracle_{k}": c.scores for k, c in self.oracle.items()},
-               "gamma_oracle_H": np.float64(self.oracle["H"].metrics["gamma"])}
-        if self.val.t1_scores is not None:   # T1 of each policy came from the method's ZSL scorer
-            out.update({"scores_zsl_val": self.val.t1_scores, "scores_zsl_last": self.last.t1_scores,
-                        "scores_zsl_oracle_T1": self.oracle["T1"].t1_scores})
-        return out
+def random_configs(default: dict, space: dict[str, list], n: int) -> list[dict]:
+    """The defaults, then `n` draws from the grid's values, each hyperparameter from its own stream
+    (DomainBed's `random_hparams`: seed_hash(draw, name)), so adding a hyperparameter never changes the
+    values another draws. The same draws for every run seed: seeds measure training noise, not grids."""
+    configs = [dict(default)]
+    for i in range(n):
+        config = {**default}
+        for k in sorted(space):
+            rng = np.random.default_rng(seed_hash("search", i, k))
+            config[k] = space[k][int(rng.integers(len(space[k])))]
+        if config not in configs:
+            configs.append(config)
+    return configs
 
 
 class Evaluator:
-    def __init__(self, dataset, store, method_cls: type[Method], *, seed: int, fold: int = 1,
-                 selection_metric: str = "H", search: bool = True, device: str = "cpu", progress: bool = True,
+    def __init__(self, dataset, store, method_cls: type[Method], *, seed: int, folds=(1,),
+                 selection_metric: str = "H", search="grid", device: str = "cpu", progress: bool = True,
                  hparams: dict | None = None, search_space: dict[str, list] | None = None):
-        """`hparams` overrides the method's defaults for this dataset and `search_space` replaces its grid
-        (params.yaml's `methods.<name>.hparams|search_space.<dataset>`)."""
+        """`folds`: the validation class folds selection averages over; `search`: "grid", "none" or
+        "random:N" (True/False: grid/none). `hparams` overrides the method's defaults for this dataset and
+        `search_space` replaces its grid (params.yaml's `methods.<name>.hparams|search_space.<dataset>`)."""
         if selection_metric not in SELECTION_METRICS:
             raise DataError(f"selection_metric must be one of {SELECTION_METRICS}, not {selection_metric!r}")
         self.dataset, self.store, self.method_cls = dataset, store, method_cls
-        self.seed, self.fold, self.selection_metric = seed, fold, selection_metric
+        self.seed, self.folds, self.selection_metric = seed, tuple(int(f) for f in folds), selection_metric
+        if not self.folds:
+            raise ConfigError("train.folds names no validation fold")
         self.device, self.progress = device, progress
         default = method_cls.default_hparams(dataset.name, hparams)
         space = method_cls.search_space(dataset.name) if search_space is None else dict(search_space)
@@ -170,8 +127,10 @@ class Evaluator:
         if unknown:
             raise ConfigError(f"search space of {method_cls.name} names unknown hyperparameters {unknown}; "
                               f"its hyperparameters: {', '.join(sorted(default))}")
-        self.search_space = space if search else {}
-        self.configs = grid(default, self.search_space)
+        self.search = search_mode(search)
+        self.search_space = space if self.search != "none" else {}
+        self.configs = (random_configs(default, space, int(self.search.split(":")[1]))
+                        if self.search.startswith("random:") else grid(default, self.search_space))
         self.features = self.features_of(method_cls)
         shapes = tuple(tuple(int(d) for d in store.shape(f)[1:]) for f in self.features)
         self.task = Task(dataset=dataset.name, attribute_names=tuple(dataset.attribute_names),
@@ -259,53 +218,93 @@ class Evaluator:
                 checkpoint(None)
         bar.close()
 
+    def validate(self) -> tuple[dict[str, list[dict]], dict[str, list[dict]]]:
+        """Sweep every validation fold; returns per variant the trace selection reads (mean over folds) and
+        the per-fold rows. Nothing from test is seen here."""
+        labels = self.dataset.labels
+        fold_rows = {v: {f: [] for f in self.folds} for v in self.score_variants}
+        curves = {v: {} for v in self.score_variants}
+        for fold in self.folds:
+            phase = validation_phase(self.dataset, fold)
+            fold_labels, seen_cols = phase.eval_columns(labels), phase.is_seen_class
+
+            def on_validation(config_id, epoch, by_variant, method, t1_scores, fold=fold):
+                for v, scores in by_variant.items():
+                    row, curve = validation_row(scores, fold_labels, seen_cols, t1_scores)
+                    fold_rows[v][fold].append({"fold": fold, "config_id": config_id, "epoch": epoch, **row})
+                    curves[v].setdefault((config_id, epoch), []).append(curve)
+
+            self.sweep(phase, on_validation)
+        return ({v: mean_over_folds(fold_rows[v], curves[v]) for v in self.score_variants},
+                {v: [r for f in self.folds for r in fold_rows[v][f]] for v in self.score_variants})
+
     def run(self) -> RunOutput:
         labels = self.dataset.labels
-        # 1. Validation: choose (config, epoch) and γ without looking at test.
-        val_phase = validation_phase(self.dataset, self.fold)
-        val_labels, val_seen_cols = val_phase.eval_columns(labels), val_phase.is_seen_class
-        validation = {v: [] for v in self.score_variants}
+        # 1. Validation: the trace every policy that may not look at test chooses from.
+        validation, validation_folds = self.validate()
+        contexts = {v: RunContext(validation=validation[v], selection_metric=self.selection_metric, folds=self.folds,
+                                  default_gamma=float(self.method_cls.default_calibration_gamma),
+                                  paper_rule=self.method_cls.paper_rule) for v in self.score_variants}
+        plans = {v: {name: plan for name, policy in POLICIES.items() if (plan := policy.plan(contexts[v]))}
+                 for v in self.score_variants}
 
-        def on_validation(config_id, epoch, by_variant, method, t1_scores):
-            for v, scores in by_variant.items():
-                validation[v].append({"config_id": config_id, "epoch": epoch,
-                                      **phase_metrics(scores, val_labels, val_seen_cols, t1_scores)})
-
-        self.sweep(val_phase, on_validation)
-        chosen = {v: max(trace, key=lambda r: r[self.selection_metric]) for v, trace in validation.items()}
-
-        # 2. Test: refit on trainval; read each variant's val choice once, and its oracle and last points.
+        # 2. Test: refit on trainval; record every checkpoint under every calibration, and keep the scores of
+        #    each policy's selected checkpoints as the sweep streams by.
         t_phase = test_phase(self.dataset)
         t_labels, t_seen_cols = t_phase.eval_columns(labels), t_phase.is_seen_class
         common = {"labels": t_labels, "class_ids": t_phase.candidate_classes,
                   "class_names": np.array(self.dataset.class_names)[t_phase.candidate_classes],
                   "seen_class_mask": t_seen_cols, "unseen_sample_mask": ~t_seen_cols[t_labels],
                   "image_rows": t_phase.eval_rows}
-
-        def describe(method, scores):   # the val-selected model, as reports will show it
-            return model_views.parameters(method), model_views.attention_views(method, self, common, scores)
-
-        gamma_last = float(self.method_cls.default_calibration_gamma)
-        picks = {v: PolicyPicks(chosen[v], t_labels, t_seen_cols, gamma_last, describe if v == "" else None)
-                 for v in self.score_variants}
+        val_gamma = {v: {(r["config_id"], r["epoch"]): r["gamma"] for r in validation[v]} for v in self.score_variants}
+        rule = self.method_cls.paper_rule
+        grid_step = rule.gamma_step if rule else 0.01
+        default_gamma = float(self.method_cls.default_calibration_gamma)
+        keepers = {v: Keeper(plans[v]) for v in self.score_variants}
+        traces = {v: [] for v in self.score_variants}
+        kept = {v: {} for v in self.score_variants}   # the val-selected model: its state, what reports show of it
 
         def on_test(config_id, epoch, by_variant, method, t1_scores):
             for v, scores in by_variant.items():
-                picks[v].observe(config_id, epoch, scores, method, t1_scores)
+                t1 = zsl_top1(scores if t1_scores is None else t1_scores, t_labels, t_seen_cols)
+                row = {"config_id": config_id, "epoch": epoch,
+                       **test_row(scores, t_labels, t_seen_cols, t1=t1, default_gamma=default_gamma,
+                                  grid_step=grid_step, val_gamma=val_gamma[v].get((config_id, epoch)))}
+                traces[v].append(row)
+                if "val" in keepers[v].observe(row, scores, t1_scores):
+                    kept[v]["state"] = copy.deepcopy(method.state_dict())
+                    if v == "":
+                        kept[v]["description"] = (model_views.parameters(method),
+                                                  model_views.attention_views(method, self, common, scores))
 
         self.sweep(t_phase, on_test)
         outputs = {}
-        for v, p in picks.items():
-            if p.val is None:
+        for v in self.score_variants:
+            selection, predictions = {}, {}
+            if "state" not in kept[v]:
                 raise RuntimeError(f"{self.method_cls.name}: the refit on trainval never reached the validation-"
-                                   f"selected checkpoint (config {chosen[v]['config_id']}, epoch "
-                                   f"{chosen[v]['epoch']}); a method must checkpoint the same epochs whatever its "
+                                   f"selected checkpoint; a method must checkpoint the same epochs whatever its "
                                    "training set")
-            parameters, views = picks[""].description
-            outputs[v] = RunOutput(selection=p.selection(self.fold, self.selection_metric),
-                                   validation_trace=validation[v], test_trace=p.trace,
-                                   predictions={**p.predictions(), **common}, state=p.val.state, configs=self.configs,
+            for name, plan in plans[v].items():
+                rows = {m: traces[v][keepers[v].best[(name, m)][1]] for m in ("T1", "H", "AUSUC")}
+                selection[name] = {"metrics": metrics_of(plan, rows), "selected_on": plan.selected_on,
+                                   "points": {m: {"config_id": r["config_id"], "epoch": r["epoch"]}
+                                              for m, r in rows.items()},
+                                   "config_id": rows["H"]["config_id"], "epoch": rows["H"]["epoch"]}
+                predictions[f"gamma_{name}"] = np.float64(selection[name]["metrics"]["gamma"])
+                predictions[f"calibration_{name}"] = np.str_(plan.calibration)
+            predictions.update(keepers[v].predictions())
+            chosen = _row_at(validation[v], selection["val"]["config_id"], selection["val"]["epoch"])
+            selection["val"]["validation"] = {k: chosen[k] for k in ("T1", "H", "U", "S", "gamma", "AUSUC")}
+            parameters, views = kept[""]["description"]
+            outputs[v] = RunOutput(selection=selection, validation_trace=validation[v],
+                                   validation_folds=validation_folds[v], test_trace=traces[v],
+                                   predictions={**predictions, **common}, state=kept[v]["state"], configs=self.configs,
                                    parameters=parameters, views=views if v == "" else None)
         base = outputs.pop("")
         base.score_variants = outputs
         return base
+
+
+def _row_at(rows: list[dict], config_id: int, epoch) -> dict:
+    return next(r for r in rows if (r["config_id"], r["epoch"]) == (config_id, epoch))

@@ -106,10 +106,31 @@ class SeenUnseenCurve:
     gammas: np.ndarray
     U: np.ndarray
     S: np.ndarray
+    points: np.ndarray      # the sorted distinct switch points; piece k lies between points[k-1] and points[k]
 
     @property
     def H(self) -> np.ndarray:
         return harmonic_mean(self.U, self.S)
+
+    def at(self, gammas) -> tuple[np.ndarray, np.ndarray]:
+        """(U, S) at any γ (exact; a γ equal to a switch point is read as just above it)."""
+        piece = np.searchsorted(self.points, np.asarray(gammas, dtype=np.float64), side="left")
+        return self.U[piece], self.S[piece]
+
+    def best_gamma_on_grid(self, step: float) -> float:
+        """The γ with the best H among multiples of `step` (a fixed-step sweep from 0 outwards, as released
+        code does it); among equal H the one closest to 0, the negative one first. Exact: a piece of the
+        curve is reachable when a grid point lies strictly inside it."""
+        lo = np.concatenate([[-np.inf], self.points])      # piece k = (lo[k], hi[k])
+        hi = np.concatenate([self.points, [np.inf]])
+        j_lo = np.where(np.isfinite(lo), np.floor(lo / step) + 1, -np.inf)   # first grid index above lo
+        j_hi = np.where(np.isfinite(hi), np.ceil(hi / step) - 1, np.inf)     # last grid index below hi
+        reachable = j_lo <= j_hi
+        nearest = np.clip(0.0, j_lo, j_hi) * step                            # the grid γ closest to 0
+        h = np.where(reachable, self.H, -1.0)
+        best = np.flatnonzero(np.isclose(h, h.max(), rtol=0, atol=1e-12))
+        order = np.lexsort((nearest[best] > 0, np.abs(nearest[best])))
+        return float(np.round(nearest[best[order[0]]] / step) * step)
 
     def best_gamma(self) -> float:
         """The γ that maximises H; among equal H the one closest to 0 (least calibration); 0 if H is 0."""
@@ -174,7 +195,7 @@ def seen_unseen_curve(scores: np.ndarray, labels: np.ndarray, is_seen_class: np.
     mids = (points[1:] + points[:-1]) / 2.0
     spread = max(1.0, float(points[-1] - points[0]))
     gammas = np.concatenate([[points[0] - spread], mids, [points[-1] + spread]])
-    return SeenUnseenCurve(gammas=gammas, U=U, S=S)
+    return SeenUnseenCurve(gammas=gammas, U=U, S=S, points=points)
 
 
 def ausuc(scores: np.ndarray, labels: np.ndarray, is_seen_class: np.ndarray) -> float:

@@ -45,8 +45,8 @@ def _schemas() -> dict:
     return {
         "backbone": spec_of_dataclass(BackboneSpec),
         "extract": spec_of_dataclass(ExtractSpec),
-        "train": {"methods": listof(str), "seeds": listof(int), "fold": int, "selection_metric": str,
-                  "search": bool, "device": str},
+        "train": {"methods": listof(str), "seeds": listof(int), "folds": object, "selection_metric": str,
+                  "search": object, "device": str},
         "ablate": {"method": str, "variants": listof(str), "seeds": listof(int), "workers": (int, NONE)},
         "tracking": {"mlflow": bool},
         "method": {"hparams": mapof(mapof(object)), "search_space": mapof(mapof(listof(object)))},
@@ -112,11 +112,19 @@ def validate(params: dict, file: Path, check_methods: bool = True) -> dict:
     for section in ("train", "ablate", "tracking"):
         if section in params:
             _check(params[section], schemas[section], section, file)
-    for k in ("methods", "seeds", "fold", "selection_metric", "search", "device"):
+    for k in ("methods", "seeds", "folds", "selection_metric", "search", "device"):
         if k not in params["train"]:
             raise ConfigError(f"{file}: missing key train.{k}")
-    from zsl_bench.evaluator import SELECTION_METRICS
+    from zsl_bench.evaluator import SELECTION_METRICS, search_mode
 
+    folds = params["train"]["folds"]
+    if folds != "auto" and not (isinstance(folds, list) and folds and all(isinstance(k, int) and not isinstance(k, bool)
+                                                                         for k in folds)):
+        raise ConfigError(f"{file}: train.folds must be auto or a list of fold numbers (e.g. [1, 2, 3]), not {folds!r}")
+    try:
+        search_mode(params["train"]["search"])
+    except ConfigError as e:
+        raise ConfigError(f"{file}: {e}") from None
     if params["train"]["selection_metric"] not in SELECTION_METRICS:
         raise ConfigError(f"{file}: train.selection_metric must be one of {', '.join(SELECTION_METRICS)}, "
                           f"not {params['train']['selection_metric']!r}")

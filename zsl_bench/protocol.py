@@ -6,20 +6,19 @@ GBU proposed split (protocol.md §1.5, §7):
   score `foldK_val_seen` ∪ `foldK_val_unseen` over trainclassesK ∪ valclassesK. val_seen is a fixed,
   seeded share of each train class's images, stored on disk; it mirrors how PS built test_seen.
 
-Selection policies (design.md, "Honest selection"):
-- `val`    (headline) hparams, epoch and γ chosen on validation, refit on trainval, tested once;
-- `oracle` hparams, epoch and γ chosen on test, as published code does: labelled, never headline;
-- `last`   default hparams, final epoch, the method's default γ.
+The selection policies (val, paper, oracle, last) and the calibrations they use live in selection.py; here
+is the space the `val` policy's γ lives in (`spread_standardise`) and which validation folds a run may use
+(`resolve_folds`).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from zsl_bench.io import ConfigError, DataError
+
 import numpy as np
 
 PROTOCOL_VERSION = "gbu-ps-v1"
-SELECTION_POLICIES = ("val", "oracle", "last")
-HEADLINE_POLICY = "val"
 TABLE_METRICS = ("T1", "U", "S", "H", "AUSUC")   # what every table reports, in this order
 PERCENT_DECIMALS = 4   # results.csv's precision
 VAL_SEEN_FRACTION = 0.2
@@ -30,6 +29,17 @@ def as_percent(fraction: float) -> float:
     """A table metric as every view shows it (tables, compare, regress, figures, MLflow): percent, converted
     and rounded here once, so every view starts from the same number. record.json keeps fractions."""
     return round(100.0 * float(fraction), PERCENT_DECIMALS)
+
+
+def spread_standardise(scores: np.ndarray) -> np.ndarray:
+    """Each image's scores minus their mean over the candidate classes, over their standard deviation (1 where
+    all are equal): the space in which the `val` policy's γ is chosen and applied. It uses the image's own
+    scores only (never another test image), keeps every image's ranking, and removes any a · s + b (a > 0)
+    a refit applies to a method's scores, so a γ chosen on validation means the same on the refit model."""
+    s = np.asarray(scores, dtype=np.float64)
+    centred = s - s.mean(axis=1, keepdims=True)
+    spread = centred.std(axis=1, keepdims=True)
+    return centred / np.where(spread > 0, spread, 1.0)
 
 
 def build_validation_fold(labels: np.ndarray, trainval: np.ndarray, train_classes: np.ndarray,
@@ -75,6 +85,43 @@ class Phase:
         """Labels of the scored rows as column indices of the score matrix."""
         column = {int(c): i for i, c in enumerate(self.candidate_classes)}
         return np.array([column[int(c)] for c in labels[self.eval_rows]], dtype=np.int64)
+
+
+def fold_leak(dataset, fold: int, backbone_spec: dict) -> str | None:
+    """Why validation fold `fold` would leak with this backbone, or None. A backbone trained here on one fold's
+    train images (`source: train_on_seen`) has seen those classes: another fold whose validation classes
+    include them would score "unseen" classes the features were trained to separate."""
+    if backbone_spec.get("source") != "train_on_seen":
+        return None
+    trained = int(backbone_spec.get("fold", 1))
+    seen_by_backbone = set(dataset.fold_classes(trained)[0].tolist())
+    leaked = sorted(set(dataset.fold_classes(fold)[1].tolist()) & seen_by_backbone)
+    if not leaked:
+        return None
+    return (f"validation fold {fold} would leak: the backbone was trained on fold {trained}'s train images, which "
+            f"include {len(leaked)} of fold {fold}'s validation classes")
+
+
+def resolve_folds(requested, dataset, backbone_spec: dict) -> tuple[int, ...]:
+    """`train.folds`: "auto" = every fold of the dataset that does not leak with this backbone (real datasets
+    with pretrained features: all three xlsa17 folds; the embedded default: fold 1 only); or an explicit list,
+    each fold checked."""
+    available = dataset.folds
+    if requested == "auto":
+        folds = tuple(k for k in available if fold_leak(dataset, k, backbone_spec) is None)
+        if not folds:
+            raise DataError(f"no validation fold of {dataset.name} is free of leakage with its backbone")
+        return folds
+    folds = tuple(int(k) for k in requested)
+    for k in folds:
+        if k not in available:
+            raise ConfigError(f"train.folds: {dataset.name} has no validation fold {k} (folds: {available})")
+        why = fold_leak(dataset, k, backbone_spec)
+        if why:
+            raise ConfigError(f"train.folds: {why}; use `folds: auto` or [{', '.join(map(str, resolve_folds('auto', dataset, backbone_spec)))}]")
+    if len(set(folds)) != len(folds) or not folds:
+        raise ConfigError(f"train.folds must name distinct folds, not {list(requested)}")
+    return folds
 
 
 def validation_phase(dataset, fold: int) -> Phase:

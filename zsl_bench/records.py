@@ -20,17 +20,18 @@ from __future__ import annotations
 import math
 import platform
 import sys
-from dataclasses import MISSING, dataclass, fields
+from dataclasses import dataclass, field, fields
 from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 
 from zsl_bench.io import DataError, atomic_directory, canonical_json, read_json, sha256_bytes, write_json
-from zsl_bench.protocol import SELECTION_POLICIES, TABLE_METRICS, as_percent
+from zsl_bench.protocol import TABLE_METRICS, as_percent, spread_standardise
+from zsl_bench.selection import HEADLINE_POLICY, SELECTION_POLICIES
 from zsl_bench.provenance import read_provenance, write_provenance
 
-SCHEMA_VERSION = 3   # 3: time, memory and host moved to provenance.json; 2: `model` and views.npz
+SCHEMA_VERSION = 4   # 4: selection policies incl. paper, validation folds, per-calibration traces; 3: time, memory and host moved to provenance.json; 2: `model` and views.npz
 DONE = "done"
 RECORD_FILE, PREDICTIONS_FILE, VIEWS_FILE = "record.json", "predictions.npz", "views.npz"
 SKIPPED_FILE = "skipped.json"
@@ -60,7 +61,7 @@ class RunRecord(dict):
             raise DataError(f"{path}: schema version {raw.get('schema_version')}, this zsl-bench reads "
                             f"{SCHEMA_VERSION}; rerun the run (`dvc repro`) to rewrite it")
         missing = [f"{k} ({what})" for k, what in REQUIRED if k not in raw]
-        missing += [f"selection.{p}.metrics" for p in SELECTION_POLICIES
+        missing += [f"selection.{p}.metrics" for p in (HEADLINE_POLICY, "oracle", "last")   # paper: where declared
                     if "metrics" not in (raw.get("selection") or {}).get(p, {})]
         if missing:
             raise DataError(f"{path}: incomplete record, missing {', '.join(missing)}; delete the folder and rerun")
@@ -119,8 +120,9 @@ class RunRecord(dict):
         return (self.get("score_variant_of") or {}).get("method")
 
     def metrics(self, policy: str) -> dict[str, float]:
-        """The table metrics under `policy`, in percent (`protocol.as_percent`; NaN where the run has none)."""
-        m = self["selection"][policy]["metrics"]
+        """The table metrics under `policy`, in percent (`protocol.as_percent`; NaN where the run has none, e.g.
+        `paper` for a method that declares no paper rule)."""
+        m = (self["selection"].get(policy) or {}).get("metrics", {})
         return {k: as_percent(m.get(k, math.nan)) for k in TABLE_METRICS}
 
     def predictions(self) -> "Predictions":
@@ -134,52 +136,55 @@ class RunRecord(dict):
 
 @dataclass(frozen=True)
 class Predictions:
-    """predictions.npz: N test images × C candidate classes (README, "Outputs and formats")."""
-    scores_val: np.ndarray
-    scores_last: np.ndarray
-    scores_oracle_T1: np.ndarray
-    scores_oracle_H: np.ndarray
-    scores_oracle_AUSUC: np.ndarray
-    gamma_val: float
-    gamma_last: float
-    gamma_oracle_H: float
+    """predictions.npz: N test images × C candidate classes (README, "Outputs and formats"). Per selection
+    policy P: `scores_P` (its H checkpoint), `scores_P_T1` / `scores_P_AUSUC` where that metric came from
+    another checkpoint, `scores_zsl_P` (a ZSL scorer's scores at its T1 checkpoint), `gamma_P` and
+    `calibration_P` ("val": γ in units of each image's score spread, `protocol.spread_standardise`; else raw)."""
     labels: np.ndarray
     class_ids: np.ndarray
     class_names: np.ndarray
     seen_class_mask: np.ndarray
     unseen_sample_mask: np.ndarray
     image_rows: np.ndarray
-    # Methods with a ZSL scorer: its scores (N × C, −inf outside unseen images × unseen classes), read for T1.
-    scores_zsl_val: np.ndarray | None = None
-    scores_zsl_last: np.ndarray | None = None
-    scores_zsl_oracle_T1: np.ndarray | None = None
+    arrays: dict = field(default_factory=dict)   # the per-policy arrays above
 
     @classmethod
     def load(cls, path: Path) -> "Predictions":
         z = _load_npz(path)
-        missing = [f.name for f in fields(cls) if f.name not in z and f.default is MISSING]
+        common = [f.name for f in fields(cls) if f.name != "arrays"]
+        missing = [k for k in (*common, f"scores_{HEADLINE_POLICY}", f"gamma_{HEADLINE_POLICY}") if k not in z]
         if missing:
             raise DataError(f"{path}: no array {', '.join(missing)} (written by an older zsl-bench?); rerun the run")
-        p = cls(**{f.name: (float(z[f.name]) if f.name.startswith("gamma") else z[f.name])
-                   for f in fields(cls) if f.name in z})
+        p = cls(**{k: z[k] for k in common}, arrays={k: z[k] for k in z if k not in common})
         n, c = len(p.labels), len(p.class_ids)
-        for name in (f.name for f in fields(cls) if f.name.startswith("scores_")):
-            if getattr(p, name) is not None and getattr(p, name).shape != (n, c):
-                raise DataError(f"{path}: {name} has shape {getattr(p, name).shape}, expected ({n}, {c}) "
+        for name, a in p.arrays.items():
+            if name.startswith("scores_") and a.shape != (n, c):
+                raise DataError(f"{path}: {name} has shape {a.shape}, expected ({n}, {c}) "
                                 "(test images × classes); rerun the run")
         return cls(**{**p.__dict__, "seen_class_mask": p.seen_class_mask.astype(bool),
                       "unseen_sample_mask": p.unseen_sample_mask.astype(bool)})
 
+    @property
+    def policies(self) -> list[str]:
+        return [k[len("gamma_"):] for k in self.arrays if k.startswith("gamma_")]
+
+    @property
+    def scores_val(self) -> np.ndarray:
+        return self.arrays[f"scores_{HEADLINE_POLICY}"]
+
     def scores(self, policy: str, metric: str = "H") -> tuple[np.ndarray, float]:
-        """(scores, γ) a policy used for `metric` (oracle: each metric from its own checkpoint; T1 from the
-        ZSL scorer's matrix when the method has one)."""
-        if metric == "T1":
-            zsl = getattr(self, "scores_zsl_oracle_T1" if policy == "oracle" else f"scores_zsl_{policy}")
-            if zsl is not None:
-                return zsl, 0.0
-        if policy == "oracle":
-            return getattr(self, f"scores_oracle_{metric}"), self.gamma_oracle_H
-        return getattr(self, f"scores_{policy}"), getattr(self, f"gamma_{policy}")
+        """(scores, γ) a policy used for `metric`: T1 from the ZSL scorer's matrix when the method has one;
+        H in the space its γ applies to (spread-standardised for `val`), so argmax(scores − γ · seen) is its
+        prediction; AUSUC from raw scores, as defined."""
+        if f"scores_{policy}" not in self.arrays:
+            raise DataError(f"no {policy!r} scores in this predictions file (policies: {', '.join(self.policies)})")
+        if metric == "T1" and f"scores_zsl_{policy}" in self.arrays:
+            return self.arrays[f"scores_zsl_{policy}"], 0.0
+        scores = self.arrays.get(f"scores_{policy}_{metric}", self.arrays[f"scores_{policy}"])
+        gamma = float(self.arrays[f"gamma_{policy}"])
+        if metric == "H" and str(self.arrays.get(f"calibration_{policy}", "")) == "val":
+            scores = spread_standardise(scores)
+        return scores, gamma
 
 
 def _load_npz(path: Path) -> dict[str, np.ndarray]:

@@ -12,17 +12,12 @@ from pathlib import Path
 import numpy as np
 
 from zsl_bench.metrics import mean_std
-from zsl_bench.protocol import HEADLINE_POLICY, PROTOCOL_VERSION, SELECTION_POLICIES, TABLE_METRICS
+from zsl_bench.protocol import PROTOCOL_VERSION, TABLE_METRICS
+from zsl_bench.selection import HEADLINE_POLICY, POLICIES, SELECTION_POLICIES
 from zsl_bench.records import newest_per_seed
 from zsl_bench.run_results import RunResult
 
-POLICY_TITLES = {
-    "val": "val (headline): hyperparameters, epoch and γ chosen on the validation fold, refit on trainval, "
-           "tested once",
-    "oracle": "oracle: test-selected, as published code does (T1, H and AUSUC each maximised on test); "
-              "for parity with papers only, never a fair comparison",
-    "last": "last: default hyperparameters, final epoch, the method's default γ",
-}
+POLICY_TITLES = {name: policy.title for name, policy in POLICIES.items()}
 STD_NOTE = "mean ± std over seeds (sample std, ddof = 1), n = number of seeds"
 NOT_SEARCHED = "†"
 NOT_SEARCHED_NOTE = (f"{NOT_SEARCHED} hyperparameters not searched (defaults only: `--no-search`, `train.search: false` "

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from zsl_bench.protocol import PROTOCOL_VERSION, SELECTION_POLICIES, TABLE_METRICS
+from zsl_bench.protocol import PROTOCOL_VERSION, TABLE_METRICS
+from zsl_bench.selection import SELECTION_POLICIES
 from zsl_bench.records import RunRecord, newest_per_seed
 from zsl_bench.tracking import experiment_name
 

@@ -8,6 +8,7 @@ A run made by older code is never reused: it has another key.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import resource
 import sys
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from zsl_bench.io import DataError
 from zsl_bench.paths import ProjectPaths
-from zsl_bench.protocol import PROTOCOL_VERSION
+from zsl_bench.protocol import PROTOCOL_VERSION, resolve_folds
 from zsl_bench.provenance import provenance
 from zsl_bench.records import SCHEMA_VERSION, environment, find_run_folders, run_key, write_run
 
@@ -27,9 +28,9 @@ class RunRequest:
     dataset: str
     method: str
     seed: int
-    fold: int = 1
+    folds: tuple | str = "auto"         # validation folds (protocol.resolve_folds)
     selection_metric: str = "H"
-    search: bool = True
+    search: bool | str = "grid"          # grid | none | random:N (True/False: grid/none)
     device: str = "auto"
     hparams: dict | None = None          # overrides of the method's defaults (params.yaml)
     search_space: dict | None = None     # replaces the method's grid (params.yaml)
@@ -41,7 +42,7 @@ RUN_LIBRARY = ("zsl_bench/blocks.py", "zsl_bench/data/__init__.py", "zsl_bench/d
                "zsl_bench/evaluator.py", "zsl_bench/features.py", "zsl_bench/images.py", "zsl_bench/io.py",
                "zsl_bench/method.py", "zsl_bench/metrics.py", "zsl_bench/model_views.py", "zsl_bench/protocol.py",
                "zsl_bench/provenance.py", "zsl_bench/records.py", "zsl_bench/registry.py", "zsl_bench/runner.py",
-               "zsl_bench/runtime.py")
+               "zsl_bench/runtime.py", "zsl_bench/selection.py")
 
 
 def _files_digest(root: Path, files) -> str:
@@ -106,12 +107,14 @@ def execute(request: RunRequest, paths: ProjectPaths, progress: bool = True, slo
     check_applicable(method_cls, store)
     store.verify(Evaluator.features_of(method_cls))   # a damaged array stops the run before any training
     device = "cpu" if method_cls.device == "cpu" else resolve_device(request.device)
-    evaluator = Evaluator(dataset, store, method_cls, seed=request.seed, fold=request.fold,
+    folds = resolve_folds(request.folds, dataset, store.index.get("backbone_spec") or {})
+    evaluator = Evaluator(dataset, store, method_cls, seed=request.seed, folds=folds,
                           selection_metric=request.selection_metric, search=request.search, device=device,
                           progress=progress, hparams=request.hparams, search_space=request.search_space)
     key_spec = {"protocol_version": PROTOCOL_VERSION, "method": request.method, "dataset": request.dataset,
                 "dataset_fingerprint": dataset.fingerprint(), "features_sha256": [store.fingerprint(f) for f in evaluator.features],
-                "seed": request.seed, "fold": request.fold, "selection_metric": request.selection_metric,
+                "seed": request.seed, "folds": list(folds), "search": evaluator.search,
+                "selection_metric": request.selection_metric,
                 "configs": evaluator.configs, "hparam_overrides": request.hparams or {},
                 "search_space_override": request.search_space, "code": code_fingerprint(method_cls)}
     key = run_key(key_spec)
@@ -149,9 +152,11 @@ def _shared_record(request: RunRequest, paths: ProjectPaths, evaluator, out, dev
         "method_info": {"input_kind": method_cls.input_kind, "paper": method_cls.paper, "device": method_cls.device,
                         "uses_unseen_semantics": method_cls.uses_unseen_semantics,
                         "default_calibration_gamma": method_cls.default_calibration_gamma,
+                        "paper_rule": dataclasses.asdict(method_cls.paper_rule) if method_cls.paper_rule else None,
                         "official_selection": method_cls.official_selection(),
                         "capabilities": sorted(method_cls.capabilities)},
-        "config": {"fold": request.fold, "selection_metric": request.selection_metric, "search": request.search,
+        "config": {"folds": list(evaluator.folds), "folds_requested": request.folds if request.folds == "auto"
+                   else list(request.folds), "selection_metric": request.selection_metric, "search": evaluator.search,
                    "configs": out.configs, "hparam_overrides": request.hparams or {},
                    "search_space": evaluator.search_space},
         "model": {"parameters": out.parameters},
@@ -174,7 +179,9 @@ def _record_of(out, dataset) -> dict:
             "used": chosen.get("attribute_embedding"),
         },
         "hparams": {"val": chosen, "last": out.configs[0],
-                    "oracle": {m: out.configs[p["config_id"]] for m, p in out.selection["oracle"]["points"].items()}},
+                    **{policy: {m: out.configs[p["config_id"]] for m, p in out.selection[policy]["points"].items()}
+                       for policy in ("paper", "oracle") if policy in out.selection}},
         "selection": out.selection,
-        "traces": {"validation": out.validation_trace, "test": out.test_trace},
+        "traces": {"validation": out.validation_trace, "validation_folds": out.validation_folds,
+                   "test": out.test_trace},
     }

@@ -72,7 +72,7 @@ def extract(dataset: str, params: dict, paths: ProjectPaths, progress: bool = Tr
                             features.ExtractSpec.from_params(section(params, "extract", dataset)), progress=progress)
 
 
-def run_request(dataset: str, method: str, seed: int, params: dict, search: bool | None = None):
+def run_request(dataset: str, method: str, seed: int, params: dict, search: bool | str | None = None):
     """The RunRequest params.yaml makes for (dataset, method, seed): train settings and the method's
     hyperparameter overrides and grid for the dataset."""
     from zsl_bench.method import method_overrides
@@ -80,8 +80,9 @@ def run_request(dataset: str, method: str, seed: int, params: dict, search: bool
 
     t = section(params, "train")
     overrides = method_overrides(params, method, dataset)
-    return RunRequest(dataset=dataset, method=method, seed=int(seed), fold=int(t["fold"]),
-                      selection_metric=t["selection_metric"], search=bool(t["search"] if search is None else search),
+    folds = t["folds"] if t["folds"] == "auto" else tuple(int(k) for k in t["folds"])
+    return RunRequest(dataset=dataset, method=method, seed=int(seed), folds=folds,
+                      selection_metric=t["selection_metric"], search=t["search"] if search is None else search,
                       device=t["device"], hparams=overrides["hparams"], search_space=overrides["search_space"])
 
 

@@ -15,7 +15,8 @@ import os
 import time
 from pathlib import Path
 
-from zsl_bench.protocol import PROTOCOL_VERSION, SELECTION_POLICIES, as_percent
+from zsl_bench.protocol import PROTOCOL_VERSION, as_percent
+from zsl_bench.selection import SELECTION_POLICIES
 
 # Marks a model-training experiment. MLflow 3.17's UI takes the mode from its sidebar switch instead
 # ("GenAI" / "Model training", remembered by the browser): `ui_hint` says so to the user.
@@ -63,7 +64,7 @@ def record_metrics(record) -> dict[str, float]:
     """A RunRecord's metrics as mirrored: accuracies in percent, γ as is, time and memory when known."""
     out = {}
     for policy in SELECTION_POLICIES:
-        for k, v in record["selection"][policy]["metrics"].items():
+        for k, v in (record["selection"].get(policy) or {}).get("metrics", {}).items():
             if isinstance(v, (int, float)):
                 out[f"{policy}.{k}"] = float(v) if k in NOT_PERCENT else as_percent(v)
     out.update(wall_s=record.wall_s, peak_rss_mb=record.peak_rss_mb)
