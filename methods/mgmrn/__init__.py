@@ -27,6 +27,7 @@ COMMON = {
     "momentum": 0.9, "weight_decay": 1e-5, "lr_step": 10, "batches_per_epoch": 300, "epochs": 30,
     "lambda_cls": 1.0, "image_size": 448, "backbone": "resnet101.tv_in1k", "pretrained": True,
     "weights_file": None, "eval_batch_size": 32,   # the official test batch
+    "halvings": "consistent",   # fine/mid/coarse 2/1/0 resizes: the release's commented-out alternative (README)
 }
 PAPER = {
     "CUB": {"ways": 8, "shots": 2, "lr": 5e-4, "lr_gamma": 0.1, "scale": 20.0, "lambda_reg": 0.1},
@@ -44,8 +45,11 @@ VARIANTS = {   # named ablations, one switch each from the official configuratio
     "fusion-none": {"fusion": "none"}, "fusion-mutual": {"fusion": "mutual"},
     "grouping-identity": {"grouping": "identity"}, "grouping-decoupled": {"grouping": "decoupled"},
     "stopgrad-off": {"stop_gradient": False}, "update-joint": {"update": "joint"},
+    # the released n_upsamples (1, 1, 0) with only the input channels fixed: the fine level stays at 2× the grid
+    "channels-input-only": {"halvings": "released"},
     "image": {"mode": "image", "input_kind": "image"},
 }
+LEVEL_STRIDES = (8, 16, 32)   # ResNet layer2 / layer3 / layer4
 BRANCH_NAMES = {1: "fine (layer2)", 2: "mid (layer3)", 3: "coarse (layer4)"}   # model.py's numbering
 # Inference per branch changes no weight: read off the official run's own checkpoints (same models).
 SCORE_VARIANTS = {"inference-fine": {"inference": "branch1"}, "inference-mid": {"inference": "branch2"},
@@ -57,7 +61,9 @@ class MgMRN(TorchMethod):
     uses_unseen_semantics = False   # trained on seen classes only; unseen rows appear at inference only
     paper = "Wang et al., arXiv 2511.08163"
     paper_rule = PaperRule(checkpoint="test", calibration="test-grid", separately=("T1", "H", "AUSUC"),
-                           source="NingWang2049/Mg-MRN train.py + inferencer.py cal_AUSUC: γ in 0.01 steps on test")
+                           source="NingWang2049/Mg-MRN@f27daac train.py:L128-L153 (after every epoch: best test ZSL, "
+                                  "best test H, best test AUSUC kept separately); inferencer.py:L47-L116 cal_AUSUC "
+                                  "(γ on the seen scores swept from 0 in ±0.01 steps on test, the best-H γ kept)")
     capabilities = frozenset({ATTENTION_MAPS, PARAMETER_COUNT})
     profiles = {**{ds: {**COMMON, **p} for ds, p in PAPER.items()}, "synthetic": {**COMMON, **SYNTHETIC}}
     variants = VARIANTS
@@ -76,8 +82,17 @@ class MgMRN(TorchMethod):
         else:
             channels = tuple(shape[0] for shape in self.task.input_shapes)
         head = MgMRNHead(channels, self.attribute_embedding(), hp["width"], hp["levels"], hp["fusion"],
-                         hp["grouping"], hp["stop_gradient"], hp["parts"])
+                         hp["grouping"], hp["stop_gradient"], hp["parts"], hp["halvings"], self.name or "mgmrn")
+        head.grids(self.level_sizes())   # a clear error now rather than a 0×0 resize in the first forward
         return nn.ModuleDict({"backbone": backbone, "head": head} if backbone else {"head": head})
+
+    def level_sizes(self) -> dict[int, tuple[int, int]]:
+        """branch → the H × W of the backbone map it reads: the stored maps, or ResNet strides 8/16/32 of
+        the image size (each stride-2 stage rounds up)."""
+        if self.hparams["mode"] == "image":
+            size = int(self.hparams["image_size"])
+            return {k: (-(-size // s),) * 2 for k, s in zip((1, 2, 3), LEVEL_STRIDES)}
+        return {k: tuple(shape[1:3]) for k, shape in zip((1, 2, 3), self.task.input_shapes)}
 
     # --- inputs ----------------------------------------------------------------------------------------
     def inputs(self, x, positions, rng=None):
@@ -199,8 +214,25 @@ class MgMRN(TorchMethod):
             for lo in range(0, len(x), step):
                 features = self.features(self.inputs(x, np.arange(lo, min(lo + step, len(x)))))
                 grid = tuple(features[3].shape[-2:])   # the coarse (layer4) grid
+                own = self.net["head"].grids({k: tuple(v.shape[-2:]) for k, v in features.items()})
                 _, attention = self.net["head"](features)
-                parts.append({k: a.cpu().numpy() for k, a in attention.items()})
+                parts.append({k: tokens_on_grid(a.cpu().numpy(), own[k], grid) for k, a in attention.items()})
         return {BRANCH_NAMES[k]: attribute_weighted_attention(np.concatenate([p[k] for p in parts]),
                                                               attribute_weights, grid)
                 for k in self.net["head"].branches}
+
+
+def tokens_on_grid(attention: np.ndarray, own: tuple[int, int], grid: tuple[int, int]) -> np.ndarray:
+    """[N, A, T] attention whose first own_H·own_W tokens lie on the branch's own grid and whose other tokens
+    (fused) on the coarse `grid` → the same with the own tokens summed into the coarse cell each falls in,
+    so every block tiles `grid` (what `attribute_weighted_attention` reads). Unchanged when the grids agree
+    (the default halvings); with `channels-input-only` the fine branch's 2× grid is summed 2 × 2."""
+    (oh, ow), (h, w) = own, grid
+    if (oh, ow) == (h, w):
+        return attention
+    n, a, _ = attention.shape
+    rows, cols = np.arange(oh) * h // oh, np.arange(ow) * w // ow
+    target = (rows[:, None] * w + cols[None, :]).ravel()   # coarse cell of each own cell
+    pooled = np.zeros((n, a, h * w), dtype=attention.dtype)
+    np.add.at(pooled, (slice(None), slice(None), target), attention[:, :, :oh * ow])
+    return np.concatenate([pooled, attention[:, :, oh * ow:]], axis=2)

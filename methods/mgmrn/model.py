@@ -3,7 +3,8 @@
 Branches are numbered as in the paper's code: 1 = fine (ResNet layer2), 2 = mid (layer3),
 3 = coarse (layer4). Every level is brought to the coarse grid by its granularity module
 (grouping unit → conv blocks that halve the size), fused, and read by its own visual-semantic
-decoder over attribute word vectors.
+decoder over attribute word vectors. `halvings="released"` (the variant `mgmrn.channels-input-only`)
+keeps the released number of resizes, so the fine level stays at twice the coarse grid (README).
 """
 from __future__ import annotations
 
@@ -14,6 +15,18 @@ import torch.nn.functional as F
 BRANCHES = {3: (3,), 2: (2, 3), 1: (1, 2, 3)}   # levels → active branches: coarse only, coarse + mid, all
 GROUPING_MODES = ("identity", "official", "decoupled")
 FUSION_MODES = ("none", "one-way", "mutual")
+# 0.5× resizes per branch (fine, mid, coarse). "consistent": the commented-out alternative of the release
+# (model_mg_rfm_mr_scam.py:L77-L78), every level brought to the coarse grid; "released": the released
+# n_upsamples (1, 1, 0) with only the input channels fixed, so the fine level stays at twice the grid.
+HALVINGS = {"consistent": {1: 2, 2: 1, 3: 0}, "released": {1: 1, 2: 1, 3: 0}}
+LEVEL_NAMES = {1: "fine (layer2)", 2: "mid (layer3)", 3: "coarse (layer4)"}
+
+
+def halved(size: int, times: int) -> int:
+    """The side length after `times` 0.5× bilinear resizes (torch floors each output size)."""
+    for _ in range(times):
+        size //= 2
+    return size
 
 
 class GroupingUnit(nn.Module):
@@ -82,7 +95,9 @@ class SCAM(nn.Module):
     def __init__(self, c_in: int, c: int):
         super().__init__()
         self.proj = nn.Conv2d(c_in, c, 1, bias=False)
-        nn.init.xavier_uniform_(self.proj.weight)
+        # official: fvcore c2_xavier_fill (model_mg_rfm_mr_scam.py:L323-L324) = kaiming_uniform_(a=1), bias 0
+        # (fvcore/nn/weight_init.py:L8-L23); the projection has no bias
+        nn.init.kaiming_uniform_(self.proj.weight, a=1)
         self.fc1, self.fc2 = nn.Linear(c, c), nn.Linear(c, c)
         self.spatial = nn.Conv2d(c, c, 3, padding=1, bias=False)
 
@@ -115,10 +130,14 @@ class MgMRNHead(nn.Module):
     """Everything after the backbone: granularity modules, fusion, decoders."""
 
     def __init__(self, in_channels: tuple[int, int, int], w2v, width: float = 1.0, levels: int = 3,
-                 fusion: str = "one-way", grouping: str = "official", stop_gradient: bool = True, parts: int = 5):
+                 fusion: str = "one-way", grouping: str = "official", stop_gradient: bool = True, parts: int = 5,
+                 halvings: str = "consistent", name: str = "mgmrn"):
         super().__init__()
         if fusion not in FUSION_MODES:
             raise ValueError(f"fusion must be one of {FUSION_MODES}, not {fusion!r}")
+        if halvings not in HALVINGS:
+            raise ValueError(f"halvings must be one of {tuple(HALVINGS)}, not {halvings!r}")
+        self.name, self.halvings_mode = name, halvings
         if levels not in (1, 2, 3):
             raise ValueError("levels must be 1 (coarse), 2 (coarse + mid) or 3")
         c = max(32, int(round(2048 * width / 32)) * 32)
@@ -128,7 +147,7 @@ class MgMRNHead(nn.Module):
         self.register_buffer("w2v", torch.as_tensor(w2v, dtype=torch.float32))   # fixed (official)
         n_attr, dim_v = self.w2v.shape
         c3, c4, c5 = in_channels
-        halvings = {1: 2, 2: 1, 3: 0}
+        halvings = self.halvings = HALVINGS[halvings]
         level_in = {1: c3, 2: c4, 3: c5}
         self.granularity = nn.ModuleDict({
             str(k): nn.Sequential(GroupingUnit(level_in[k], parts, grouping),
@@ -136,6 +155,25 @@ class MgMRNHead(nn.Module):
         self.fusion_sources = self._fusion_sources()
         self.scam = nn.ModuleDict({str(k): SCAM(len(src) * c, c) for k, src in self.fusion_sources.items()})
         self.decoders = nn.ModuleDict({str(k): VisualSemanticDecoder(c, m, dim_v, n_attr) for k in self.branches})
+
+    def grids(self, sizes: dict[int, tuple[int, int]]) -> dict[int, tuple[int, int]]:
+        """branch → the H × W its granularity module outputs for input maps of `sizes` (branch → H × W).
+        Raises ValueError, naming the method, the level and the map size, when the halvings would shrink a
+        map below 1 × 1 or when a branch would fuse levels of different grids."""
+        out = {}
+        for k in (k for k in self.branches if k in sizes):
+            h, w = (int(v) for v in sizes[k])
+            out[k] = (halved(h, self.halvings[k]), halved(w, self.halvings[k]))
+            if min(out[k]) < 1:
+                raise ValueError(f"{self.name}: the {LEVEL_NAMES[k]} map is {h}×{w}; halving it {self.halvings[k]} "
+                                 f"time(s) (halvings '{self.halvings_mode}') would shrink it below 1×1; use larger "
+                                 "maps (a larger extract.input_size or image_size)")
+        for k, sources in self.fusion_sources.items():
+            if all(j in out for j in sources) and len({out[j] for j in sources}) > 1:
+                raise ValueError(f"{self.name}: branch {LEVEL_NAMES[k]} fuses levels on different grids "
+                                 f"({', '.join(f'{out[j][0]}×{out[j][1]}' for j in sources)}) with halvings "
+                                 f"'{self.halvings_mode}' and fusion '{self.fusion}'")
+        return out
 
     def _fusion_sources(self) -> dict[int, tuple[int, ...]]:
         """Which other levels each branch fuses: official = only coarser ones (coarse → fine)."""
@@ -157,6 +195,7 @@ class MgMRNHead(nn.Module):
         """
         wanted = self.branches if only is None else (only,)
         needed = set(wanted) | {j for k in wanted for j in self.fusion_sources.get(k, ())}
+        self.grids({k: maps[k].shape[-2:] for k in needed})   # a clear error before a resize to 0×0
         s = {}
         for k in self.branches:
             if k not in needed:

@@ -6,6 +6,11 @@ Losses (methods.md §3.3): cross-entropy over all K classes on z, self-calibrati
 −log mean_b Σ_{u unseen} softmax(z + m)_u with the built-in offset m = −1 seen / +1 unseen, and
 attribute regression mean (e − a_y)². The offset is also in the official test scores: a fixed
 calibration γ = 2, which here is the evaluator's `default_calibration_gamma` (and the `last` policy).
+
+Two parity knobs (README, "Sampling and evaluation cadence"): `sampling` "epoch" (one shuffled pass per
+epoch) or "independent" (every batch drawn afresh, as the official `next_batch`), and `eval_cadence`
+"epoch_end" (a checkpoint after each epoch) or "official" (checkpoint j after step 1 + j·R, R = N // batch).
+The real-dataset profiles use the official values; the embedded `synthetic` default the harness's own.
 """
 from __future__ import annotations
 
@@ -13,12 +18,17 @@ import numpy as np
 
 
 from zsl_bench.blocks import (AllClassMapMethod, AllClassTargets, attribute_weighted_attention,
-                              class_balanced_batches, score_in_batches)
-from zsl_bench.method import ATTENTION_MAPS, PARAMETER_COUNT, PaperRule
+                              class_balanced_batches, make_optimizer, score_in_batches, torch_generator)
+from zsl_bench.method import ATTENTION_MAPS, PARAMETER_COUNT, FitContext, PaperRule, TrainData
+
+SAMPLINGS = ("epoch", "independent")
+EVAL_CADENCES = ("epoch_end", "official")
 
 # shiming-chen/TransZero train_<ds>.py + wandb_config/<ds>_gzsl.yaml (methods.md §3.4).
 COMMON = {"lr": 1e-4, "weight_decay": 1e-4, "batch_size": 50, "logit_offset": 1.0, "attribute_embedding": "w2v",
-          "double_residual": True, "clamp_negative_attributes": False}
+          "double_residual": True, "clamp_negative_attributes": False,
+          # train_<ds>.py: a fresh batch per iteration, evaluation after iterations 0, R, 2R, … (README)
+          "sampling": "independent", "eval_cadence": "official"}
 PAPER = {
     "CUB": {"optimizer": "adam", "momentum": 0.0, "sampler": "random", "epochs": 200, "lambda_sc": 0.3,
             "lambda_reg": 0.005, "d": 300, "d_ff": 512, "dropout": 0.4, "self_attention": True,
@@ -31,8 +41,9 @@ PAPER = {
              "normalize_V": True, "clamp_negative_attributes": True},
 }
 # The embedded default: the CUB setting, smaller and shorter for 1,000 small images on a CPU (README).
+# It keeps the harness's own procedure (shuffled passes, a checkpoint per epoch): see README.
 SYNTHETIC = {**PAPER["CUB"], "lr": 1e-3, "epochs": 15, "d": 128, "d_ff": 256, "dropout": 0.2,
-             "attribute_embedding": "minilm"}
+             "attribute_embedding": "minilm", "sampling": "epoch", "eval_cadence": "epoch_end"}
 
 
 class TransZero(AllClassMapMethod):
@@ -41,7 +52,10 @@ class TransZero(AllClassMapMethod):
     default_calibration_gamma = 2.0   # the built-in ±1 logit offset
     paper = "Chen et al., AAAI 2022"
     paper_rule = PaperRule(checkpoint="test", calibration="fixed", separately=("T1", "H"),
-                           source="shiming-chen/TransZero train_<ds>.py: best H and best ZSL over test evaluations")
+                           source="shiming-chen/TransZero@7c10cdb train_cub.py:L30-L31,L53-L61 (train_sun.py:L30-L31,"
+                                  "L52-L60; train_awa2.py:L35-L36,L58-L66): best test H and, separately, best test ZSL "
+                                  "every N//50 iterations; offset model.py:L24-L28,L72-L73, bias 0 in "
+                                  "helper_func.py:L99")
     capabilities = frozenset({ATTENTION_MAPS, PARAMETER_COUNT})
     profiles = {**{ds: {**COMMON, **p} for ds, p in PAPER.items()}, "synthetic": {**COMMON, **SYNTHETIC}}
 
@@ -58,6 +72,66 @@ class TransZero(AllClassMapMethod):
         if hp["sampler"] == "balanced":   # min(#seen, 50) distinct classes × 1 image (AWA2: effectively 40)
             return class_balanced_batches(y, int(np.ceil(len(y) / hp["batch_size"])), hp["batch_size"], 1, rng)
         return super().batches(y, rng)
+
+    # --- the parity knobs: which batches, and after which steps a checkpoint is taken ------------------
+    def batch_stream(self, y: np.ndarray, rng):
+        """Endless stream of index batches. `sampling: epoch`: consecutive epochs of `batches` (shuffled
+        passes). `independent` with the random sampler: each batch `batch_size` distinct images drawn
+        afresh (official `torch.randperm(N)[:batch_size]`, dataset.py:L112), so an image can recur
+        within an epoch and another be missed. The balanced sampler draws every batch independently
+        in both settings (official dataset.py:L102-L109 for SUN/AWA2; `batches` above does the same)."""
+        hp = self.hparams
+        if hp["sampling"] not in SAMPLINGS:
+            raise ValueError(f"transzero sampling must be one of {SAMPLINGS}, not {hp['sampling']!r}")
+        if hp["sampling"] == "independent" and hp["sampler"] != "balanced":
+            n, size = len(y), int(hp["batch_size"])
+            while True:
+                yield rng.permutation(n)[:size]
+        while True:
+            yield from self.batches(y, rng)
+
+    def checkpoint_steps(self, n: int) -> dict[int, int]:
+        """Optimizer step (counted from 1) → checkpoint label (1 … epochs, as the base class labels its
+        epochs). `epoch_end`: after steps e·P, P = ceil(N / batch_size) batches per epoch. `official`:
+        after steps 1 + j·R, j = 0 … epochs − 1, with R = N // batch_size, the official report interval
+        ((N·epochs // batch_size) // epochs = N // batch_size, train_<ds>.py); training stops after the
+        last one. A refit on more images has a larger R but the same labels."""
+        hp = self.hparams
+        if hp["eval_cadence"] not in EVAL_CADENCES:
+            raise ValueError(f"transzero eval_cadence must be one of {EVAL_CADENCES}, not {hp['eval_cadence']!r}")
+        epochs, size = int(hp["epochs"]), int(hp["batch_size"])
+        if hp["eval_cadence"] == "official":
+            r = max(n // size, 1)
+            return {1 + j * r: j + 1 for j in range(epochs)}
+        per_epoch = max(int(np.ceil(n / size)), 1)
+        return {e * per_epoch: e for e in range(1, epochs + 1)}
+
+    def fit(self, train: TrainData, ctx: FitContext) -> None:
+        """`AllClassMapMethod.fit` as a stream of steps: the same set-up, draws, losses and updates (with
+        `epoch` / `epoch_end` it is that loop step for step: tests/test_parity_knobs.py), with the batches
+        of `batch_stream` and the checkpoints of `checkpoint_steps`."""
+        import torch
+
+        hp = self.hparams
+        torch_generator(ctx.seed)
+        rng = np.random.default_rng(ctx.seed)
+        self.net = self.build_net().to(self.torch_device)
+        targets = AllClassTargets.build(self, train.semantics, ctx.unseen_semantics(), hp["logit_offset"])
+        opt = make_optimizer(hp["optimizer"], [p for p in self.net.parameters() if p.requires_grad], hp["lr"],
+                             hp["weight_decay"], hp["momentum"])
+        checkpoints = self.checkpoint_steps(len(train.y))
+        stream = self.batch_stream(train.y, rng)
+        self.net.train()
+        for step in range(1, max(checkpoints) + 1):
+            idx = next(stream)
+            loss = self.loss(self.tensor(train.x.read(idx)[0]),
+                             torch.as_tensor(train.y[idx], device=self.torch_device), targets)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if step in checkpoints:
+                ctx.evaluate(checkpoints[step])
+                self.net.train()
 
     def loss(self, maps, y, targets: AllClassTargets):
         import torch.nn.functional as F
