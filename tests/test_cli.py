@@ -72,8 +72,9 @@ def test_pipeline_stage_scripts_report_bad_input(tmp_path, stage):
 
 
 BAD_PARAMS = [
-    (lambda p: p["train"].update(seeds=[0], sede=1), "unknown key train.sede; allowed: methods, seeds, fold"),
-    (lambda p: p["train"].update(fold="one"), "train.fold must be int, not 'one'"),
+    (lambda p: p["train"].update(seeds=[0], sede=1), "unknown key train.sede; allowed: methods, seeds, folds"),
+    (lambda p: p["train"].update(folds="one"), "train.folds must be auto or a list of fold numbers"),
+    (lambda p: p["train"].update(search="random:x"), "train.search must be grid, none or random:N"),
     (lambda p: p["train"].update(methods=["eszsl", "nosuch"]), "unknown method 'nosuch'; available: "),
     (lambda p: p["extract"]["synthetic"].update(input_sise=64), "unknown key extract.synthetic.input_sise"),
     (lambda p: p["sources"]["synthetic"].update(n_clases=3), "unknown key sources.synthetic.n_clases"),

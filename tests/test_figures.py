@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from zsl_bench.protocol import spread_standardise
 from zsl_bench import figures, model_views
 from zsl_bench.blocks import attribute_weighted_attention
 from zsl_bench.figures import data as fdata, plots, style
@@ -50,7 +51,7 @@ def test_curve_data_is_the_metrics_curve_and_the_point_is_the_recorded_operating
     for r in records:
         pred = r.predictions()
         d = fdata.seen_unseen_data(pred)
-        curve = seen_unseen_curve(pred.scores_val, pred.labels, pred.seen_class_mask)
+        curve = seen_unseen_curve(spread_standardise(pred.scores_val), pred.labels, pred.seen_class_mask)
         np.testing.assert_array_equal(d["U"], 100 * curve.U)
         np.testing.assert_array_equal(d["S"], 100 * curve.S)
         m = r["selection"]["val"]["metrics"]

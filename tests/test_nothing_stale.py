@@ -135,7 +135,7 @@ def test_runs_outside_params_yaml_are_named_never_averaged(trained_project):
     report = cli("report", "--no-mlflow")
     assert report.returncode == 0 and "ale/synthetic/seed7" in report.stderr
     assert "| ale | " in (trained_project / "reports" / "results.md").read_text()
-    assert "| 2 | no |" in (trained_project / "reports" / "results.md").read_text()
+    assert "| 2 | pooled vectors, frozen backbone | no |" in (trained_project / "reports" / "results.md").read_text()
     bad = cli("compare", "eszsl", "--dataset", "CUBB")
     assert bad.returncode == 2 and "unknown dataset 'CUBB'" in bad.stderr and "Traceback" not in bad.stderr
 

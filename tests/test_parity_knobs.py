@@ -263,3 +263,26 @@ def test_channels_input_only_runs_through_the_evaluator(region_project):
     out = evaluate(region_project, "mgmrn.channels-input-only", epochs=1)
     assert [r["epoch"] for r in out.validation_trace] == [1]
     assert 0.0 <= out.selection["val"]["metrics"]["T1"] <= 100.0
+
+
+def test_update_joint_is_the_sequential_update_on_frozen_maps():
+    """Why the ablation stage does not run `mgmrn.update-joint` on maps (`identical_when`): with the stop-
+    gradients no parameter is shared between the branches, so one step on the summed loss moves every
+    parameter as the three sequential steps do. With the fusion's stop-gradients off it is not so."""
+    rng = np.random.default_rng(0)
+    n = 16
+    levels = [rng.normal(size=(n, c, s, s)).astype(np.float32) for c, s in ((16, 12), (32, 6), (64, 3))]
+
+    def fitted(name, **hp):
+        method = mgmrn(name, **hp)
+        train = TrainData(x=Blocks(*levels), y=np.arange(n) % 4, semantics=semantics(4))
+        method.fit(train, context(lambda e: None, semantics(3, offset=4)))
+        return method.state_dict()
+
+    official, joint = fitted("mgmrn"), fitted("mgmrn.update-joint")
+    assert official.keys() == joint.keys()
+    for k in official:
+        torch.testing.assert_close(joint[k], official[k], rtol=1e-5, atol=1e-6, msg=k)
+    assert get_method("mgmrn.update-joint").identical_to_base() and not get_method("mgmrn.levels1").identical_to_base()
+    loose_official, loose_joint = fitted("mgmrn", stop_gradient=False), fitted("mgmrn.update-joint", stop_gradient=False)
+    assert any(not torch.allclose(loose_joint[k], loose_official[k], rtol=1e-5, atol=1e-6) for k in loose_official)

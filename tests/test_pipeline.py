@@ -87,14 +87,14 @@ def test_report_and_compare(trained_project):
     assert "Std 0 for eszsl" in md
     assert "0 ablation runs" in (trained_project / "reports" / "ablation.md").read_text()
     csv = (trained_project / "reports" / "results.csv").read_text().splitlines()
-    assert csv[0].startswith("dataset,method,policy") and len(csv) == 1 + 2 * 3
+    assert csv[0].startswith("dataset,method,policy") and len(csv) == 1 + 2 * 4
 
     index = (trained_project / "reports" / "README.md").read_text()
     for name in ("results.md", "results.tex", "ablation.md", "figures/synthetic_seen_unseen_curves.png",
                  "figures/synthetic_accuracy_vs_cost.png"):
         assert f"[`{name}`]" in index and (trained_project / "reports" / name).is_file()
     tex = (trained_project / "reports" / "results.tex").read_text()
-    assert tex.count(r"\begin{tabular}") == 3 and r"$\pm$" in tex and "ddof" in tex
+    assert tex.count(r"\begin{tabular}") == 4 and r"$\pm$" in tex and "ddof" in tex
 
 
 def test_mlflow_mirror_lists_runs_once(trained_project):

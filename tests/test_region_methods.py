@@ -282,18 +282,31 @@ def test_ablate_stage_runs_variants_in_parallel_resumes_and_prunes(region_projec
     from zsl_bench import stages
     from zsl_bench.params import load_params
     from zsl_bench.paths import ProjectPaths
-    from zsl_bench.records import find_records
+    from zsl_bench.records import find_records, read_skipped
 
     root = tmp_path / "project"
     shutil.copytree(region_project, root, symlinks=True)
     paths = ProjectPaths(root)
     params = load_params(paths)
-    params["ablate"] = {"method": "mgmrn", "variants": ["levels1", "fusion-none"], "seeds": [0, 1], "workers": 2}
+    params["ablate"] = {"method": "mgmrn", "variants": ["levels1", "fusion-none", "update-joint"], "seeds": [0, 1],
+                        "workers": 2}
     first = stages.ablate("synthetic", params, paths, progress=False)
-    assert len(first) == 4 and {r["method"] for r in find_records(paths.runs)} == {"mgmrn.levels1", "mgmrn.fusion-none"}
+    # The official configuration and its A/A replicate run in the same pool as the variants, same threads;
+    # update-joint computes the official update on frozen maps (identical_when): not run, and says why.
+    records = find_records(paths.runs)
+    inference = {f"mgmrn.inference-{b}{aa}" for b in ("fine", "mid", "coarse") for aa in ("", " (A/A)")}
+    assert len(first) == 8 and {r.method for r in records} == {
+        "mgmrn", "mgmrn (A/A)", "mgmrn.levels1", "mgmrn.fusion-none", *inference}
+    assert len({r["environment"]["threads"] for r in records}) == 1
+    aa = [r for r in records if r.method == "mgmrn (A/A)"]
+    official = {r.seed: r for r in records if r.method == "mgmrn"}
+    assert all(r["selection"]["val"]["metrics"] != official[r.seed]["selection"]["val"]["metrics"] for r in aa)
+    assert "identical to the official configuration" in read_skipped(paths.ablation_slot("synthetic", "mgmrn.update-joint", 0))
     mtimes = {f: (f / "record.json").stat().st_mtime_ns for f in first}
     again = stages.ablate("synthetic", params, paths, progress=False)
     assert again == first and all((f / "record.json").stat().st_mtime_ns == m for f, m in mtimes.items())
     params["ablate"]["variants"] = ["levels1"]
     stages.ablate("synthetic", params, paths, progress=False)
-    assert {r["method"] for r in find_records(paths.runs)} == {"mgmrn.levels1"}, "runs no longer asked for are removed"
+    assert {r.method for r in find_records(paths.runs)} == {"mgmrn", "mgmrn (A/A)", "mgmrn.levels1", *inference}, \
+        "runs no longer asked for are removed"
+    assert read_skipped(paths.ablation_slot("synthetic", "mgmrn.update-joint", 0)) is None

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from zsl_bench.selection import HEADLINE_POLICY, SELECTION_POLICIES   # numpy only: --help stays fast
+
 DESCRIPTION = """\
 zsl-bench: zero-shot learning benchmarks under one honest protocol (GBU proposed split; per-class
 top-1 T1, GZSL U/S/H, AUSUC; hyperparameters, epochs and calibration γ chosen on validation).
@@ -45,9 +47,10 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("methods", nargs="+", metavar="METHOD", help="method names as in `zsl-bench methods` "
                    "(variants as mgmrn.levels1); the first is the reference")
     c.add_argument("--dataset", help="only this dataset (default: every dataset with runs)")
-    c.add_argument("--selection", choices=("val", "oracle", "last"), default="val",
-                   help="selection policy: val (headline, validation-selected), oracle (test-selected, as papers "
-                        "do), last (defaults, final epoch); default: %(default)s")
+    c.add_argument("--selection", choices=SELECTION_POLICIES, default=HEADLINE_POLICY,
+                   help="selection policy: val (headline, validation-selected), paper (each method's own published "
+                        "rule: set the published numbers against this), oracle (test-selected upper bound), last "
+                        "(defaults, final checkpoint); default: %(default)s")
     c.add_argument("--format", choices=("md", "csv", "latex", "json"), default="md", help="default: %(default)s")
     c.add_argument("--source", choices=("auto", "mlflow", "records"), default="auto",
                    help="where to read runs: auto/records = the run records below runs/; mlflow = the tracking "

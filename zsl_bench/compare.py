@@ -34,6 +34,7 @@ class Row:
     cells: dict[str, Cell]
     n: int
     published: dict | None = None   # {"T1": .., "U": .., "S": .., "H": .., "source": ..}
+    paper: dict[str, Cell] | None = None   # ours under the method's own published rule (T1, H), beside `published`
     note: str = ""
 
 
@@ -46,7 +47,7 @@ class DatasetComparison:
 
 
 def _seed_values(results: list[RunResult], dataset: str, method: str, policy: str) -> dict[int, dict[str, float]]:
-    return {r.seed: {m: r.metrics[policy][m] for m in TABLE_METRICS}
+    return {r.seed: {m: r.metrics.get(policy, {}).get(m, math.nan) for m in TABLE_METRICS}
             for r in results if r.dataset == dataset and r.method == method}
 
 
@@ -82,7 +83,9 @@ def compare(results: list[RunResult], methods: list[str], dataset: str | None = 
                                  {k: _summary_cell([s[k] for s in seeds.values()], expected_seeds, why)
                                   for k in TABLE_METRICS}, len(seeds),
                                  published=({**{k: pub.get(k) for k in ("T1", "U", "S", "H")}, "source": pub.source}
-                                            if pub else None)))
+                                            if pub else None),
+                                 paper={k: _summary_cell([s[k] for s in _seed_values(results, ds, m, "paper").values()],
+                                                         None) for k in ("T1", "H")} if comp.real else None))
         base = methods[0]
         for other in methods[1:]:
             common = sorted(set(per_method[base]) & set(per_method[other]))
@@ -119,24 +122,32 @@ def _published_text(p: dict | None, real: bool) -> str:
     return f"{nums(['T1'])}; {nums(['U', 'S', 'H'])} ({p['source']})"
 
 
+def _paper_text(row: Row) -> str:
+    """Ours under the method's own published rule, the number to set beside `published`."""
+    if not row.paper or not row.paper["H"].n:
+        return "— (no paper rule)"
+    return f"{row.paper['T1'].text()}; H {row.paper['H'].text()}"
+
+
 def _header_lines(comp: DatasetComparison, methods: list[str], where: str) -> list[str]:
     return [f"dataset {comp.dataset} · selection {POLICY_TITLES[comp.policy]}",
             f"values in %: {STD_NOTE}",
             CI_NOTE.format(base=methods[0]),
-            *(["published = the authors' numbers (T1; U / S / H), test-selected as in their papers: compare with "
-               "--selection oracle, not with the headline"] if comp.real else []),
+            *(["published = the authors' numbers (T1; U / S / H); ours (paper rule) = this run under the same rule "
+               "(T1; H), the `paper` policy: set those two side by side, not the published numbers and the headline"]
+              if comp.real else []),
             *([NOT_SEARCHED_NOTE] if any(r.name.endswith(NOT_SEARCHED) for r in comp.rows) else []),
             f"read from {where}"]
 
 
 def _columns(comp: DatasetComparison) -> list[str]:
-    return ["", *TABLE_METRICS, "n", *(["published"] if comp.real else [])]
+    return ["", *TABLE_METRICS, "n", *(["published", "ours (paper rule)"] if comp.real else [])]
 
 
 def _cells(comp: DatasetComparison, row: Row) -> list[str]:
     return [row.name, *(row.cells[k].text(signed=row.kind == "difference") for k in TABLE_METRICS),
-            str(row.n), *([_published_text(row.published, comp.real)] if comp.real and row.kind == "method" else
-                          [""] if comp.real else [])]
+            str(row.n), *([_published_text(row.published, comp.real), _paper_text(row)]
+                          if comp.real and row.kind == "method" else ["", ""] if comp.real else [])]
 
 
 def render_md(comps: list[DatasetComparison], methods: list[str], where: str) -> str:
@@ -156,7 +167,7 @@ def render_csv(comps: list[DatasetComparison], methods: list[str], where: str) -
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["dataset", "policy", "kind", "name", "metric", "mean", "std", "n", "ci95_low", "ci95_high",
-                "ci_excludes_zero", "published", "published_source", "note", "units", "std_definition", "source"])
+                "ci_excludes_zero", "published", "published_source", "ours_paper_rule", "note", "units", "std_definition", "source"])
     for comp in comps:
         for row in comp.rows:
             for k in TABLE_METRICS:
@@ -164,7 +175,8 @@ def render_csv(comps: list[DatasetComparison], methods: list[str], where: str) -
                 pub = row.published.get(k) if row.published and k in row.published else None
                 w.writerow([comp.dataset, comp.policy, row.kind, row.name, k, _num(c.mean), _num(c.std), c.n,
                             _num(c.ci_low), _num(c.ci_high), "" if c.excludes_zero is None else c.excludes_zero,
-                            _num(pub), row.published["source"] if row.published else "", c.note or row.note,
+                            _num(pub), row.published["source"] if row.published else "",
+                            _num(row.paper[k].mean) if row.paper and k in row.paper else "", c.note or row.note,
                             "percent", "sample std over seeds, ddof=1", where])
     return buf.getvalue()
 

@@ -110,7 +110,7 @@ def random_configs(default: dict, space: dict[str, list], n: int) -> list[dict]:
 class Evaluator:
     def __init__(self, dataset, store, method_cls: type[Method], *, seed: int, folds=(1,),
                  selection_metric: str = "H", search="grid", device: str = "cpu", progress: bool = True,
-                 hparams: dict | None = None, search_space: dict[str, list] | None = None):
+                 hparams: dict | None = None, search_space: dict[str, list] | None = None, replicate: int = 0):
         """`folds`: the validation class folds selection averages over; `search`: "grid", "none" or
         "random:N" (True/False: grid/none). `hparams` overrides the method's defaults for this dataset and
         `search_space` replaces its grid (params.yaml's `methods.<name>.hparams|search_space.<dataset>`)."""
@@ -120,7 +120,7 @@ class Evaluator:
         self.seed, self.folds, self.selection_metric = seed, tuple(int(f) for f in folds), selection_metric
         if not self.folds:
             raise ConfigError("train.folds names no validation fold")
-        self.device, self.progress = device, progress
+        self.device, self.progress, self.replicate = device, progress, int(replicate)
         default = method_cls.default_hparams(dataset.name, hparams)
         space = method_cls.search_space(dataset.name) if search_space is None else dict(search_space)
         unknown = sorted(set(space) - set(default))
@@ -210,7 +210,10 @@ class Evaluator:
                 on_checkpoint(config_id, epoch, by_variant, scorer, t1)
                 bar.update(1)
 
-            ctx = FitContext(seed=seed_hash(self.seed, phase.name, config), device=self.device,
+            # Replicate r > 0: the same run with an independent stream for every fit (an A/A rerun).
+            fit_seed = (seed_hash(self.seed, phase.name, config) if not self.replicate else
+                        seed_hash(self.seed, phase.name, config, "replicate", self.replicate))
+            ctx = FitContext(seed=fit_seed, device=self.device,
                              progress=self.progress, _on_checkpoint=checkpoint, _unseen=unseen,
                              _declared_unseen=self.method_cls.uses_unseen_semantics)
             method.fit(train, ctx)

@@ -167,6 +167,14 @@ class Method:
             "variant_overrides": overrides, "score_variants": {}})   # readouts of the base configuration only
 
     variant_overrides: ClassVar[dict] = {}
+    # variant → {input_kind: why it computes exactly what the official configuration computes there}: the
+    # ablation stage does not run such a variant on those inputs and its table says why.
+    identical_when: ClassVar[dict[str, dict[str, str]]] = {}
+
+    @classmethod
+    def identical_to_base(cls) -> str | None:
+        """Why this variant is provably the official configuration on its inputs, or None."""
+        return cls.identical_when.get(cls.variant or "", {}).get(cls.input_kind)
 
     @classmethod
     def profile(cls, dataset: str) -> dict:

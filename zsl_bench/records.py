@@ -35,6 +35,7 @@ SCHEMA_VERSION = 4   # 4: selection policies incl. paper, validation folds, per-
 DONE = "done"
 RECORD_FILE, PREDICTIONS_FILE, VIEWS_FILE = "record.json", "predictions.npz", "views.npz"
 SKIPPED_FILE = "skipped.json"
+REPLICATE_LABEL = " (A/A)"   # a rerun of a configuration with an independent random stream
 # Keys every record has, as (path, what it is), checked when a record is read.
 REQUIRED = (("schema_version", "format version"), ("method", "method name"), ("dataset", "dataset name"),
             ("seed", "run seed"), ("run_key", "content key"), ("selection", "metrics per selection policy"),
@@ -75,8 +76,14 @@ class RunRecord(dict):
         return Path(self["_folder"])
 
     @property
+    def stage(self) -> str:
+        """"ablation" for a run of the ablate stage (runs/<dataset>/ablation/<method>/seed<S>/<key>), else "train"."""
+        return "ablation" if len(self.folder.parts) >= 4 and self.folder.parts[-4] == "ablation" else "train"
+
+    @property
     def method(self) -> str:
-        return self["method"]
+        """The method's name in tables: an A/A replicate (the ablation's noise floor) is its own row."""
+        return self["method"] + (REPLICATE_LABEL if self.get("replicate") else "")
 
     @property
     def dataset(self) -> str:
@@ -252,8 +259,8 @@ def newest_per_seed(items: list) -> list:
     replaces the older result. Works on records and on table rows alike; keeps the order in which each
     (dataset, method, seed) first appears (params.yaml's order, for the report)."""
     newest: dict[tuple, object] = {}
-    for r in items:
-        k = (r.dataset, r.method, r.seed)
+    for r in items:   # a record of the ablate stage never replaces one of the train stage (RunRecord.stage)
+        k = (r.dataset, r.method, r.seed, getattr(r, "stage", "train"))
         if k not in newest or r.created_unix > newest[k].created_unix:
             newest[k] = r
     return list(newest.values())

@@ -18,6 +18,9 @@ from zsl_bench.records import newest_per_seed
 from zsl_bench.run_results import RunResult
 
 POLICY_TITLES = {name: policy.title for name, policy in POLICIES.items()}
+# The input regime of a row, so that a method on frozen maps is never mistaken for its paper's fine-tuned setting.
+INPUT_REGIMES = {"vector": "pooled vectors, frozen backbone", "map": "last-layer map, frozen backbone",
+                 "maps": "layer2–4 maps, frozen backbone", "image": "images, backbone fine-tuned"}
 STD_NOTE = "mean ± std over seeds (sample std, ddof = 1), n = number of seeds"
 NOT_SEARCHED = "†"
 NOT_SEARCHED_NOTE = (f"{NOT_SEARCHED} hyperparameters not searched (defaults only: `--no-search`, `train.search: false` "
@@ -33,9 +36,10 @@ def long_table(records: list[dict]):
         for policy in SELECTION_POLICIES:
             rows.append({"dataset": r.dataset, "method": r.method, "seed": r.seed, "policy": policy,
                          "uses_unseen_semantics": r.uses_unseen_semantics, "run_key": r.run_key, "wall_s": r.wall_s,
-                         "searched": r.searched, **r.metrics[policy]})
+                         "searched": r.searched, "input": INPUT_REGIMES.get(r.input_kind, r.input_kind),
+                         **r.metrics[policy]})
     return pd.DataFrame(rows, columns=["dataset", "method", "seed", "policy", "uses_unseen_semantics", "run_key",
-                                       "wall_s", "searched", *TABLE_METRICS])
+                                       "wall_s", "searched", "input", *TABLE_METRICS])
 
 
 def summary(df, policy: str, skipped: dict | None = None):
@@ -50,13 +54,13 @@ def summary(df, policy: str, skipped: dict | None = None):
             rows.append({"dataset": dataset, "method": method, **{f"{m}_{k}": math.nan for m in TABLE_METRICS
                                                                   for k in ("mean", "std")},
                          **{f"{m}_count": 0 for m in TABLE_METRICS}, "n": 0, "uses_unseen_semantics": None,
-                         "hparams_searched": True, "note": f"skipped: {reason}"})
+                         "hparams_searched": True, "input": "", "note": f"skipped: {reason}"})
     for (dataset, method), g in df[df["policy"] == policy].groupby(["dataset", "method"], sort=True):
         row = {"dataset": dataset, "method": method}
         for m in TABLE_METRICS:
             row[f"{m}_mean"], row[f"{m}_std"], row[f"{m}_count"] = mean_std(g[m].to_numpy())
         rows.append({**row, "n": g["seed"].nunique(), "uses_unseen_semantics": bool(g["uses_unseen_semantics"].iloc[0]),
-                     "hparams_searched": bool(g["searched"].all()), "note": ""})
+                     "hparams_searched": bool(g["searched"].all()), "input": g["input"].iloc[0], "note": ""})
     return pd.DataFrame(rows).sort_values(["dataset", "method"], kind="stable", ignore_index=True)
 
 
@@ -105,11 +109,12 @@ def metric_cells(row) -> list[str]:
 
 
 def markdown_table(summary_df, dataset: str) -> str:
-    head = "| method | T1 | U | S | H | AUSUC | n | unseen semantics in training |"
-    lines = [head, "|" + "---|" * 8]
+    head = "| method | T1 | U | S | H | AUSUC | n | input | unseen semantics in training |"
+    lines = [head, "|" + "---|" * 9]
     for _, row in summary_df[summary_df["dataset"] == dataset].iterrows():
         semantics = "—" if row["uses_unseen_semantics"] is None else "yes" if row["uses_unseen_semantics"] else "no"
-        lines.append(f"| {method_label(row)} | " + " | ".join(metric_cells(row)) + f" | {int(row['n'])} | {semantics} |")
+        lines.append(f"| {method_label(row)} | " + " | ".join(metric_cells(row))
+                     + f" | {int(row['n'])} | {row['input'] or '—'} | {semantics} |")
     return "\n".join(lines)
 
 
@@ -136,7 +141,9 @@ def setup_lines(records: list[dict]) -> list[str]:
         arrays = sorted({a for x in records if x["dataset"] == dataset for a in x["data"]["features"].get("arrays", [])})
         lines.append(f"- **{dataset}**: features from `{bb.get('arch')}`, {origin}; input {f['input_size']} px "
                      f"({', '.join(arrays)}); dataset fingerprint `{r['data']['dataset_fingerprint'][:12]}`; "
-                     f"validation fold {r['config']['fold']}, selection metric {r['config']['selection_metric']}.")
+                     f"validation fold{'s' * (len(r['config']['folds']) > 1)} {', '.join(map(str, r['config']['folds']))} "
+                     f"(`train.folds: {r['config']['folds_requested']}`), selection metric "
+                     f"{r['config']['selection_metric']} (mean over folds), search {r['config']['search']}.")
     return lines
 
 
@@ -215,19 +222,34 @@ def variant_changes(record: dict, reference: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in sorted(changed.items())) or "—"
 
 
+def noise_verdict(delta: Cell, floor: Cell) -> str:
+    """Whether a variant's paired ΔH stands out from the A/A row's (the same configuration rerun with another
+    random stream): beyond |A/A mean| + 2 · A/A std it may be the switch; within it, it is noise."""
+    if not (delta.n and floor.n > 1) or math.isnan(floor.std):
+        return "— (no A/A spread)"
+    band = abs(floor.mean) + 2 * floor.std
+    return f"beyond (> {band:.1f})" if abs(delta.mean) > band else f"within (≤ {band:.1f})"
+
+
 def ablation_markdown(records: list[dict], method: str, skipped: dict | None = None) -> str:
-    """One table per dataset: the official configuration, then each variant; `skipped` (dataset, method) →
-    why a method or variant did not run there."""
+    """One table per dataset: the official configuration, its A/A replicate (the noise floor), then each
+    variant; `skipped` (dataset, method) → why a method or variant did not run there."""
+    from zsl_bench.records import REPLICATE_LABEL
+
     df = long_table(records)
     skipped = {k: v for k, v in (skipped or {}).items() if k[1] == method or k[1].startswith(method + ".")}
     s = summary(df, HEADLINE_POLICY, skipped)
+    aa = method + REPLICATE_LABEL
     parts = [f"# Ablations of {method}", "",
-             "Generated by the `report` stage of `dvc repro` from the runs of the `ablate` and `train` stages; do not "
-             "edit by hand. Each row changes one switch from the official configuration (first row). Selection "
-             f"policy: {POLICY_TITLES[HEADLINE_POLICY]}. All in %, {STD_NOTE}. ΔH is the paired difference to the "
-             "official run of the same seed (mean ± std over seeds).", ""]
+             "Generated by the `report` stage of `dvc repro` from the runs of the `ablate` stage; do not edit by hand. "
+             "Each row changes one switch from the official configuration (first row). Every row ran in the same "
+             "worker pool with the same thread settings. The A/A row is the official configuration again with an "
+             "independent random stream: its ΔH is what ΔH looks like when nothing changed, and a variant's ΔH "
+             "is read against it (\"vs A/A\": beyond |A/A mean| + 2 · A/A std, or within). Selection policy: "
+             f"{POLICY_TITLES[HEADLINE_POLICY]}. All in %, {STD_NOTE}. ΔH is the paired difference to the official "
+             "run of the same seed (mean ± std over seeds).", ""]
     for dataset in _datasets(df, skipped):
-        official = next((r for r in records if r["method"] == method and r["dataset"] == dataset), None)
+        official = next((r for r in records if r.method == method and r["dataset"] == dataset), None)
         if official is None:
             why = skipped.get((dataset, method)) or next((v for (d, _), v in skipped.items() if d == dataset), None)
             parts += [f"## {dataset}", "", f"— (skipped: {why})" if why else
@@ -235,22 +257,28 @@ def ablation_markdown(records: list[dict], method: str, skipped: dict | None = N
             continue
         sub = df[(df["dataset"] == dataset) & (df["policy"] == HEADLINE_POLICY)]
         ref = sub[sub["method"] == method].set_index("seed")["H"]
-        names = [method] + sorted((set(sub["method"]) | {m for d, m in skipped if d == dataset}) - {method})
-        parts += [f"## {dataset}", "", "| variant | changes | T1 | U | S | H | AUSUC | ΔH | n |", "|" + "---|" * 9]
+        rest = sorted((set(sub["method"]) | {m for d, m in skipped if d == dataset}) - {method, aa})
+        names = [method, *([aa] if aa in set(sub["method"]) else []), *rest]
+        parts += [f"## {dataset}", "", f"Input regime: {INPUT_REGIMES.get(official['method_info']['input_kind'])}.", "",
+                  "| variant | changes | T1 | U | S | H | AUSUC | ΔH | vs A/A | n |", "|" + "---|" * 10]
+        deltas = {}
+        for name in names:
+            mine = sub[sub["method"] == name].set_index("seed")["H"]
+            common = sorted(set(mine.index) & set(ref.index))
+            deltas[name] = Cell(*mean_std((mine.loc[common] - ref.loc[common]).to_numpy(dtype=float)))
         for name in names:
             row = s[(s["dataset"] == dataset) & (s["method"] == name)].iloc[0]
             cells = metric_cells(row)
             if row["note"]:
-                parts.append(f"| {name} | — | " + " | ".join(cells) + " | — | 0 |")
+                parts.append(f"| {name} | — | " + " | ".join(cells) + " | — | — | 0 |")
                 continue
-            mine = sub[sub["method"] == name].set_index("seed")["H"]
-            common = sorted(set(mine.index) & set(ref.index))
-            diff = (mine.loc[common] - ref.loc[common]).to_numpy(dtype=float)
-            delta = ("—" if name == method else
-                     "— (no common seed)" if not len(diff) else Cell(*mean_std(diff)).text(signed=True))
-            example = next(r for r in records if r["method"] == name and r["dataset"] == dataset)
-            changes = "official configuration" if name == method else variant_changes(example, official)
-            parts.append(f"| {name} | {changes} | " + " | ".join(cells) + f" | {delta} | {int(row['n'])} |")
+            d = deltas[name]
+            delta = "—" if name == method else "— (no common seed)" if not d.n else d.text(signed=True)
+            verdict = ("—" if name in (method, aa) or not d.n else noise_verdict(d, deltas.get(aa, Cell())))
+            example = next(r for r in records if r.method == name and r["dataset"] == dataset)
+            changes = ("official configuration" if name == method else
+                       "none: another random stream (A/A)" if name == aa else variant_changes(example, official))
+            parts.append(f"| {name} | {changes} | " + " | ".join(cells) + f" | {delta} | {verdict} | {int(row['n'])} |")
         parts.append("")
     return "\n".join(parts)
 

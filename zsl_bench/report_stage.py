@@ -15,17 +15,18 @@ from zsl_bench.paths import ProjectPaths
 
 def configured_slots(params: dict, paths: ProjectPaths):
     """Every slot params.yaml configures, as (kind, dataset, method, seed, slot): kind "train" for datasets ×
-    methods × seeds, "ablation" for datasets × the ablation's variants × seeds. The one enumeration that
-    configured_records, skipped_runs and missing_runs share."""
-    ablate = params.get("ablate") or {}
+    methods × seeds, "ablation" for what the ablate stage runs (`stages.ablation_runs`: the official
+    configuration, its A/A replicate, the variants). The one enumeration that configured_records, skipped_runs
+    and missing_runs share."""
+    from zsl_bench.stages import ablation_runs
+
     for dataset in section(params, "datasets"):
         for method in section(params, "train", "methods"):
             for seed in section(params, "train", "seeds"):
                 yield "train", dataset, method, int(seed), paths.run_slot(dataset, method, seed)
-        for variant in ablate.get("variants", []):
-            name = f"{ablate['method']}.{variant}"
-            for seed in ablate.get("seeds", []):
-                yield "ablation", dataset, name, int(seed), paths.ablation_slot(dataset, name, seed)
+        if (params.get("ablate") or {}).get("method"):
+            for method, _, seed, slot in ablation_runs(dataset, params, paths):
+                yield "ablation", dataset, method, seed, slot
 
 
 def configured_records(params: dict, paths: ProjectPaths) -> tuple[list, list]:
@@ -34,17 +35,13 @@ def configured_records(params: dict, paths: ProjectPaths) -> tuple[list, list]:
     the newest per seed (`records.newest_per_seed`)."""
     from zsl_bench.records import find_records
 
-    base = (params.get("ablate") or {}).get("method")
     results, ablation = [], []
     for kind, _, method, _, slot in configured_slots(params, paths):
         for r in find_records(slot):
-            if kind == "ablation":
-                ablation.append(r)
-                continue
-            if r["method"] == method:
+            if kind == "train" and r["method"] == method:
                 results.append(r)
-            if base and (r["method"] == base or r["method"].startswith(base + ".")):
-                ablation.append(r)
+            elif kind == "ablation" and not (r.get("replicate") and r["method"] != method):
+                ablation.append(r)   # the official runs' scoring variants too; not the A/A replicate's
     return results, ablation
 
 

@@ -32,6 +32,7 @@ class RunResult:
     metrics: dict          # policy → metric → percent (NaN when the run has none)
     predictions: Path | None
     searched: bool = True  # more than one hyperparameter configuration was tried on validation
+    input_kind: str = ""   # what the method read: pooled vectors, maps (frozen backbone) or images (fine-tuned)
 
     @classmethod
     def from_record(cls, r: RunRecord) -> "RunResult":
@@ -39,7 +40,8 @@ class RunResult:
         return cls(dataset=r.dataset, method=r.method, seed=r.seed, run_key=r.run_key, created_unix=r.created_unix,
                    uses_unseen_semantics=r.uses_unseen_semantics, wall_s=r.wall_s,
                    metrics={p: r.metrics(p) for p in SELECTION_POLICIES},
-                   predictions=predictions if predictions.is_file() else None, searched=r.searched)
+                   predictions=predictions if predictions.is_file() else None, searched=r.searched,
+                   input_kind=r["method_info"]["input_kind"])
 
     @classmethod
     def from_mlflow_run(cls, run) -> "RunResult | None":
@@ -48,8 +50,8 @@ class RunResult:
         from zsl_bench.tracking import COMPLETE_TAG
 
         tags, metrics = run.data.tags, run.data.metrics
-        if "run_key" not in tags or tags.get(COMPLETE_TAG) != "true":
-            return None
+        if "run_key" not in tags or tags.get(COMPLETE_TAG) != "true" or tags.get("stage") == "ablation":
+            return None   # compare reads the train stage's runs, as from run records
         artifacts = _local_path(run.info.artifact_uri)
         predictions = artifacts / "predictions.npz" if artifacts else None
         return cls(dataset=tags["dataset"], method=tags["method"], seed=int(tags["seed"]), run_key=tags["run_key"],
@@ -59,7 +61,8 @@ class RunResult:
                    metrics={p: {k: float(metrics.get(f"{p}.{k}", math.nan)) for k in TABLE_METRICS}
                             for p in SELECTION_POLICIES},
                    predictions=predictions if predictions and predictions.is_file() else None,
-                   searched=int(run.data.params.get("n_configs", 2)) > 1)
+                   searched=int(run.data.params.get("n_configs", 2)) > 1,
+                   input_kind=run.data.params.get("input_kind", ""))
 
 
 def _local_path(uri: str | None) -> Path | None:

@@ -34,6 +34,8 @@ class RunRequest:
     device: str = "auto"
     hparams: dict | None = None          # overrides of the method's defaults (params.yaml)
     search_space: dict | None = None     # replaces the method's grid (params.yaml)
+    replicate: int = 0                   # > 0: the same run with an independent random stream (the ablation's A/A)
+    stage: str = "train"                 # "ablation": run in the ablate stage's pool, under its thread settings
 
 
 # The library files a run executes and whose change can move its numbers: the train stage's deps in dvc.yaml
@@ -110,13 +112,15 @@ def execute(request: RunRequest, paths: ProjectPaths, progress: bool = True, slo
     folds = resolve_folds(request.folds, dataset, store.index.get("backbone_spec") or {})
     evaluator = Evaluator(dataset, store, method_cls, seed=request.seed, folds=folds,
                           selection_metric=request.selection_metric, search=request.search, device=device,
-                          progress=progress, hparams=request.hparams, search_space=request.search_space)
+                          progress=progress, hparams=request.hparams, search_space=request.search_space,
+                          replicate=request.replicate)
     key_spec = {"protocol_version": PROTOCOL_VERSION, "method": request.method, "dataset": request.dataset,
                 "dataset_fingerprint": dataset.fingerprint(), "features_sha256": [store.fingerprint(f) for f in evaluator.features],
                 "seed": request.seed, "folds": list(folds), "search": evaluator.search,
                 "selection_metric": request.selection_metric,
                 "configs": evaluator.configs, "hparam_overrides": request.hparams or {},
-                "search_space_override": request.search_space, "code": code_fingerprint(method_cls)}
+                "search_space_override": request.search_space, "replicate": request.replicate,
+                "stage": request.stage, "code": code_fingerprint(method_cls)}
     key = run_key(key_spec)
     folder = (slot or paths.run_slot(request.dataset, request.method, request.seed)) / key
     if folder in find_run_folders(folder.parent):
@@ -144,7 +148,7 @@ def _shared_record(request: RunRequest, paths: ProjectPaths, evaluator, out, dev
     dataset, store, method_cls = evaluator.dataset, evaluator.store, evaluator.method_cls
     return {
         "schema_version": SCHEMA_VERSION, "protocol_version": PROTOCOL_VERSION,
-        "dataset": request.dataset, "seed": request.seed,
+        "dataset": request.dataset, "seed": request.seed, "replicate": request.replicate,
         "seeds": {"run": request.seed, "per_fit": "seed_hash(run seed, phase name, hyperparameters)",
                   "validation_split": dataset.meta.get("split_seed"),
                   "data": dataset.meta.get("generator", {}).get("seed"),

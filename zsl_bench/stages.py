@@ -137,14 +137,36 @@ def _run_in_worker(args) -> str:
     return folder
 
 
+def ablation_runs(dataset: str, params: dict, paths: ProjectPaths):
+    """What the ablate stage runs, as (method, replicate, seed, slot): the official configuration, its A/A
+    rerun (replicate 1: the same configuration with an independent random stream, the noise floor every
+    variant's ΔH is read against) and each variant, all in the same worker pool under the same thread
+    settings, so no row differs from another by its numerical environment."""
+    cfg = section(params, "ablate")
+    base = cfg["method"]
+    if not cfg["variants"]:
+        return   # nothing to ablate: no official row or A/A either
+    for seed in cfg["seeds"]:
+        yield base, 0, int(seed), paths.ablation_slot(dataset, base, int(seed))
+        yield base, 1, int(seed), paths.ablation_slot(dataset, base + AA_SLOT_SUFFIX, int(seed))
+    for name in (f"{base}.{v}" for v in cfg["variants"]):
+        for seed in cfg["seeds"]:
+            yield name, 0, int(seed), paths.ablation_slot(dataset, name, int(seed))
+
+
+AA_SLOT_SUFFIX = "-AA"   # runs/<dataset>/ablation/<method>-AA/seed<S>: the A/A replicate's slot
+
+
 def ablate(dataset: str, params: dict, paths: ProjectPaths, progress: bool = True) -> list[Path]:
-    """Every variant × seed of `ablate` in params, two (or `ablate.workers`) at a time. Runs done before
-    are found again by their content key, and runs no longer asked for are removed. A variant that cannot
-    run on the dataset's inputs (maps on imported vectors) is marked skipped, with one line saying why."""
+    """`ablation_runs`, two (or `ablate.workers`) at a time. Runs done before are found again by their content
+    key, and runs no longer asked for are removed. A variant that cannot run on the dataset's inputs (maps on
+    imported vectors), or that computes exactly the official configuration on them, is marked skipped, with
+    one line saying why."""
     import multiprocessing
     import shutil
     import sys
     from concurrent.futures import ProcessPoolExecutor
+    from dataclasses import replace
 
     from tqdm import tqdm
 
@@ -158,18 +180,24 @@ def ablate(dataset: str, params: dict, paths: ProjectPaths, progress: bool = Tru
     cores = thread_count()
     workers = int(cfg.get("workers") or cores)
     store = FeatureStore(paths.features(dataset))
-    names, skipped = [], set()
-    for name in (f"{cfg['method']}.{v}" for v in cfg["variants"]):
-        try:
-            check_applicable(get_method(name), store)
-            names.append(name)
-        except NotApplicable as e:
-            print(f"skipped ablation {name} on {dataset}: {e}", file=sys.stderr)
-            for seed in cfg["seeds"]:
-                skipped.add(write_skipped(paths.ablation_slot(dataset, name, int(seed)), name, dataset, str(e)))
-    jobs = [(run_request(dataset, name, seed, params, search=False), str(paths.root),
-             str(paths.ablation_slot(dataset, name, int(seed))), max(1, cores // workers))
-            for name in names for seed in cfg["seeds"]]
+    jobs, skipped, why_not = [], set(), {}
+    for name, replicate, seed, slot in ablation_runs(dataset, params, paths):
+        if name not in why_not:
+            try:
+                cls = get_method(name)
+                check_applicable(cls, store)
+                same = cls.identical_to_base()
+                why_not[name] = f"not run: identical to the official configuration here ({same})" if same else None
+            except NotApplicable as e:
+                why_not[name] = str(e)
+            if why_not[name]:
+                print(f"skipped ablation {name} on {dataset}: {why_not[name]}", file=sys.stderr)
+        if why_not[name]:
+            skipped.add(write_skipped(slot, name, dataset, why_not[name]))
+            continue
+        request = replace(run_request(dataset, name, seed, params, search="none"), replicate=replicate,
+                          stage="ablation")
+        jobs.append((request, str(paths.root), str(slot), max(1, cores // workers)))
     for _, _, slot, _ in jobs:
         (Path(slot) / SKIPPED_FILE).unlink(missing_ok=True)
     folders = []
@@ -179,8 +207,12 @@ def ablate(dataset: str, params: dict, paths: ProjectPaths, progress: bool = Tru
                                              desc=f"ablate {cfg['method']} ({workers} workers)", disable=not progress)]
     root = paths.runs / dataset / "ablation"
     root.mkdir(parents=True, exist_ok=True)   # the stage's DVC output, even with nothing to run
-    for stale in [p for p in root.glob("*/seed*/*") if p.is_dir() and p not in folders]:
+    for folder in folders:
+        prune_slot(folder)                     # keeps the scoring variants read off the run
+    slots = {f.parent for f in folders}
+    for stale in [p for p in root.glob("*/seed*/*") if p.is_dir() and p.parent not in slots]:
         shutil.rmtree(stale)
     for marker in [p for p in root.glob(f"*/seed*/{SKIPPED_FILE}") if p.parent not in skipped]:
         marker.unlink()   # a variant or seed no longer asked for
     return folders
+

@@ -23,7 +23,7 @@ from zsl_bench.selection import SELECTION_POLICIES
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 DESCRIPTION = ("zsl-bench runs, one per run record (runs/). Metrics `<policy>.<metric>` are in percent, "
                "as in reports/; `<policy>.gamma` is the calibration offset; `wall_s` in seconds.")
-MIRROR_VERSION = "4"   # bump when what a mirrored run holds changes: `sync` then replaces older runs
+MIRROR_VERSION = "5"   # bump when what a mirrored run holds changes: `sync` then replaces older runs
 NOT_PERCENT = ("gamma",)   # selection metrics that are not accuracies
 COMPLETE_TAG = "zsl_bench.mirror_complete"   # written last; a run without it was interrupted
 
@@ -74,7 +74,8 @@ def record_metrics(record) -> dict[str, float]:
 def record_params(record: dict) -> dict[str, str]:
     params = {f"val.{k}": str(v) for k, v in record["hparams"]["val"].items()}
     params.update({f"default.{k}": str(v) for k, v in record["hparams"]["last"].items()})
-    params.update({"fold": str(record["config"]["fold"]), "selection_metric": record["config"]["selection_metric"],
+    params.update({"folds": ",".join(map(str, record["config"]["folds"])), "search": record["config"]["search"],
+                   "selection_metric": record["config"]["selection_metric"],
                    "n_configs": str(len(record["config"]["configs"])),
                    "backbone": str(record["data"]["features"]["backbone"].get("arch")),
                    "input_kind": record["method_info"]["input_kind"]})
@@ -86,11 +87,12 @@ def record_tags(record: dict) -> dict[str, str]:
             "selection": "val", "protocol_version": record["protocol_version"], "run_key": record["run_key"],
             "uses_unseen_semantics": str(record["method_info"]["uses_unseen_semantics"]).lower(),
             "created_unix": repr(record.created_unix), "zsl_bench.mirror_version": MIRROR_VERSION,
-            "mlflow.runName": run_name(record)}
+            "stage": record.stage, "replicate": str(record.get("replicate", 0)), "mlflow.runName": run_name(record)}
 
 
 def run_name(record: dict) -> str:
-    return f"{record['method']}/{record['dataset']}/seed{record['seed']}"
+    where = "/ablation" if record.stage == "ablation" else ""
+    return f"{record.method}/{record['dataset']}{where}/seed{record['seed']}"
 
 
 def _runs_by_key(c, exp_id: str) -> dict[str, list]:

@@ -67,6 +67,10 @@ class MgMRN(TorchMethod):
     capabilities = frozenset({ATTENTION_MAPS, PARAMETER_COUNT})
     profiles = {**{ds: {**COMMON, **p} for ds, p in PAPER.items()}, "synthetic": {**COMMON, **SYNTHETIC}}
     variants = VARIANTS
+    # On frozen maps no parameter is shared between the branches' losses (the stop-gradients cut the fusion
+    # paths), so the three sequential steps and one step on the summed loss move every parameter identically.
+    identical_when = {"update-joint": {"maps": "frozen maps: with the stop-gradients no parameter is shared "
+                                               "between the branches, so one joint step = the three sequential steps"}}
     score_variants = SCORE_VARIANTS
 
     def build_net(self):

@@ -15,15 +15,17 @@ POLICY = "val"                   # figures show the headline policy
 
 
 def seen_unseen_data(pred: Predictions) -> dict:
-    """The exact seen–unseen curve of the `val` scores (U, S in %) and the operating point at the
-    val-selected γ (which lies on the curve: U and S are constant between switch points)."""
+    """The exact seen–unseen curve of the `val` scores (U, S in %) in the space its γ applies to (each image's
+    scores over their spread) and the operating point at the val-selected γ, which lies on that curve. AUSUC
+    is the recorded one, of the raw scores."""
     from zsl_bench.metrics import gzsl_accuracies, seen_unseen_curve
 
-    scores, labels, seen = pred.scores_val, pred.labels, pred.seen_class_mask
+    labels, seen = pred.labels, pred.seen_class_mask
+    scores, gamma = pred.scores(POLICY, "H")
     curve = seen_unseen_curve(scores, labels, seen)
-    gamma = float(pred.gamma_val)
     at = gzsl_accuracies(scores, labels, seen, gamma)
-    return {"U": 100.0 * curve.U, "S": 100.0 * curve.S, "AUSUC": 100.0 * curve.auc(), "gamma": gamma,
+    return {"U": 100.0 * curve.U, "S": 100.0 * curve.S,
+            "AUSUC": 100.0 * seen_unseen_curve(pred.scores(POLICY, "AUSUC")[0], labels, seen).auc(), "gamma": gamma,
             "point_U": 100.0 * at.U, "point_S": 100.0 * at.S, "point_H": 100.0 * at.H}
 
 
