@@ -107,7 +107,7 @@ def recompute(folder: Path, progress: Progress | None = None) -> dict[str, float
 
         t1 = p[f"scores_zsl_{policy}"].astype(np.float64) if f"scores_zsl_{policy}" in p else scores("T1")
         gzsl_scores = scores()
-        if str(p.get(f"calibration_{policy}", "")) == "val":
+        if str(p.get(f"calibration_{policy}", "")) == "spread":
             gzsl_scores = spread_standardise(gzsl_scores)
         u, sa, h = gzsl(gzsl_scores, labels, seen, float(p[f"gamma_{policy}"]))
         u0, s0, h0 = gzsl(scores(), labels, seen, 0.0)

@@ -295,7 +295,9 @@ class Evaluator:
                                               for m, r in rows.items()},
                                    "config_id": rows["H"]["config_id"], "epoch": rows["H"]["epoch"]}
                 predictions[f"gamma_{name}"] = np.float64(selection[name]["metrics"]["gamma"])
-                predictions[f"calibration_{name}"] = np.str_(plan.calibration)
+                # The space γ applies in: spread-standardised for `val` (and `oracle` where that space won).
+                spread = plan.calibration == "val" or (plan.calibration == "best" and rows["H"]["space_best"] == "spread")
+                predictions[f"calibration_{name}"] = np.str_("spread" if spread else "raw")
             predictions.update(keepers[v].predictions())
             chosen = _row_at(validation[v], selection["val"]["config_id"], selection["val"]["epoch"])
             selection["val"]["validation"] = {k: chosen[k] for k in ("T1", "H", "U", "S", "gamma", "AUSUC")}

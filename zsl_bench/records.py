@@ -146,7 +146,7 @@ class Predictions:
     """predictions.npz: N test images × C candidate classes (README, "Outputs and formats"). Per selection
     policy P: `scores_P` (its H checkpoint), `scores_P_T1` / `scores_P_AUSUC` where that metric came from
     another checkpoint, `scores_zsl_P` (a ZSL scorer's scores at its T1 checkpoint), `gamma_P` and
-    `calibration_P` ("val": γ in units of each image's score spread, `protocol.spread_standardise`; else raw)."""
+    `calibration_P` ("spread": γ in units of each image's score spread, `protocol.spread_standardise`; or "raw")."""
     labels: np.ndarray
     class_ids: np.ndarray
     class_names: np.ndarray
@@ -181,7 +181,7 @@ class Predictions:
 
     def scores(self, policy: str, metric: str = "H") -> tuple[np.ndarray, float]:
         """(scores, γ) a policy used for `metric`: T1 from the ZSL scorer's matrix when the method has one;
-        H in the space its γ applies to (spread-standardised for `val`), so argmax(scores − γ · seen) is its
+        H in the space its γ applies to (spread-standardised for `val`, and for `oracle` where that won), so argmax(scores − γ · seen) is its
         prediction; AUSUC from raw scores, as defined."""
         if f"scores_{policy}" not in self.arrays:
             raise DataError(f"no {policy!r} scores in this predictions file (policies: {', '.join(self.policies)})")
@@ -189,7 +189,7 @@ class Predictions:
             return self.arrays[f"scores_zsl_{policy}"], 0.0
         scores = self.arrays.get(f"scores_{policy}_{metric}", self.arrays[f"scores_{policy}"])
         gamma = float(self.arrays[f"gamma_{policy}"])
-        if metric == "H" and str(self.arrays.get(f"calibration_{policy}", "")) == "val":
+        if metric == "H" and str(self.arrays.get(f"calibration_{policy}", "")) == "spread":
             scores = spread_standardise(scores)
         return scores, gamma
 
