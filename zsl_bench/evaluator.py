@@ -26,7 +26,7 @@ from zsl_bench.method import ZSL_SCORER, ClassSemantics, FitContext, Method, Tas
 from zsl_bench import model_views
 from zsl_bench.metrics import gzsl_accuracies, seen_unseen_curve, zsl_top1
 from zsl_bench.protocol import Phase, spread_standardise, test_phase, validation_phase
-from zsl_bench.selection import POLICIES, Keeper, RunContext, mean_over_folds, metrics_of, test_row
+from zsl_bench.selection import POLICIES, Keeper, RunContext, mean_over_folds, selection_entry, test_row
 from zsl_bench.runtime import seed_hash
 
 SELECTION_METRICS = ("H", "T1", "AUSUC")
@@ -290,10 +290,7 @@ class Evaluator:
                                    "training set")
             for name, plan in plans[v].items():
                 rows = {m: traces[v][keepers[v].best[(name, m)][1]] for m in ("T1", "H", "AUSUC")}
-                selection[name] = {"metrics": metrics_of(plan, rows), "selected_on": plan.selected_on,
-                                   "points": {m: {"config_id": r["config_id"], "epoch": r["epoch"]}
-                                              for m, r in rows.items()},
-                                   "config_id": rows["H"]["config_id"], "epoch": rows["H"]["epoch"]}
+                selection[name] = selection_entry(plan, rows)
                 predictions[f"gamma_{name}"] = np.float64(selection[name]["metrics"]["gamma"])
                 # The space γ applies in: spread-standardised for `val` (and `oracle` where that space won).
                 spread = plan.calibration == "val" or (plan.calibration == "best" and rows["H"]["space_best"] == "spread")

@@ -224,15 +224,20 @@ def pick_rows(plan: Plan, test_trace: list[dict]) -> dict[str, tuple[int, dict]]
     return out
 
 
+def selection_entry(plan: Plan, rows: dict[str, dict]) -> dict:
+    """What a record keeps of one policy: its metrics (fractions), the checkpoint of each metric, and how."""
+    return {"metrics": metrics_of(plan, rows), "selected_on": plan.selected_on,
+            "points": {m: {"config_id": r["config_id"], "epoch": r["epoch"]} for m, r in rows.items()},
+            "config_id": rows["H"]["config_id"], "epoch": rows["H"]["epoch"]}
+
+
 def metrics_from_traces(policy: SelectionPolicy, ctx: RunContext, test_trace: list[dict]) -> dict | None:
-    """A policy's metrics (fractions) and points read off recorded traces, without any model or score."""
+    """A policy's record entry read off recorded traces, without any model or score."""
     plan = policy.plan(ctx)
     picked = pick_rows(plan, test_trace) if plan else None
     if picked is None:
         return None
-    return {"metrics": metrics_of(plan, {m: row for m, (i, row) in picked.items()}),
-            "points": {m: {"config_id": row["config_id"], "epoch": row["epoch"]} for m, (i, row) in picked.items()},
-            "selected_on": plan.selected_on}
+    return selection_entry(plan, {m: row for m, (i, row) in picked.items()})
 
 
 class Keeper:
