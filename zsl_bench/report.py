@@ -23,7 +23,7 @@ INPUT_REGIMES = {"vector": "pooled vectors, frozen backbone", "map": "last-layer
                  "maps": "layer2–4 maps, frozen backbone", "image": "images, backbone fine-tuned"}
 STD_NOTE = "mean ± std over seeds (sample std, ddof = 1), n = number of seeds"
 NOT_SEARCHED = "†"
-NOT_SEARCHED_NOTE = (f"{NOT_SEARCHED} hyperparameters not searched (defaults only: `--no-search`, `train.search: false` "
+NOT_SEARCHED_NOTE = (f"{NOT_SEARCHED} hyperparameters not searched (defaults only: `--no-search`, `train.search: none` "
                      "or a one-point grid); epoch and γ were still chosen on validation.")
 
 
