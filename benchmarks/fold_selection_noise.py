@@ -54,6 +54,7 @@ def main(argv=None) -> int:
     ap.add_argument("--method", default="ale")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     ap.add_argument("--feature-dim", type=int, default=128)
+    ap.add_argument("--search", default="grid", help="grid, none or random:N (none: only epoch and γ are selected)")
     args = ap.parse_args(argv)
     if not (SHARED / args.dataset).is_dir():
         print(f"needs the real split files in {SHARED / args.dataset}", file=sys.stderr)
@@ -71,7 +72,8 @@ def main(argv=None) -> int:
             start = time.time()
             picks = []
             for seed in args.seeds:
-                out = Evaluator(d, store, get_method(args.method), seed=seed, folds=folds, progress=False).run()
+                out = Evaluator(d, store, get_method(args.method), seed=seed, folds=folds, search=args.search,
+                                progress=False).run()
                 picks.append(out.selection)
                 v = out.selection["val"]
                 print(f"folds {folds} seed {seed}: val H {100 * v['metrics']['H']:.2f} (config {v['config_id']}, "
@@ -81,7 +83,7 @@ def main(argv=None) -> int:
             rows.append(f"| {', '.join(map(str, folds))} | {cell('val', 'H')} | {cell('val', 'T1')} | "
                         f"{cell('oracle', 'H')} | {configs} | {time.time() - start:.0f} s |")
     print(f"{args.method} on {args.dataset} (real xlsa17 splits, random {args.feature_dim}-d features with class "
-          f"signal), seeds {args.seeds}: mean ± std over seeds (ddof = 1), %\n")
+          f"signal), search {args.search}, seeds {args.seeds}: mean ± std over seeds (ddof = 1), %\n")
     print("| validation folds | val H | val T1 | oracle H | distinct (config, epoch) picks | time |\n|---|---|---|---|---|---|")
     print("\n".join(rows))
     return 0
