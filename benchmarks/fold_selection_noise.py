@@ -19,7 +19,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -27,7 +26,7 @@ sys.path.insert(0, str(REPO))
 SHARED = REPO.parent / "shared" / "zsl-metadata"
 
 
-def build(name: str, tmp: Path, feature_dim: int):
+def build(name: str, tmp: Path, feature_dim: int, noise: float):
     from tests.real_layouts import release_from_metadata
     from tests.test_real_metadata import SIZES, STORED_PREFIX, STRIP
     from zsl_bench.backbone import BackboneSpec
@@ -38,7 +37,7 @@ def build(name: str, tmp: Path, feature_dim: int):
     release = xlsa17_folder(tmp / "raw", name)
     release.mkdir(parents=True)
     for fname, data in release_from_metadata(SHARED / name, name, STORED_PREFIX[name],
-                                             feature_dim=feature_dim).files.items():
+                                             feature_dim=feature_dim, noise=noise).files.items():
         (release / fname).write_bytes(data)
     out = prepare_from_release(tmp / "raw", tmp / "prepared", name, name, SIZES[name], STRIP[name],
                                image_root=tmp / "raw" / "images", attribute_names=None)
@@ -54,6 +53,7 @@ def main(argv=None) -> int:
     ap.add_argument("--method", default="ale")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     ap.add_argument("--feature-dim", type=int, default=128)
+    ap.add_argument("--noise", type=float, default=1.0, help="feature noise (std) around the class signal: higher, harder")
     ap.add_argument("--search", default="grid", help="grid, none or random:N (none: only epoch and γ are selected)")
     args = ap.parse_args(argv)
     if not (SHARED / args.dataset).is_dir():
@@ -66,7 +66,7 @@ def main(argv=None) -> int:
 
     limit_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
-        d, store = build(args.dataset, Path(tmp), args.feature_dim)
+        d, store = build(args.dataset, Path(tmp), args.feature_dim, args.noise)
         rows = []
         for folds in ((1,), (1, 2, 3)):
             start = time.time()
@@ -83,7 +83,7 @@ def main(argv=None) -> int:
             rows.append(f"| {', '.join(map(str, folds))} | {cell('val', 'H')} | {cell('val', 'T1')} | "
                         f"{cell('oracle', 'H')} | {configs} | {time.time() - start:.0f} s |")
     print(f"{args.method} on {args.dataset} (real xlsa17 splits, random {args.feature_dim}-d features with class "
-          f"signal), search {args.search}, seeds {args.seeds}: mean ± std over seeds (ddof = 1), %\n")
+          f"signal, noise {args.noise:g}), search {args.search}, seeds {args.seeds}: mean ± std over seeds (ddof = 1), %\n")
     print("| validation folds | val H | val T1 | oracle H | distinct (config, epoch) picks | time |\n|---|---|---|---|---|---|")
     print("\n".join(rows))
     return 0

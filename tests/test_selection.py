@@ -1,7 +1,6 @@
 """The selection policies and calibrations (zsl_bench/selection.py) and the protocol rules they rest on."""
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import pytest
@@ -11,7 +10,7 @@ from zsl_bench.io import ConfigError
 from zsl_bench.method import Method, PaperRule
 from zsl_bench.metrics import gzsl_accuracies, seen_unseen_curve
 from zsl_bench.protocol import resolve_folds, spread_standardise
-from zsl_bench.selection import (POLICIES, SELECTION_POLICIES, Plan, RunContext, SelectionPolicy, best_of,
+from zsl_bench.selection import (POLICIES, SELECTION_POLICIES, Plan, RunContext, SelectionPolicy,
                                  metrics_from_traces, validation_choice, fixed_point)
 
 

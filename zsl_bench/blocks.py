@@ -156,9 +156,9 @@ class AllClassMapMethod(TorchMethod):
         """One epoch's batches of indices (default: a shuffled pass in `batch_size` chunks)."""
         return epoch_batches(len(y), self.hparams["batch_size"], rng)
 
-    def fit(self, train: TrainData, ctx: FitContext) -> None:
-        import torch
-
+    def start_fit(self, train: TrainData, ctx: FitContext):
+        """Seed the streams, build the network, the targets and the optimizer: (numpy rng, targets, optimizer).
+        A subclass with its own loop (TransZero's parity knobs) starts from the same state."""
         hp = self.hparams
         torch_generator(ctx.seed)
         rng = np.random.default_rng(ctx.seed)
@@ -166,14 +166,24 @@ class AllClassMapMethod(TorchMethod):
         targets = AllClassTargets.build(self, train.semantics, ctx.unseen_semantics(), hp["logit_offset"])
         opt = make_optimizer(hp["optimizer"], [p for p in self.net.parameters() if p.requires_grad], hp["lr"],
                              hp["weight_decay"], hp["momentum"])
-        for epoch in range(1, hp["epochs"] + 1):
+        return rng, targets, opt
+
+    def train_step(self, train: TrainData, idx, targets: "AllClassTargets", opt) -> None:
+        """One optimizer step on the batch `idx`."""
+        import torch
+
+        loss = self.loss(self.tensor(train.x.read(idx)[0]), torch.as_tensor(train.y[idx], device=self.torch_device),
+                         targets)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    def fit(self, train: TrainData, ctx: FitContext) -> None:
+        rng, targets, opt = self.start_fit(train, ctx)
+        for epoch in range(1, self.hparams["epochs"] + 1):
             self.net.train()
             for idx in self.batches(train.y, rng):
-                loss = self.loss(self.tensor(train.x.read(idx)[0]),
-                                 torch.as_tensor(train.y[idx], device=self.torch_device), targets)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+                self.train_step(train, idx, targets, opt)
             ctx.evaluate(epoch)
 
     def score(self, x, semantics: ClassSemantics) -> np.ndarray:

@@ -28,7 +28,7 @@ import numpy as np
 
 from zsl_bench.io import DataError, atomic_directory, canonical_json, read_json, sha256_bytes, write_json
 from zsl_bench.protocol import TABLE_METRICS, as_percent, spread_standardise
-from zsl_bench.selection import HEADLINE_POLICY, SELECTION_POLICIES
+from zsl_bench.selection import HEADLINE_POLICY
 from zsl_bench.provenance import read_provenance, write_provenance
 
 SCHEMA_VERSION = 4   # 4: selection policies incl. paper, validation folds, per-calibration traces; 3: time, memory and host moved to provenance.json; 2: `model` and views.npz

@@ -18,7 +18,7 @@ import numpy as np
 
 
 from zsl_bench.blocks import (AllClassMapMethod, AllClassTargets, attribute_weighted_attention,
-                              class_balanced_batches, make_optimizer, score_in_batches, torch_generator)
+                              class_balanced_batches, score_in_batches)
 from zsl_bench.method import ATTENTION_MAPS, PARAMETER_COUNT, FitContext, PaperRule, TrainData
 
 SAMPLINGS = ("epoch", "independent")
@@ -110,25 +110,12 @@ class TransZero(AllClassMapMethod):
         """`AllClassMapMethod.fit` as a stream of steps: the same set-up, draws, losses and updates (with
         `epoch` / `epoch_end` it is that loop step for step: tests/test_parity_knobs.py), with the batches
         of `batch_stream` and the checkpoints of `checkpoint_steps`."""
-        import torch
-
-        hp = self.hparams
-        torch_generator(ctx.seed)
-        rng = np.random.default_rng(ctx.seed)
-        self.net = self.build_net().to(self.torch_device)
-        targets = AllClassTargets.build(self, train.semantics, ctx.unseen_semantics(), hp["logit_offset"])
-        opt = make_optimizer(hp["optimizer"], [p for p in self.net.parameters() if p.requires_grad], hp["lr"],
-                             hp["weight_decay"], hp["momentum"])
+        rng, targets, opt = self.start_fit(train, ctx)
         checkpoints = self.checkpoint_steps(len(train.y))
         stream = self.batch_stream(train.y, rng)
         self.net.train()
         for step in range(1, max(checkpoints) + 1):
-            idx = next(stream)
-            loss = self.loss(self.tensor(train.x.read(idx)[0]),
-                             torch.as_tensor(train.y[idx], device=self.torch_device), targets)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            self.train_step(train, next(stream), targets, opt)
             if step in checkpoints:
                 ctx.evaluate(checkpoints[step])
                 self.net.train()
