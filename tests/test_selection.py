@@ -91,8 +91,7 @@ def test_every_policy_is_computed_from_the_traces_alone(data):
     from zsl_bench.records import Predictions
 
     out = run(data)
-    ctx = RunContext(validation=out.validation_trace, selection_metric="H", folds=(1,),
-                     default_gamma=Ridge.default_calibration_gamma, paper_rule=Ridge.paper_rule)
+    ctx = RunContext(validation=out.validation_trace, selection_metric="H", folds=(1,), paper_rule=Ridge.paper_rule)
     assert set(out.selection) == set(SELECTION_POLICIES)
     for name, policy in POLICIES.items():
         from_traces = metrics_from_traces(policy, ctx, out.test_trace)
@@ -135,8 +134,7 @@ def test_a_new_policy_needs_no_retraining(data):
             return Plan(point, point, point, "val", "validation T1")
 
     out = run(data)
-    ctx = RunContext(validation=out.validation_trace, selection_metric="H", folds=(1,), default_gamma=0.05,
-                     paper_rule=None)
+    ctx = RunContext(validation=out.validation_trace, selection_metric="H", folds=(1,), paper_rule=None)
     offline = metrics_from_traces(ValByT1(), ctx, out.test_trace)
     retrained = run(data, selection_metric="T1").selection["val"]
     for k in ("T1", "U", "S", "H", "AUSUC", "gamma"):

@@ -26,7 +26,7 @@ from zsl_bench.method import ZSL_SCORER, ClassSemantics, FitContext, Method, Tas
 from zsl_bench import model_views
 from zsl_bench.metrics import gzsl_accuracies, seen_unseen_curve, zsl_top1
 from zsl_bench.protocol import Phase, spread_standardise, test_phase, validation_phase
-from zsl_bench.selection import POLICIES, Keeper, RunContext, mean_over_folds, selection_entry, test_row
+from zsl_bench.selection import HEADLINE_POLICY, POLICIES, Keeper, RunContext, mean_over_folds, selection_entry, test_row
 from zsl_bench.runtime import seed_hash
 
 SELECTION_METRICS = ("H", "T1", "AUSUC")
@@ -246,7 +246,6 @@ class Evaluator:
         # 1. Validation: the trace every policy that may not look at test chooses from.
         validation, validation_folds = self.validate()
         contexts = {v: RunContext(validation=validation[v], selection_metric=self.selection_metric, folds=self.folds,
-                                  default_gamma=float(self.method_cls.default_calibration_gamma),
                                   paper_rule=self.method_cls.paper_rule) for v in self.score_variants}
         plans = {v: {name: plan for name, policy in POLICIES.items() if (plan := policy.plan(contexts[v]))}
                  for v in self.score_variants}
@@ -265,7 +264,7 @@ class Evaluator:
         default_gamma = float(self.method_cls.default_calibration_gamma)
         keepers = {v: Keeper(plans[v]) for v in self.score_variants}
         traces = {v: [] for v in self.score_variants}
-        kept = {v: {} for v in self.score_variants}   # the val-selected model: its state, what reports show of it
+        kept = {v: {} for v in self.score_variants}   # the headline's model: its state, what reports show of it
 
         def on_test(config_id, epoch, by_variant, method, t1_scores):
             for v, scores in by_variant.items():
@@ -274,7 +273,7 @@ class Evaluator:
                        **test_row(scores, t_labels, t_seen_cols, t1=t1, default_gamma=default_gamma,
                                   grid_step=grid_step, val_gamma=val_gamma[v].get((config_id, epoch)))}
                 traces[v].append(row)
-                if "val" in keepers[v].observe(row, scores, t1_scores):
+                if HEADLINE_POLICY in keepers[v].observe(row, scores, t1_scores):
                     kept[v]["state"] = copy.deepcopy(method.state_dict())
                     if v == "":
                         kept[v]["description"] = (model_views.parameters(method),

@@ -107,18 +107,18 @@ def resolve_folds(requested, dataset, backbone_spec: dict) -> tuple[int, ...]:
     with pretrained features: all three xlsa17 folds; the embedded default: fold 1 only); or an explicit list,
     each fold checked."""
     available = dataset.folds
+    allowed = tuple(k for k in available if fold_leak(dataset, k, backbone_spec) is None)
     if requested == "auto":
-        folds = tuple(k for k in available if fold_leak(dataset, k, backbone_spec) is None)
-        if not folds:
+        if not allowed:
             raise DataError(f"no validation fold of {dataset.name} is free of leakage with its backbone")
-        return folds
+        return allowed
     folds = tuple(int(k) for k in requested)
     for k in folds:
         if k not in available:
             raise ConfigError(f"train.folds: {dataset.name} has no validation fold {k} (folds: {available})")
-        why = fold_leak(dataset, k, backbone_spec)
-        if why:
-            raise ConfigError(f"train.folds: {why}; use `folds: auto` or [{', '.join(map(str, resolve_folds('auto', dataset, backbone_spec)))}]")
+        if k not in allowed:
+            raise ConfigError(f"train.folds: {fold_leak(dataset, k, backbone_spec)}; use `folds: auto` or "
+                              f"[{', '.join(map(str, allowed))}]")
     if len(set(folds)) != len(folds) or not folds:
         raise ConfigError(f"train.folds must name distinct folds, not {list(requested)}")
     return folds

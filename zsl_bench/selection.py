@@ -70,7 +70,10 @@ def test_row(scores: np.ndarray, labels: np.ndarray, is_seen_class: np.ndarray, 
     # The test-best γ in both spaces a policy can calibrate in, so `oracle` bounds `val` from above too.
     spread_curve = seen_unseen_curve(z, labels, is_seen_class)
     spread_wins = spread_curve.H.max() > curve.H.max()
-    at("best", spread_curve.best_gamma(), z) if spread_wins else at("best", curve.best_gamma())
+    if spread_wins:
+        at("best", spread_curve.best_gamma(), z)
+    else:
+        at("best", curve.best_gamma())
     row["space_best"] = "spread" if spread_wins else "raw"
     at("zero", 0.0)
     at("fixed", default_gamma)
@@ -93,8 +96,7 @@ class Target:
 
 
 def fixed_point(config_id: int, epoch) -> Target:
-    return Target(key=lambda row, i: 0.0 if (row["config_id"], row["epoch"]) == (config_id, epoch) else -math.inf,
-                  keep=lambda row: (row["config_id"], row["epoch"]) == (config_id, epoch))
+    return Target(key=lambda row, i: 0.0, keep=lambda row: (row["config_id"], row["epoch"]) == (config_id, epoch))
 
 
 def best_of(column: str, keep=lambda row: True) -> Target:
@@ -118,14 +120,12 @@ class RunContext:
     validation: list[dict]
     selection_metric: str
     folds: tuple[int, ...]
-    default_gamma: float
     paper_rule: object | None     # method.PaperRule
 
 
 class SelectionPolicy:
     name = ""
     title = ""
-    saves_state = False           # the selected model's state and views go into the run folder
 
     def plan(self, ctx: RunContext) -> Plan | None:
         """None: the policy does not apply to this run (e.g. no paper rule declared)."""
@@ -138,7 +138,7 @@ def validation_choice(ctx: RunContext, metric: str) -> dict:
 
 
 class Val(SelectionPolicy):
-    name, saves_state = "val", True
+    name = "val"
     title = ("val (headline): configuration, epoch and γ chosen on validation only, refit on trainval, tested "
              "once; γ in units of each image's score spread")
 

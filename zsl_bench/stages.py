@@ -137,6 +137,9 @@ def _run_in_worker(args) -> str:
     return folder
 
 
+AA_SLOT_SUFFIX = "-AA"   # runs/<dataset>/ablation/<method>-AA/seed<S>: the A/A replicate's slot
+
+
 def ablation_runs(dataset: str, params: dict, paths: ProjectPaths):
     """What the ablate stage runs, as (method, replicate, seed, slot): the official configuration, its A/A
     rerun (replicate 1: the same configuration with an independent random stream, the noise floor every
@@ -152,9 +155,6 @@ def ablation_runs(dataset: str, params: dict, paths: ProjectPaths):
     for name in (f"{base}.{v}" for v in cfg["variants"]):
         for seed in cfg["seeds"]:
             yield name, 0, int(seed), paths.ablation_slot(dataset, name, int(seed))
-
-
-AA_SLOT_SUFFIX = "-AA"   # runs/<dataset>/ablation/<method>-AA/seed<S>: the A/A replicate's slot
 
 
 def ablate(dataset: str, params: dict, paths: ProjectPaths, progress: bool = True) -> list[Path]:
