@@ -49,7 +49,8 @@ def thread_count() -> int:
 def limit_threads(n: int | None = None) -> int:
     """The one thread rule of every computing stage: torch's intra-op pool and the BLAS/OpenMP pools numpy
     and scipy use get `n` (default `thread_count()`) threads, for the rest of the process. Returns n."""
-    import torch
+    import scipy.linalg  # noqa: F401  scipy ships its own OpenBLAS, loaded on first import: load it now, or a
+    import torch         # method importing scipy later (SAE) would run its first fit outside the limit
     from threadpoolctl import threadpool_limits
 
     n = n or thread_count()
