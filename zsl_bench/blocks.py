@@ -4,7 +4,8 @@ Methods never import each other; what two of them share lives here:
 - `TorchMethod`: a torch network built at `fit` (under the fit's seed), rebuilt by `load_state_dict`,
   scored in batches, saved as a plain tensor dict, with a parameter count;
 - `AllClassMapMethod` and `AllClassTargets`: one map level in, cross-entropy over every class plus
-  self-calibration with the built-in ±offset (the DAZLE → TransZero family);
+  self-calibration with the built-in ±offset (the DAZLE → TransZero family), trained by the shared
+  `training.TrainLoop`;
 - `LevelBackbone`: a timm ResNet returning its layer2/3/4 outputs (image mode: fine-tuned end to end);
 - `attribute_weighted_attention`: attention of attribute queries over a grid → one map per image;
 - data-order and optimizer helpers (`epoch_batches`, `class_balanced_batches`, `make_optimizer`, ...).
@@ -17,6 +18,7 @@ import numpy as np
 
 from zsl_bench.io import DataError
 from zsl_bench.method import PARAMETER_COUNT, ClassSemantics, FitContext, Method, TrainData
+from zsl_bench.training import BatchStream, TrainLoop, epoch_checkpoints
 
 
 # --- data order, optimizers, scoring ----------------------------------------------------------------
@@ -147,7 +149,9 @@ class TorchMethod(Method):
 
 class AllClassMapMethod(TorchMethod):
     """DAZLE and TransZero: one map level in, `loss(maps, y, AllClassTargets)` minimised with one optimizer
-    step per batch, every epoch a checkpoint; `self.net(maps, class_att)` returns class scores first."""
+    step per batch through the shared `TrainLoop`; `self.net(maps, class_att)` returns class scores first.
+    By default every epoch (a shuffled pass) ends with a checkpoint; a subclass changes which batches
+    (`draw`) and after which steps (`checkpoint_steps`)."""
 
     def loss(self, maps, y, targets: "AllClassTargets"):
         raise NotImplementedError
@@ -156,9 +160,16 @@ class AllClassMapMethod(TorchMethod):
         """One epoch's batches of indices (default: a shuffled pass in `batch_size` chunks)."""
         return epoch_batches(len(y), self.hparams["batch_size"], rng)
 
+    def draw(self, y: np.ndarray):
+        """rng → the next batches of the stream (default: one epoch of `batches`)."""
+        return lambda rng: self.batches(y, rng)
+
+    def checkpoint_steps(self, n: int) -> dict[int, int]:
+        """Optimizer step (counted from 1) → checkpoint label: after every epoch of ceil(n / batch_size) steps."""
+        return epoch_checkpoints(self.hparams["epochs"], max(int(np.ceil(n / self.hparams["batch_size"])), 1))
+
     def start_fit(self, train: TrainData, ctx: FitContext):
-        """Seed the streams, build the network, the targets and the optimizer: (numpy rng, targets, optimizer).
-        A subclass with its own loop (TransZero's parity knobs) starts from the same state."""
+        """Seed the streams, build the network, the targets and the optimizer: (numpy rng, targets, optimizer)."""
         hp = self.hparams
         torch_generator(ctx.seed)
         rng = np.random.default_rng(ctx.seed)
@@ -168,23 +179,18 @@ class AllClassMapMethod(TorchMethod):
                              hp["weight_decay"], hp["momentum"])
         return rng, targets, opt
 
-    def train_step(self, train: TrainData, idx, targets: "AllClassTargets", opt) -> None:
-        """One optimizer step on the batch `idx`."""
+    def fit(self, train: TrainData, ctx: FitContext) -> None:
         import torch
 
-        loss = self.loss(self.tensor(train.x.read(idx)[0]), torch.as_tensor(train.y[idx], device=self.torch_device),
-                         targets)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    def fit(self, train: TrainData, ctx: FitContext) -> None:
         rng, targets, opt = self.start_fit(train, ctx)
-        for epoch in range(1, self.hparams["epochs"] + 1):
-            self.net.train()
-            for idx in self.batches(train.y, rng):
-                self.train_step(train, idx, targets, opt)
-            ctx.evaluate(epoch)
+        loop = TrainLoop(ctx, self.net, opt, device=self.torch_device)
+
+        def update(idx, _):
+            maps = self.tensor(train.x.read(idx)[0])
+            y = torch.as_tensor(train.y[idx], device=self.torch_device)
+            loop.step(opt, lambda part: self.loss(maps[part], y[part], targets), len(idx))
+
+        loop.run(BatchStream(self.draw(train.y), rng), update, self.checkpoint_steps(len(train.y)))
 
     def score(self, x, semantics: ClassSemantics) -> np.ndarray:
         import torch

@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from zsl_bench.io import ConfigError, DataError
-from zsl_bench.method import ZSL_SCORER, ClassSemantics, FitContext, Method, Task, TrainData
+from zsl_bench.journal import RunJournal
+from zsl_bench.method import ZSL_SCORER, ClassSemantics, FitContext, Method, Task, TrainData, TrainSettings
 from zsl_bench import model_views
 from zsl_bench.metrics import gzsl_accuracies, seen_unseen_curve, zsl_top1
 from zsl_bench.protocol import Phase, spread_standardise, test_phase, validation_phase
@@ -110,10 +111,12 @@ def random_configs(default: dict, space: dict[str, list], n: int) -> list[dict]:
 class Evaluator:
     def __init__(self, dataset, store, method_cls: type[Method], *, seed: int, folds=(1,),
                  selection_metric: str = "H", search="grid", device: str = "cpu", progress: bool = True,
-                 hparams: dict | None = None, search_space: dict[str, list] | None = None, replicate: int = 0):
+                 hparams: dict | None = None, search_space: dict[str, list] | None = None, replicate: int = 0,
+                 settings: TrainSettings | None = None):
         """`folds`: the validation class folds selection averages over; `search`: "grid", "none" or
         "random:N" (True/False: grid/none). `hparams` overrides the method's defaults for this dataset and
-        `search_space` replaces its grid (params.yaml's `methods.<name>.hparams|search_space.<dataset>`)."""
+        `search_space` replaces its grid (params.yaml's `methods.<name>.hparams|search_space.<dataset>`);
+        `settings` how torch fits run (precision, micro-batch, loader workers)."""
         if selection_metric not in SELECTION_METRICS:
             raise DataError(f"selection_metric must be one of {SELECTION_METRICS}, not {selection_metric!r}")
         self.dataset, self.store, self.method_cls = dataset, store, method_cls
@@ -121,6 +124,8 @@ class Evaluator:
         if not self.folds:
             raise ConfigError("train.folds names no validation fold")
         self.device, self.progress, self.replicate = device, progress, int(replicate)
+        self.settings = settings or TrainSettings()
+        self._resume_from(RunJournal(None))
         default = method_cls.default_hparams(dataset.name, hparams)
         space = method_cls.search_space(dataset.name) if search_space is None else dict(search_space)
         unknown = sorted(set(space) - set(default))
@@ -162,12 +167,34 @@ class Evaluator:
 
         return MapView(self.store, self.features, rows)
 
-    def sweep(self, phase: Phase, on_checkpoint) -> None:
+    # --- resuming: what an interrupted run had done (journal.py) ------------------------------------------
+    def _resume_from(self, journal: RunJournal) -> None:
+        snapshot, events = journal.load()
+        self._journal, self._events = journal, events
+        self._done = [tuple(w) for w in snapshot["done"]] if snapshot else []
+        self._current = snapshot["current"] if snapshot else None
+        self._test_state = snapshot["test_state"] if snapshot else None   # keepers and kept, once testing
+        self._test_live = None
+
+    def _record(self, event: tuple) -> None:
+        """An event of a checkpoint (validation row and curve, test row) goes to the journal as it happens."""
+        self._journal.append(event)
+
+    def _save(self, current: dict | None) -> None:
+        test_state = None
+        if self._test_live:
+            keepers, kept = self._test_live
+            test_state = {"keepers": {v: k.state_dict() for v, k in keepers.items()}, "kept": kept}
+        self._journal.save({"done": self._done, "current": current, "test_state": test_state})
+
+    def sweep(self, phase: Phase, on_checkpoint, name: str | None = None) -> None:
         """Fit every config on `phase`; call on_checkpoint(config_id, epoch, {variant: scores}, method, t1_scores)
         at each checkpoint, `method` being the frozen copy that scored and `t1_scores` the ZSL scorer's
-        matrix (None for methods without one)."""
+        matrix (None for methods without one). `name` identifies the sweep in the journal: fits it finished
+        before an interruption are skipped, the one in progress resumes from its last checkpoint."""
         from tqdm import tqdm
 
+        name = name or phase.name
         labels = self.dataset.labels
         train = TrainData(x=self.inputs(phase.train_rows),
                           y=np.searchsorted(phase.train_classes, labels[phase.train_rows]),
@@ -186,9 +213,14 @@ class Evaluator:
                    desc=f"{self.method_cls.name} {phase.name} ({len(self.configs)} config{'s' * (len(self.configs) > 1)})",
                    disable=not self.progress)
         for config_id, config in enumerate(self.configs):
+            where = (name, config_id)
+            if where in self._done:
+                bar.update(int(config.get("epochs", 1)))
+                continue
+            resume = self._current if self._current and tuple(self._current["where"]) == where else None
             method = self.method_cls(config, self.task, self.device)
 
-            def checkpoint(epoch, method=method, config_id=config_id):
+            def checkpoint(epoch, method=method, config_id=config_id, where=where):
                 # Scoring sees evaluation images and unseen-class semantics, so it runs on a frozen copy:
                 # whatever `score` keeps or changes is dropped with the copy and cannot reach training.
                 scorer = copy.deepcopy(method)
@@ -208,6 +240,9 @@ class Evaluator:
                                          f"{(len(unseen_rows), len(unseen_cols))}")
                     t1 = zsl_score_matrix(t1, unseen_rows, unseen_cols, expected)
                 on_checkpoint(config_id, epoch, by_variant, scorer, t1)
+                state = ctx.snapshot()   # every process takes it (under torchrun a collective), rank 0 writes it
+                if state is not None:
+                    self._save({"where": where, "checkpoints": list(ctx.checkpoints), "trainer": state})
                 bar.update(1)
 
             # Replicate r > 0: the same run with an independent stream for every fit (an A/A rerun).
@@ -215,10 +250,16 @@ class Evaluator:
                         seed_hash(self.seed, phase.name, config, "replicate", self.replicate))
             ctx = FitContext(seed=fit_seed, device=self.device,
                              progress=self.progress, _on_checkpoint=checkpoint, _unseen=unseen,
-                             _declared_unseen=self.method_cls.uses_unseen_semantics)
+                             _declared_unseen=self.method_cls.uses_unseen_semantics, settings=self.settings,
+                             resume_state=resume["trainer"] if resume else None,
+                             checkpoints=list(resume["checkpoints"]) if resume else [])
+            bar.update(len(ctx.checkpoints))
             method.fit(train, ctx)
             if not ctx.checkpoints:  # closed-form methods have one state: score it once
                 checkpoint(None)
+            self._done.append(where)
+            self._current = None
+            self._save(None)
         bar.close()
 
     def validate(self) -> tuple[dict[str, list[dict]], dict[str, list[dict]]]:
@@ -227,6 +268,14 @@ class Evaluator:
         labels = self.dataset.labels
         fold_rows = {v: {f: [] for f in self.folds} for v in self.score_variants}
         curves = {v: {} for v in self.score_variants}
+
+        def add(v, row, curve):
+            fold_rows[v][row["fold"]].append(row)
+            curves[v].setdefault((row["config_id"], row["epoch"]), []).append(curve)
+
+        for kind, v, row, curve in self._events:   # checkpoints an interrupted run had scored
+            if kind == "validation":
+                add(v, row, curve)
         for fold in self.folds:
             phase = validation_phase(self.dataset, fold)
             fold_labels, seen_cols = phase.eval_columns(labels), phase.is_seen_class
@@ -234,14 +283,19 @@ class Evaluator:
             def on_validation(config_id, epoch, by_variant, method, t1_scores, fold=fold):
                 for v, scores in by_variant.items():
                     row, curve = validation_row(scores, fold_labels, seen_cols, t1_scores)
-                    fold_rows[v][fold].append({"fold": fold, "config_id": config_id, "epoch": epoch, **row})
-                    curves[v].setdefault((config_id, epoch), []).append(curve)
+                    row = {"fold": fold, "config_id": config_id, "epoch": epoch, **row}
+                    add(v, row, curve)
+                    self._record(("validation", v, row, curve))
 
-            self.sweep(phase, on_validation)
+            self.sweep(phase, on_validation, name=f"validation-fold{fold}")
         return ({v: mean_over_folds(fold_rows[v], curves[v]) for v in self.score_variants},
                 {v: [r for f in self.folds for r in fold_rows[v][f]] for v in self.score_variants})
 
-    def run(self) -> RunOutput:
+    def run(self, journal: RunJournal | None = None) -> RunOutput:
+        """The whole run. With a `journal` holding an interrupted run of the same request, it continues that
+        run from its last checkpoint (finished fits are not repeated) and ends with the same numbers."""
+        if journal is not None:
+            self._resume_from(journal)
         labels = self.dataset.labels
         # 1. Validation: the trace every policy that may not look at test chooses from.
         validation, validation_folds = self.validate()
@@ -262,9 +316,18 @@ class Evaluator:
         rule = self.method_cls.paper_rule
         grid_step = rule.gamma_step if rule else 0.01
         default_gamma = float(self.method_cls.default_calibration_gamma)
+        # Keepers and the headline's model (its state, what reports show of it) are journalled with each snapshot.
         keepers = {v: Keeper(plans[v]) for v in self.score_variants}
+        kept = {v: {} for v in self.score_variants}
+        if self._test_state:
+            for v in self.score_variants:
+                keepers[v].load_state_dict(self._test_state["keepers"][v])
+            kept = self._test_state["kept"]
+        self._test_live = (keepers, kept)
         traces = {v: [] for v in self.score_variants}
-        kept = {v: {} for v in self.score_variants}   # the headline's model: its state, what reports show of it
+        for kind, v, row, _ in self._events:
+            if kind == "test":
+                traces[v].append(row)
 
         def on_test(config_id, epoch, by_variant, method, t1_scores):
             for v, scores in by_variant.items():
@@ -273,13 +336,14 @@ class Evaluator:
                        **test_row(scores, t_labels, t_seen_cols, t1=t1, default_gamma=default_gamma,
                                   grid_step=grid_step, val_gamma=val_gamma[v].get((config_id, epoch)))}
                 traces[v].append(row)
+                self._record(("test", v, row, None))
                 if HEADLINE_POLICY in keepers[v].observe(row, scores, t1_scores):
                     kept[v]["state"] = copy.deepcopy(method.state_dict())
                     if v == "":
                         kept[v]["description"] = (model_views.parameters(method),
                                                   model_views.attention_views(method, self, common, scores))
 
-        self.sweep(t_phase, on_test)
+        self.sweep(t_phase, on_test, name="test")
         outputs = {}
         for v in self.score_variants:
             selection, predictions = {}, {}

@@ -52,12 +52,42 @@ def to_normalised_tensor(batch_uint8, mean=IMAGENET_MEAN, std=IMAGENET_STD):
     return (x - m) / s
 
 
-class ImageView:
-    """Lazy view of some dataset images, for methods that train a backbone (`input_kind = "image"`).
+# The image transforms of each method family, one definition each (torchvision transforms v2, on PIL images).
+# "gem": GEM-ZSL / ReZSL / Mg-MRN (ReZSL data_transform.py): training resizes the short side to size·8/7, takes
+# a random size×size crop and a random horizontal flip; evaluation resizes the short side to `size` and takes
+# the central crop. ImageNet normalisation in both.
+TRANSFORM_FAMILIES = ("gem",)
 
-    Transforms follow GEM-ZSL/Mg-MRN: training resizes the short side to size·8/7 then takes a random
-    size×size crop and a random flip; evaluation resizes the short side to `size` and crops the centre.
-    """
+
+def image_transform(family: str, size: int, train: bool):
+    """PIL image → normalised 3×size×size float tensor, as `family` trains (`train`) or evaluates."""
+    import torch
+    from torchvision.transforms import v2
+
+    if family not in TRANSFORM_FAMILIES:
+        raise ValueError(f"unknown transform family {family!r} ({', '.join(TRANSFORM_FAMILIES)})")
+    steps = ([v2.Resize(int(size * 8 / 7)), v2.RandomCrop(size), v2.RandomHorizontalFlip(0.5)] if train
+             else [v2.Resize(size), v2.CenterCrop(size)])
+    return v2.Compose([*steps, v2.PILToTensor(), v2.ToDtype(torch.float32, scale=True),
+                       v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+
+
+def open_rgb(path: Path):
+    """The image at `path` as an RGB PIL image, or a DataError naming the file."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            return im.convert("RGB")
+    except FileNotFoundError:
+        raise DataError(f"{path}: image not found") from None
+    except (UnidentifiedImageError, OSError) as e:
+        raise DataError(f"{path}: not a readable image ({e})") from None
+
+
+class ImageView:
+    """Lazy view of some dataset images, for methods that train a backbone (`input_kind = "image"`):
+    `read` gives evaluation batches in the process; training batches come from an `ImageLoader`."""
 
     def __init__(self, dataset, rows):
         self.dataset, self.rows = dataset, np.asarray(rows, dtype=np.int64)
@@ -65,28 +95,65 @@ class ImageView:
     def __len__(self) -> int:
         return len(self.rows)
 
-    def read(self, positions, size: int, train: bool, rng: np.random.Generator | None = None):
+    def paths(self, positions=None) -> list[Path]:
+        rows = self.rows if positions is None else self.rows[np.asarray(positions, dtype=np.int64)]
+        return [self.dataset.image_path(int(r)) for r in rows]
+
+    def read(self, positions, size: int, family: str = "gem"):
+        """N×3×size×size, the family's evaluation transform."""
         import torch
 
-        paths = [self.dataset.image_path(int(r)) for r in self.rows[np.asarray(positions, dtype=np.int64)]]
-        if not train:
-            return load_batch_for_backbone(paths, size, crop="center")
-        rng = rng or np.random.default_rng()
-        big = int(size * 8 / 7)
-        out = []
-        for p in paths:
-            img = _load_short_side(p, big)
-            top = int(rng.integers(0, img.shape[0] - size + 1))
-            left = int(rng.integers(0, img.shape[1] - size + 1))
-            crop = img[top:top + size, left:left + size]
-            out.append(crop[:, ::-1] if rng.uniform() < 0.5 else crop)
-        return to_normalised_tensor(torch.as_tensor(np.ascontiguousarray(np.stack(out))))
+        transform = image_transform(family, size, train=False)
+        return torch.stack([transform(open_rgb(p)) for p in self.paths(positions)])
 
     def batches(self, batch_size: int, size: int):
         """Every image once, evaluation transform."""
         for lo in range(0, len(self), batch_size):
             positions = np.arange(lo, min(lo + batch_size, len(self)))
-            yield positions, [self.read(positions, size, train=False)]
+            yield positions, [self.read(positions, size)]
+
+
+class _AugmentedImages:
+    """A map-style dataset for torch's DataLoader: item (position, seed) → the training transform of that
+    image, its randomness drawn from `seed` alone, so a batch is the same whichever worker (or none)
+    decodes it. The training process's own random state is left untouched (fork_rng)."""
+
+    def __init__(self, paths: list[Path], transform):
+        self.paths, self.transform = paths, transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, item):
+        import torch
+
+        position, seed = item
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.transform(open_rgb(self.paths[position]))
+
+
+class ImageLoader:
+    """Training batches of an `ImageView` through `torch.utils.data.DataLoader`: `workers` decoding
+    processes (0: in this one), pinned memory for a GPU, the family's training transform. Image j of the
+    batch at step s is augmented from seed_hash(seed, s, j): reproducible, and the same under any number of
+    workers or processes (j counts within the whole batch, `offset` being this process's first)."""
+
+    def __init__(self, view: ImageView, family: str, size: int, seed: int, workers: int = 0,
+                 pin_memory: bool = False):
+        self.view, self.seed, self.workers, self.pin_memory = view, int(seed), int(workers), pin_memory
+        self.dataset = _AugmentedImages(view.paths(), image_transform(family, size, train=True))
+
+    def __call__(self, parts):
+        """[(step, positions, offset)] → an iterator of N×3×S×S batches, in order."""
+        from torch.utils.data import DataLoader
+
+        from zsl_bench.runtime import seed_hash
+
+        batches = [[(int(p), seed_hash(self.seed, int(step), offset + j)) for j, p in enumerate(positions)]
+                   for step, positions, offset in parts]
+        return iter(DataLoader(self.dataset, batch_sampler=batches, num_workers=self.workers,
+                               pin_memory=self.pin_memory, persistent_workers=False))
 
 
 def _load_short_side(path: Path, size: int) -> np.ndarray:

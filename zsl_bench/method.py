@@ -56,9 +56,20 @@ class TrainData:
     semantics: ClassSemantics   # training (seen) classes only
 
 
+@dataclass(frozen=True)
+class TrainSettings:
+    """How the harness runs a torch fit (params.yaml `train`; zsl_bench/training.py applies them). Precision
+    and micro-batch can change a run's numbers, so they are in its key; loader workers only its speed."""
+    precision: str = "fp32"            # auto | fp32 | bf16 | fp16 (training.resolve_precision)
+    micro_batch: int | None = None     # most samples per forward; a larger batch is accumulated
+    loader_workers: int = 0            # image-decoding processes of the DataLoader (0: in the training process)
+
+
 @dataclass
 class FitContext:
-    """Handed to `fit`: seeds, device, and the evaluator's checkpoint hook."""
+    """Handed to `fit`: seeds, device, the run's training settings, and the evaluator's checkpoint hook.
+    A fit that trains with `training.TrainLoop` attaches it, so every checkpoint can save the loop's state,
+    and starts from `resume_state` when the evaluator resumes an interrupted run."""
     seed: int
     device: str
     progress: bool
@@ -66,11 +77,22 @@ class FitContext:
     _unseen: ClassSemantics
     _declared_unseen: bool
     checkpoints: list[int] = field(default_factory=list)
+    settings: TrainSettings = field(default_factory=TrainSettings)
+    resume_state: dict | None = None
+    _trainer: Any = None
 
     def evaluate(self, epoch: int) -> None:
         """Iterative methods call this after each epoch; the evaluator scores the current model."""
         self.checkpoints.append(epoch)
         self._on_checkpoint(epoch)
+
+    def attach(self, trainer) -> None:
+        """The fit's loop (anything with `state_dict()`): what a checkpoint saves to resume from."""
+        self._trainer = trainer
+
+    def snapshot(self) -> dict | None:
+        """The attached loop's state now, or None (a fit without one restarts from scratch when resumed)."""
+        return self._trainer.state_dict() if self._trainer is not None else None
 
     def unseen_semantics(self) -> ClassSemantics:
         if not self._declared_unseen:

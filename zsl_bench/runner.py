@@ -36,15 +36,18 @@ class RunRequest:
     search_space: dict | None = None     # replaces the method's grid (params.yaml)
     replicate: int = 0                   # > 0: the same run with an independent random stream (the ablation's A/A)
     stage: str = "train"                 # "ablation": run in the ablate stage's pool, under its thread settings
+    precision: str = "auto"              # torch fits: auto | fp32 | bf16 | fp16 (training.resolve_precision)
+    micro_batch: int | None = None       # torch fits: most samples per forward (larger batches accumulate)
+    loader_workers: int | None = None    # image methods: DataLoader workers (None: runtime.loader_workers())
 
 
 # The library files a run executes and whose change can move its numbers: the train stage's deps in dvc.yaml
 # less stages.py and paths.py (tests/test_pipeline.py keeps the two lists equal).
 RUN_LIBRARY = ("zsl_bench/blocks.py", "zsl_bench/data/__init__.py", "zsl_bench/data/dataset.py",
                "zsl_bench/evaluator.py", "zsl_bench/features.py", "zsl_bench/images.py", "zsl_bench/io.py",
-               "zsl_bench/method.py", "zsl_bench/metrics.py", "zsl_bench/model_views.py", "zsl_bench/protocol.py",
-               "zsl_bench/provenance.py", "zsl_bench/records.py", "zsl_bench/registry.py", "zsl_bench/runner.py",
-               "zsl_bench/runtime.py", "zsl_bench/selection.py")
+               "zsl_bench/journal.py", "zsl_bench/method.py", "zsl_bench/metrics.py", "zsl_bench/model_views.py",
+               "zsl_bench/protocol.py", "zsl_bench/provenance.py", "zsl_bench/records.py", "zsl_bench/registry.py",
+               "zsl_bench/runner.py", "zsl_bench/runtime.py", "zsl_bench/selection.py", "zsl_bench/training.py")
 
 
 def _files_digest(root: Path, files) -> str:
@@ -94,14 +97,19 @@ def peak_rss_mb() -> float:
 
 def execute(request: RunRequest, paths: ProjectPaths, progress: bool = True, slot: Path | None = None) -> Path:
     """Run (or find, if already done) the run folder for `request` in `slot` (default: its train-stage slot);
-    returns its path."""
+    returns its path. A run of the same key that was interrupted (killed, preempted) continues from its last
+    checkpoint (journal.py). Under torchrun every process trains; rank 0 alone writes."""
     from zsl_bench.data.dataset import load_dataset
     from zsl_bench.evaluator import Evaluator
     from zsl_bench.features import FeatureStore
+    from zsl_bench.journal import RunJournal, journal_folder
+    from zsl_bench.method import TrainSettings
     from zsl_bench.registry import get_method
-    from zsl_bench.runtime import resolve_device
+    from zsl_bench.runtime import init_distributed, loader_workers, resolve_device
+    from zsl_bench.training import Distributed, resolve_precision
 
     start = time.time()
+    init_distributed()
     method_cls = get_method(request.method)
     dataset = load_dataset(paths.prepared(request.dataset))
     store = FeatureStore(paths.features(request.dataset))
@@ -110,25 +118,33 @@ def execute(request: RunRequest, paths: ProjectPaths, progress: bool = True, slo
     store.verify(Evaluator.features_of(method_cls))   # a damaged array stops the run before any training
     device = "cpu" if method_cls.device == "cpu" else resolve_device(request.device)
     folds = resolve_folds(request.folds, dataset, store.index.get("backbone_spec") or {})
+    dist = Distributed.current()
+    settings = TrainSettings(precision=resolve_precision(request.precision, device), micro_batch=request.micro_batch,
+                             loader_workers=loader_workers() if request.loader_workers is None else request.loader_workers)
     evaluator = Evaluator(dataset, store, method_cls, seed=request.seed, folds=folds,
                           selection_metric=request.selection_metric, search=request.search, device=device,
-                          progress=progress, hparams=request.hparams, search_space=request.search_space,
-                          replicate=request.replicate)
+                          progress=progress and dist.is_main, hparams=request.hparams,
+                          search_space=request.search_space, replicate=request.replicate, settings=settings)
     key_spec = {"protocol_version": PROTOCOL_VERSION, "method": request.method, "dataset": request.dataset,
                 "dataset_fingerprint": dataset.fingerprint(), "features_sha256": [store.fingerprint(f) for f in evaluator.features],
                 "seed": request.seed, "folds": list(folds), "search": evaluator.search,
                 "selection_metric": request.selection_metric,
                 "configs": evaluator.configs, "hparam_overrides": request.hparams or {},
                 "search_space_override": request.search_space, "replicate": request.replicate,
-                "stage": request.stage, "code": code_fingerprint(method_cls)}
+                "stage": request.stage, "training": {"precision": settings.precision, "micro_batch": settings.micro_batch},
+                "code": code_fingerprint(method_cls)}
     key = run_key(key_spec)
     folder = (slot or paths.run_slot(request.dataset, request.method, request.seed)) / key
     if folder in find_run_folders(folder.parent):
         return folder  # done before: content-addressed, so identical
 
-    out = evaluator.run()
+    journal = RunJournal(journal_folder(folder), writer=dist.is_main)
+    out = evaluator.run(journal)
+    if not dist.is_main:
+        return folder
     shared = {**_shared_record(request, paths, evaluator, out, device), "code": key_spec["code"]}
-    when = provenance(paths.root, time.time() - start, peak_rss_mb())
+    when = provenance(paths.root, time.time() - start, peak_rss_mb(), resumed=journal.resumed,
+                      processes=dist.world)
     for variant, variant_out in out.score_variants.items():
         # Same fitted models, another scoring rule: its own record, beside the method's in the same slot.
         name = f"{request.method}.{variant}"
@@ -140,11 +156,14 @@ def execute(request: RunRequest, paths: ProjectPaths, progress: bool = True, slo
                   variant_out.state, provenance=when)
     record = {**_record_of(out, dataset), **shared, "method": request.method, "run_key": key}
     write_run(folder, record, out.predictions, out.state, views=out.views, provenance=when)
+    journal.clear()
     return folder
 
 
 def _shared_record(request: RunRequest, paths: ProjectPaths, evaluator, out, device: str) -> dict:
     """The parts of a record that a method's run and its scoring variants share: what ran, on what, how."""
+    from zsl_bench.training import Distributed
+
     dataset, store, method_cls = evaluator.dataset, evaluator.store, evaluator.method_cls
     return {
         "schema_version": SCHEMA_VERSION, "protocol_version": PROTOCOL_VERSION,
@@ -162,7 +181,9 @@ def _shared_record(request: RunRequest, paths: ProjectPaths, evaluator, out, dev
         "config": {"folds": list(evaluator.folds), "folds_requested": request.folds if request.folds == "auto"
                    else list(request.folds), "selection_metric": request.selection_metric, "search": evaluator.search,
                    "configs": out.configs, "hparam_overrides": request.hparams or {},
-                   "search_space": evaluator.search_space},
+                   "search_space": evaluator.search_space,
+                   "training": {"precision": evaluator.settings.precision, "micro_batch": evaluator.settings.micro_batch,
+                                "processes": Distributed.current().world}},
         "model": {"parameters": out.parameters},
         "data": {"dataset_fingerprint": dataset.fingerprint(), "dataset_checks": dataset.meta.get("checks", []),
                  "features": {"path": str(store.root.relative_to(paths.root)) if store.root.is_relative_to(paths.root)

@@ -1,4 +1,5 @@
-"""Run-time settings every run shares, whatever its method: seed streams, devices, thread counts."""
+"""Run-time settings every run shares, whatever its method: seed streams, devices, thread counts, the
+process group of a torchrun job."""
 from __future__ import annotations
 
 import hashlib
@@ -39,11 +40,37 @@ def resolve_device(requested: str = "auto") -> str:
 THREADS_ENV = "ZSL_BENCH_THREADS"   # overrides the thread count (regress sets 1: numbers independent of cores)
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (not the host's, which torch and OpenBLAS see in a container)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def thread_count() -> int:
-    """ZSL_BENCH_THREADS when set, else the cores this process may run on (not the host's, which torch and
-    OpenBLAS see in a container: on a busy 2-core machine that made one SAE fit 7× slower)."""
-    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, int(os.environ.get(THREADS_ENV) or n))
+    """ZSL_BENCH_THREADS when set, else the usable cores, shared with the other processes torchrun started
+    on this machine (on a busy 2-core machine, more threads than cores made one SAE fit 7× slower)."""
+    if os.environ.get(THREADS_ENV):
+        return max(1, int(os.environ[THREADS_ENV]))
+    return max(1, usable_cores() // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
+
+
+def loader_workers() -> int:
+    """Image-decoding processes for a training DataLoader: one per usable core, at most 8."""
+    return min(8, usable_cores())
+
+
+def init_distributed() -> None:
+    """Join the process group when started by `torchrun` (WORLD_SIZE > 1): NCCL with one GPU per process
+    (LOCAL_RANK), gloo on CPU. Idempotent; nothing without torchrun."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return
+    import torch
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        return
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
 
 
 def limit_threads(n: int | None = None) -> int:

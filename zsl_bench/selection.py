@@ -265,6 +265,13 @@ class Keeper:
                         now_h.append(name)
         return now_h
 
+    def state_dict(self) -> dict:
+        """What it has kept so far (its plans come from the validation trace, which a resumed run recomputes)."""
+        return {"best": dict(self.best), "position": self.position}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best, self.position = dict(state["best"]), int(state["position"])
+
     def predictions(self) -> dict[str, np.ndarray]:
         """predictions.npz arrays: `scores_<policy>` (its H checkpoint), `scores_<policy>_T1|AUSUC` where that
         metric came from another checkpoint, `scores_zsl_<policy>` (ZSL scorer at its T1 checkpoint),

@@ -17,6 +17,7 @@ import numpy as np
 
 from zsl_bench.blocks import (TorchMethod, attribute_weighted_attention, class_balanced_batches, level_backbone,
                               make_optimizer, torch_generator)
+from zsl_bench.training import BatchStream, TrainLoop, epoch_checkpoints
 from zsl_bench.method import ATTENTION_MAPS, PARAMETER_COUNT, ClassSemantics, FitContext, TrainData, PaperRule
 
 # Mg-MRN:config/<ds>_16w_2s_AttentionNet.yaml (methods.md §4.4).
@@ -99,10 +100,11 @@ class MgMRN(TorchMethod):
         return {k: tuple(shape[1:3]) for k, shape in zip((1, 2, 3), self.task.input_shapes)}
 
     # --- inputs ----------------------------------------------------------------------------------------
-    def inputs(self, x, positions, rng=None):
-        """One batch as read once: images (training transform when `rng` is given) or frozen maps."""
+    def inputs(self, x, positions):
+        """One batch as read once: images (evaluation transform; training images come from the loader) or
+        frozen maps."""
         if self.hparams["mode"] == "image":
-            return x.read(positions, self.hparams["image_size"], train=rng is not None, rng=rng).to(self.torch_device)
+            return x.read(positions, self.hparams["image_size"]).to(self.torch_device)
         c3, c4, c5 = (self.tensor(b) for b in x.read(positions))
         return {1: c3, 2: c4, 3: c5}
 
@@ -136,31 +138,44 @@ class MgMRN(TorchMethod):
         sched = torch.optim.lr_scheduler.StepLR(opt, step_size=hp["lr_step"], gamma=hp["lr_gamma"])
         per_epoch = hp["batches_per_epoch"] or int(np.ceil(len(train.y) / (hp["ways"] * hp["shots"])))
         set_to_none = hp["zero_grad"] == "none"   # torch ≥ 2 semantics; "zeros" = torch 1.x (moves every parameter)
-        for epoch in range(1, hp["epochs"] + 1):
-            if hp["lr_step_at_epoch_start"]:
+        loop = TrainLoop(ctx, self.net, opt, device=self.torch_device, scheduler=sched)
+
+        def epoch_start(step):
+            if hp["lr_step_at_epoch_start"] and step % per_epoch == 1 % per_epoch:
                 with warnings.catch_warnings():   # torch warns about stepping before optimizer.step(): intended
                     warnings.simplefilter("ignore", UserWarning)
                     sched.step()   # official: at the start of each epoch, so the LR decays one epoch early
-            self.net.train()
-            for idx in class_balanced_batches(train.y, per_epoch, hp["ways"], hp["shots"], rng):
-                y = torch.as_tensor(train.y[idx], device=self.torch_device)
-                batch = self.inputs(train.x, idx, rng)
-                if hp["update"] == "sequential":   # a fresh forward and one step per branch, fine to coarse
-                    for k in self.net["head"].branches:
-                        scores, _ = self.net["head"](self.features(batch), only=k)
-                        loss = self.losses(scores, y, seen_att)[k]
-                        opt.zero_grad(set_to_none=set_to_none)
-                        loss.backward()
-                        opt.step()
-                else:
-                    scores, _ = self.net["head"](self.features(batch))
-                    loss = sum(self.losses(scores, y, seen_att).values())
-                    opt.zero_grad(set_to_none=set_to_none)
-                    loss.backward()
-                    opt.step()
+
+        def epoch_end(_):
             if not hp["lr_step_at_epoch_start"]:
                 sched.step()
-            ctx.evaluate(epoch)
+
+        def update(idx, images):
+            y = torch.as_tensor(train.y[idx], device=self.torch_device)
+            batch = images.to(self.torch_device, non_blocking=True) if images is not None else self.inputs(train.x, idx)
+            if hp["update"] == "sequential":   # a fresh forward and one step per branch, fine to coarse
+                for k in self.net["head"].branches:
+                    loop.step(opt, lambda part, k=k: self.losses(
+                        self.net["head"](self.features(self.part(batch, part)), only=k)[0], y[part], seen_att)[k],
+                        len(idx), set_to_none)
+            else:
+                loop.step(opt, lambda part: sum(self.losses(self.net["head"](self.features(self.part(batch, part)))[0],
+                                                            y[part], seen_att).values()), len(idx), set_to_none)
+
+        load = None
+        if hp["mode"] == "image":   # decoded and augmented in DataLoader workers, each image from its own seed
+            from zsl_bench.images import ImageLoader
+
+            load = ImageLoader(train.x, "gem", int(hp["image_size"]), ctx.seed, ctx.settings.loader_workers,
+                               pin_memory=self.torch_device.type == "cuda")
+        stream = BatchStream(lambda r: class_balanced_batches(train.y, per_epoch, hp["ways"], hp["shots"], r), rng)
+        loop.run(stream, update, epoch_checkpoints(hp["epochs"], per_epoch), load=load, before_step=epoch_start,
+                 before_evaluate=epoch_end)
+
+    @staticmethod
+    def part(batch, part: slice):
+        """A slice of one batch: images, or every level of the frozen maps."""
+        return {k: v[part] for k, v in batch.items()} if isinstance(batch, dict) else batch[part]
 
     def inference_branches(self) -> tuple[int, ...]:
         active = self.net["head"].branches

@@ -19,7 +19,7 @@ import numpy as np
 
 from zsl_bench.blocks import (AllClassMapMethod, AllClassTargets, attribute_weighted_attention,
                               class_balanced_batches, score_in_batches)
-from zsl_bench.method import ATTENTION_MAPS, PARAMETER_COUNT, FitContext, PaperRule, TrainData
+from zsl_bench.method import ATTENTION_MAPS, PARAMETER_COUNT, PaperRule
 
 SAMPLINGS = ("epoch", "independent")
 EVAL_CADENCES = ("epoch_end", "official")
@@ -74,9 +74,9 @@ class TransZero(AllClassMapMethod):
         return super().batches(y, rng)
 
     # --- the parity knobs: which batches, and after which steps a checkpoint is taken ------------------
-    def batch_stream(self, y: np.ndarray, rng):
-        """Endless stream of index batches. `sampling: epoch`: consecutive epochs of `batches` (shuffled
-        passes). `independent` with the random sampler: each batch `batch_size` distinct images drawn
+    def draw(self, y: np.ndarray):
+        """rng → the next batches of the stream. `sampling: epoch`: one epoch of `batches` (a shuffled
+        pass). `independent` with the random sampler: one batch of `batch_size` distinct images drawn
         afresh (official `torch.randperm(N)[:batch_size]`, dataset.py:L112), so an image can recur
         within an epoch and another be missed. The balanced sampler draws every batch independently
         in both settings (official dataset.py:L102-L109 for SUN/AWA2; `batches` above does the same)."""
@@ -85,10 +85,8 @@ class TransZero(AllClassMapMethod):
             raise ValueError(f"transzero sampling must be one of {SAMPLINGS}, not {hp['sampling']!r}")
         if hp["sampling"] == "independent" and hp["sampler"] != "balanced":
             n, size = len(y), int(hp["batch_size"])
-            while True:
-                yield rng.permutation(n)[:size]
-        while True:
-            yield from self.batches(y, rng)
+            return lambda rng: [rng.permutation(n)[:size]]
+        return super().draw(y)
 
     def checkpoint_steps(self, n: int) -> dict[int, int]:
         """Optimizer step (counted from 1) → checkpoint label (1 … epochs, as the base class labels its
@@ -103,22 +101,7 @@ class TransZero(AllClassMapMethod):
         if hp["eval_cadence"] == "official":
             r = max(n // size, 1)
             return {1 + j * r: j + 1 for j in range(epochs)}
-        per_epoch = max(int(np.ceil(n / size)), 1)
-        return {e * per_epoch: e for e in range(1, epochs + 1)}
-
-    def fit(self, train: TrainData, ctx: FitContext) -> None:
-        """`AllClassMapMethod.fit` as a stream of steps: the same set-up, draws, losses and updates (with
-        `epoch` / `epoch_end` it is that loop step for step: tests/test_parity_knobs.py), with the batches
-        of `batch_stream` and the checkpoints of `checkpoint_steps`."""
-        rng, targets, opt = self.start_fit(train, ctx)
-        checkpoints = self.checkpoint_steps(len(train.y))
-        stream = self.batch_stream(train.y, rng)
-        self.net.train()
-        for step in range(1, max(checkpoints) + 1):
-            self.train_step(train, next(stream), targets, opt)
-            if step in checkpoints:
-                ctx.evaluate(checkpoints[step])
-                self.net.train()
+        return super().checkpoint_steps(n)
 
     def loss(self, maps, y, targets: AllClassTargets):
         import torch.nn.functional as F
