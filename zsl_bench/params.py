@@ -46,9 +46,14 @@ def _schemas() -> dict:
         "backbone": spec_of_dataclass(BackboneSpec),
         "extract": spec_of_dataclass(ExtractSpec),
         "train": {"methods": listof(str), "seeds": listof(int), "folds": object, "selection_metric": str,
-                  "search": object, "device": str},
-        "ablate": {"method": str, "variants": listof(str), "seeds": listof(int), "workers": (int, NONE)},
-        "tracking": {"mlflow": bool},
+                  "search": object, "device": str, "precision": str, "micro_batch": (int, NONE),
+                  "loader_workers": (int, NONE)},
+        "ablate": {"method": str, "variants": listof(str), "seeds": listof(int)},
+        "launch": {"launcher": str, "workers": (int, NONE), "gpus": (list, NONE),
+                   "slurm": {"partition": (str, NONE), "timeout_min": int, "gpus_per_node": int,
+                             "cpus_per_task": int, "mem_gb": (int, float), "array_parallelism": int,
+                             "cluster": (str, NONE), "folder": str}},
+        "tracking": {"mlflow": bool, "uri": (str, NONE)},   # uri: tracking.configured_uri
         "method": {"hparams": mapof(mapof(object)), "search_space": mapof(mapof(listof(object)))},
     }
 
@@ -86,7 +91,7 @@ def validate(params: dict, file: Path, check_methods: bool = True) -> dict:
     from zsl_bench.data import available_sources, source_module
 
     schemas = _schemas()
-    top = ("datasets", "sources", "backbone", "extract", "train", "methods", "ablate", "tracking")
+    top = ("datasets", "sources", "backbone", "extract", "train", "methods", "ablate", "launch", "tracking")
     if not isinstance(params, dict):
         raise ConfigError(f"{file}: must be a mapping of sections ({', '.join(top)})")
     for k in params:
@@ -109,9 +114,10 @@ def validate(params: dict, file: Path, check_methods: bool = True) -> dict:
         for section in ("sources", "backbone", "extract"):
             if ds not in (params.get(section) or {}):
                 raise ConfigError(f"{file}: missing {section}.{ds} (dataset {ds} is in `datasets`)")
-    for section in ("train", "ablate", "tracking"):
+    for section in ("train", "ablate", "launch", "tracking"):
         if section in params:
             _check(params[section], schemas[section], section, file)
+    _check_launch(params.get("launch") or {}, file)
     for k in ("methods", "seeds", "folds", "selection_metric", "search", "device"):
         if k not in params["train"]:
             raise ConfigError(f"{file}: missing key train.{k}")
@@ -125,6 +131,14 @@ def validate(params: dict, file: Path, check_methods: bool = True) -> dict:
         search_mode(params["train"]["search"])
     except ConfigError as e:
         raise ConfigError(f"{file}: {e}") from None
+    from zsl_bench.training import PRECISIONS
+
+    if params["train"].get("precision", "auto") not in PRECISIONS:
+        raise ConfigError(f"{file}: train.precision must be one of {', '.join(PRECISIONS)}, "
+                          f"not {params['train']['precision']!r}")
+    for k, least in (("micro_batch", 1), ("loader_workers", 0)):
+        if params["train"].get(k) is not None and params["train"][k] < least:
+            raise ConfigError(f"{file}: train.{k} must be null or at least {least}, not {params['train'][k]!r}")
     if params["train"]["selection_metric"] not in SELECTION_METRICS:
         raise ConfigError(f"{file}: train.selection_metric must be one of {', '.join(SELECTION_METRICS)}, "
                           f"not {params['train']['selection_metric']!r}")
@@ -133,6 +147,28 @@ def validate(params: dict, file: Path, check_methods: bool = True) -> dict:
     if check_methods:
         _check_methods(params, file)
     return params
+
+
+def _check_launch(launch: dict, file: Path) -> None:
+    """`launch`: a registered launcher, a positive worker count, a cluster submitit knows (zsl_bench/launchers.py)."""
+    from zsl_bench.launchers import CLUSTERS, LAUNCHERS
+
+    if "launcher" in launch and launch["launcher"] not in LAUNCHERS:
+        raise ConfigError(f"{file}: launch.launcher must be one of {', '.join(LAUNCHERS)}, not {launch['launcher']!r}")
+    if launch.get("workers") is not None and launch["workers"] < 1:
+        raise ConfigError(f"{file}: launch.workers must be a positive number of parallel runs or null (one per "
+                          f"core), not {launch['workers']!r}")
+    for i, gpu in enumerate(launch.get("gpus") or []):
+        if isinstance(gpu, bool) or not isinstance(gpu, (int, str)):
+            raise ConfigError(f"{file}: launch.gpus[{i}] must be a GPU index or UUID, not {gpu!r}")
+    slurm = launch.get("slurm") or {}
+    if "cluster" in slurm and slurm["cluster"] not in CLUSTERS:
+        raise ConfigError(f"{file}: launch.slurm.cluster must be null (submitit decides: slurm where sbatch "
+                          f"exists), slurm, local or debug, not {slurm['cluster']!r}")
+    for key in ("timeout_min", "gpus_per_node", "cpus_per_task", "mem_gb", "array_parallelism"):
+        least = 0 if key == "gpus_per_node" else 1e-9
+        if key in slurm and slurm[key] < least:
+            raise ConfigError(f"{file}: launch.slurm.{key} must be {'≥ 0' if least == 0 else '> 0'}, not {slurm[key]!r}")
 
 
 def _check_methods(params: dict, file: Path) -> None:

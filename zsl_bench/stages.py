@@ -83,7 +83,9 @@ def run_request(dataset: str, method: str, seed: int, params: dict, search: bool
     folds = t["folds"] if t["folds"] == "auto" else tuple(int(k) for k in t["folds"])
     return RunRequest(dataset=dataset, method=method, seed=int(seed), folds=folds,
                       selection_metric=t["selection_metric"], search=t["search"] if search is None else search,
-                      device=t["device"], hparams=overrides["hparams"], search_space=overrides["search_space"])
+                      device=t["device"], hparams=overrides["hparams"], search_space=overrides["search_space"],
+                      precision=t.get("precision", "auto"), micro_batch=t.get("micro_batch"),
+                      loader_workers=t.get("loader_workers"))
 
 
 def train(dataset: str, method: str, seed: int, params: dict, paths: ProjectPaths, progress: bool = True) -> Path:
@@ -123,20 +125,6 @@ def prune_slot(folder: Path) -> None:
             shutil.rmtree(other)
 
 
-def _run_in_worker(args) -> str:
-    """One ablation run in a pool worker: one torch thread (small models use two threads badly, two
-    processes well)."""
-    request, root, slot, threads = args
-    from zsl_bench.import_log import log_imports
-    from zsl_bench.runner import execute
-    from zsl_bench.runtime import limit_threads
-
-    limit_threads(threads)
-    folder = str(execute(request, ProjectPaths(Path(root)), progress=False, slot=Path(slot)))
-    log_imports("ablate", [request.dataset])   # a worker's imports count for its stage (tests check the deps)
-    return folder
-
-
 AA_SLOT_SUFFIX = "-AA"   # runs/<dataset>/ablation/<method>-AA/seed<S>: the A/A replicate's slot
 
 
@@ -157,30 +145,20 @@ def ablation_runs(dataset: str, params: dict, paths: ProjectPaths):
             yield name, 0, int(seed), paths.ablation_slot(dataset, name, int(seed))
 
 
-def ablate(dataset: str, params: dict, paths: ProjectPaths, progress: bool = True) -> list[Path]:
-    """`ablation_runs`, two (or `ablate.workers`) at a time. Runs done before are found again by their content
-    key, and runs no longer asked for are removed. A variant that cannot run on the dataset's inputs (maps on
-    imported vectors), or that computes exactly the official configuration on them, is marked skipped, with
-    one line saying why."""
-    import multiprocessing
-    import shutil
+def ablation_jobs(dataset: str, params: dict, paths: ProjectPaths):
+    """The ablate stage's plan, writing nothing: (jobs, skipped) where jobs are `launchers.Job`s of the runs
+    to make and skipped maps a slot to (variant, why) for a variant that cannot run on the dataset's inputs
+    (maps on imported vectors) or computes exactly the official configuration on them (one line each)."""
     import sys
-    from concurrent.futures import ProcessPoolExecutor
     from dataclasses import replace
 
-    from tqdm import tqdm
-
     from zsl_bench.features import FeatureStore
-    from zsl_bench.records import SKIPPED_FILE, write_skipped
+    from zsl_bench.launchers import Job
     from zsl_bench.registry import get_method
     from zsl_bench.runner import NotApplicable, check_applicable
-    from zsl_bench.runtime import thread_count
 
-    cfg = section(params, "ablate")
-    cores = thread_count()
-    workers = int(cfg.get("workers") or cores)
     store = FeatureStore(paths.features(dataset))
-    jobs, skipped, why_not = [], set(), {}
+    jobs, skipped, why_not = [], {}, {}
     for name, replicate, seed, slot in ablation_runs(dataset, params, paths):
         if name not in why_not:
             try:
@@ -193,18 +171,30 @@ def ablate(dataset: str, params: dict, paths: ProjectPaths, progress: bool = Tru
             if why_not[name]:
                 print(f"skipped ablation {name} on {dataset}: {why_not[name]}", file=sys.stderr)
         if why_not[name]:
-            skipped.add(write_skipped(slot, name, dataset, why_not[name]))
+            skipped[slot] = (name, why_not[name])
             continue
         request = replace(run_request(dataset, name, seed, params, search="none"), replicate=replicate,
                           stage="ablation")
-        jobs.append((request, str(paths.root), str(slot), max(1, cores // workers)))
-    for _, _, slot, _ in jobs:
-        (Path(slot) / SKIPPED_FILE).unlink(missing_ok=True)
-    folders = []
-    if jobs:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            folders = [Path(f) for f in tqdm(pool.map(_run_in_worker, jobs), total=len(jobs), unit="run",
-                                             desc=f"ablate {cfg['method']} ({workers} workers)", disable=not progress)]
+        jobs.append(Job(request, str(paths.root), str(slot)))
+    return jobs, skipped
+
+
+def ablate(dataset: str, params: dict, paths: ProjectPaths, progress: bool = True) -> list[Path]:
+    """`ablation_jobs` through params.yaml's launcher (`launch.launcher`: a local pool of `launch.workers`,
+    one run per GPU, or a Slurm job array; zsl_bench/launchers.py), all under one thread setting. Runs done
+    before are found again by their content key, and runs no longer asked for are removed. A variant that
+    cannot run on the dataset's inputs, or that computes exactly the official configuration on them, is marked
+    skipped, with one line saying why."""
+    import shutil
+
+    from zsl_bench.launchers import launch
+    from zsl_bench.records import SKIPPED_FILE, write_skipped
+
+    jobs, skipped = ablation_jobs(dataset, params, paths)
+    marked = {write_skipped(slot, name, dataset, why) for slot, (name, why) in skipped.items()}
+    for job in jobs:
+        (Path(job.slot) / SKIPPED_FILE).unlink(missing_ok=True)
+    folders = launch(jobs, params, progress=progress, desc=f"ablate {section(params, 'ablate', 'method')}")
     root = paths.runs / dataset / "ablation"
     root.mkdir(parents=True, exist_ok=True)   # the stage's DVC output, even with nothing to run
     for folder in folders:
@@ -212,7 +202,6 @@ def ablate(dataset: str, params: dict, paths: ProjectPaths, progress: bool = Tru
     slots = {f.parent for f in folders}
     for stale in [p for p in root.glob("*/seed*/*") if p.is_dir() and p.parent not in slots]:
         shutil.rmtree(stale)
-    for marker in [p for p in root.glob(f"*/seed*/{SKIPPED_FILE}") if p.parent not in skipped]:
+    for marker in [p for p in root.glob(f"*/seed*/{SKIPPED_FILE}") if p.parent not in marked]:
         marker.unlink()   # a variant or seed no longer asked for
     return folders
-
