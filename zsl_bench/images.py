@@ -146,14 +146,17 @@ class ImageLoader:
 
     def __call__(self, parts):
         """[(step, positions, offset)] → an iterator of N×3×S×S batches, in order."""
+        import torch
         from torch.utils.data import DataLoader
 
         from zsl_bench.runtime import seed_hash
 
         batches = [[(int(p), seed_hash(self.seed, int(step), offset + j)) for j, p in enumerate(positions)]
                    for step, positions, offset in parts]
+        # Its own generator: a DataLoader otherwise draws its workers' base seed from torch's global stream,
+        # which is the training's (dropout, and everything a resumed fit restores).
         return iter(DataLoader(self.dataset, batch_sampler=batches, num_workers=self.workers,
-                               pin_memory=self.pin_memory, persistent_workers=False))
+                               pin_memory=self.pin_memory, generator=torch.Generator().manual_seed(self.seed)))
 
 
 def _load_short_side(path: Path, size: int) -> np.ndarray:

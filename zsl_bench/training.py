@@ -19,6 +19,7 @@ every method:
 """
 from __future__ import annotations
 
+import copy
 import random
 from dataclasses import dataclass
 from typing import Callable
@@ -203,8 +204,8 @@ class TrainLoop:
         else:
             rng = [rng]
         return {"step": self.step_count, "net": {k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()},
-                "optimizers": [o.state_dict() for o in self.optimizers],
-                "scheduler": self.scheduler.state_dict() if self.scheduler else None,
+                "optimizers": [copy.deepcopy(o.state_dict()) for o in self.optimizers],   # live tensors otherwise
+                "scheduler": copy.deepcopy(self.scheduler.state_dict()) if self.scheduler else None,
                 "scaler": self.scaler.state_dict() if self.scaler else None,
                 "stream": self.stream.state_dict() if self.stream else None, "rng": rng,
                 "world": self.dist.world}
