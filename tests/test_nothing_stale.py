@@ -272,7 +272,8 @@ def test_a_method_code_change_moves_every_view(tmp_path):
     (site / "entry_points.txt").write_text("[zsl_bench.methods]\nridge = methods.ridge:Ridge\n")
     write_params(root, methods=("ridge",), seeds=(0, 1))
     params = yaml.safe_load((root / "params.yaml").read_text())
-    params["ablate"] = {"method": "ridge", "variants": ["strong"], "seeds": [0], "workers": 1}
+    params["ablate"] = {"method": "ridge", "variants": ["strong"], "seeds": [0]}
+    params["launch"] = {"launcher": "local", "workers": 1}
     params["tracking"]["mlflow"] = True
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     (root / "regress").mkdir()

@@ -288,8 +288,8 @@ def test_ablate_stage_runs_variants_in_parallel_resumes_and_prunes(region_projec
     shutil.copytree(region_project, root, symlinks=True)
     paths = ProjectPaths(root)
     params = load_params(paths)
-    params["ablate"] = {"method": "mgmrn", "variants": ["levels1", "fusion-none", "update-joint"], "seeds": [0, 1],
-                        "workers": 2}
+    params["ablate"] = {"method": "mgmrn", "variants": ["levels1", "fusion-none", "update-joint"], "seeds": [0, 1]}
+    params["launch"] = {"launcher": "local", "workers": 2}
     first = stages.ablate("synthetic", params, paths, progress=False)
     # The official configuration and its A/A replicate run in the same pool as the variants, same threads;
     # update-joint computes the official update on frozen maps (identical_when): not run, and says why.

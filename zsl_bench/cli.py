@@ -20,6 +20,7 @@ examples:
   zsl-bench report                           rebuild reports/ from the run records
   zsl-bench regress                          CI: rerun the small CI configuration, compare with regress/golden.json
   zsl-bench train --method ale --seed 3      one extra run (needs prepared data and features)
+  zsl-bench sweep --launcher slurm           every configured run on a Slurm cluster; dvc repro adopts them
   zsl-bench methods transzero                its hyperparameters per dataset (set them in params.yaml)
   zsl-bench datasets                         what each dataset needs, what is here, how to get the rest
   zsl-bench download CUB --from ~/CUB_200_2011.tgz
@@ -104,6 +105,36 @@ def _parser() -> argparse.ArgumentParser:
                     help="forget the sha256 recorded at FILE's first download (in data/downloads/checksums.json), "
                          "after you confirmed that a changed FILE is the one you want; the next use records the "
                          "new one. Needs no dataset.")
+    w = sub.add_parser("sweep", help="run every configured train and/or ablation run through a launcher "
+                                     "(local pool, one run per GPU, or a Slurm job array); dvc repro adopts them",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="""\
+Run the runs `dvc repro` would train, in parallel beyond one machine: every train run params.yaml
+configures (datasets × train.methods × train.seeds, the same requests and slots as the train stages)
+and/or every ablation run (the ablate stages' runs), through a launcher (zsl_bench/launchers.py):
+
+  local      a process pool on this machine (launch.workers at a time; null: one per core)
+  multi_gpu  one run per GPU at a time, each process with CUDA_VISIBLE_DEVICES set to its GPU
+             (launch.gpus, else CUDA_VISIBLE_DEVICES, else every GPU torch sees)
+  slurm      one submitit job array on a Slurm cluster (launch.slurm: partition, timeout_min,
+             gpus_per_node, cpus_per_task, mem_gb, array_parallelism; logs in launch.slurm.folder,
+             default .submitit/<job id>/); a preempted or timed-out job is requeued and reruns
+
+Run folders are content-addressed (runs/<dataset>/<method>/seed<k>/<run key>/): afterwards `dvc repro`
+finds each one by its key and adopts it without retraining, then builds the report. Needs the prepared
+data and features (`dvc repro` up to extract, or `zsl-bench prepare/backbone/extract DATASET`).""",
+                       epilog="""\
+examples:
+  zsl-bench sweep --dry-run                  list the jobs and where their run folders go
+  zsl-bench sweep --launcher slurm           every train and ablation run as one Slurm job array
+  zsl-bench sweep --only train --launcher multi_gpu
+  dvc repro                                  then: adopts the runs, builds reports/""")
+    w.add_argument("--launcher", choices=("local", "multi_gpu", "slurm"),
+                   help="where the runs execute (default: params.yaml's launch.launcher)")
+    w.add_argument("--only", choices=("train", "ablate"), help="only the train runs, or only the ablation runs "
+                   "(default: both)")
+    w.add_argument("--dry-run", action="store_true", help="list the jobs (and the runs that would be skipped); "
+                   "run nothing")
     sub.add_parser("prepare", help="prepare a dataset (the prepare stage, outside DVC)").add_argument("dataset")
     sub.add_parser("backbone", help="train or describe a dataset's backbone (the backbone stage, outside DVC)",
                    description="What params.yaml's backbone.<dataset> says: train the small CNN on the validation "
@@ -222,6 +253,54 @@ def _train(args) -> int:
     return 0
 
 
+def _sweep(args) -> int:
+    """The train stages' runs and/or the ablate stages' runs through one launcher call (zsl_bench/launchers.py)."""
+    from pathlib import Path
+
+    from zsl_bench import stages
+    from zsl_bench.features import FeatureStore
+    from zsl_bench.launchers import Job, launch, launch_settings
+    from zsl_bench.params import load_params
+    from zsl_bench.paths import ProjectPaths
+    from zsl_bench.registry import get_method
+    from zsl_bench.runner import NotApplicable, check_applicable
+
+    paths = ProjectPaths.here()
+    params = load_params(paths)
+    settings = launch_settings(params)
+    launcher = args.launcher or settings["launcher"]
+    jobs = []
+    for dataset in params["datasets"]:
+        store = FeatureStore(paths.features(dataset))   # no features yet: one line naming the stage to run
+        if args.only != "ablate":
+            for method in params["train"]["methods"]:
+                try:
+                    check_applicable(get_method(method), store)
+                except NotApplicable as e:   # the train stage records the skip; nothing to run
+                    print(f"skipped {method} on {dataset}: {e}", file=sys.stderr)
+                    continue
+                for seed in params["train"]["seeds"]:
+                    jobs.append(Job(stages.run_request(dataset, method, seed, params), str(paths.root),
+                                    str(paths.run_slot(dataset, method, int(seed)))))
+        if args.only != "train" and params.get("ablate"):
+            jobs += stages.ablation_jobs(dataset, params, paths)[0]   # says which variants it skips, and why
+    n_train = sum(j.request.stage == "train" for j in jobs)
+    print(f"zsl-bench sweep: {len(jobs)} runs ({n_train} train, {len(jobs) - n_train} ablation) with the "
+          f"{launcher} launcher")
+    if args.dry_run:
+        for job in jobs:
+            print(f"  {job.request.stage:8s}  {job.describe():40s} -> {Path(job.slot).relative_to(paths.root)}")
+        return 0
+    # TODO(tracking): create the MLflow experiment before fanning out once zsl_bench.tracking has
+    # `ensure_experiment(uri, artifact_root)` (another change adds it); not there yet.
+    folders = launch(jobs, params, launcher=launcher)
+    for folder in folders:
+        print(folder)
+    print(f"{len(folders)} run folders written or found, each named by its content key. `dvc repro` adopts them "
+          "(no retraining) and builds the report.")
+    return 0
+
+
 def _methods(args) -> int:
     from zsl_bench.registry import available_methods, get_method
 
@@ -298,8 +377,9 @@ def _download(args) -> int:
     return 0
 
 
-VERBS = {"compare": _compare, "regress": _regress, "report": _report, "train": _train, "methods": _methods,
-         "prepare": _stage, "backbone": _stage, "extract": _stage, "datasets": _datasets, "download": _download}
+VERBS = {"compare": _compare, "regress": _regress, "report": _report, "train": _train, "sweep": _sweep,
+         "methods": _methods, "prepare": _stage, "backbone": _stage, "extract": _stage, "datasets": _datasets,
+         "download": _download}
 
 if __name__ == "__main__":
     sys.exit(main())

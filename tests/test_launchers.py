@@ -1,0 +1,238 @@
+"""The launcher registry (zsl_bench/launchers.py) and `zsl-bench sweep`: every launcher writes the run folders
+`runner.execute` writes in-process (same slots, same content keys), so `dvc repro` adopts them; the slurm
+launcher (submitit's LocalExecutor here) requeues a preempted job, which then completes; multi_gpu gives each
+worker its own CUDA_VISIBLE_DEVICES (two made-up ids: no CUDA is used); params.yaml's `launch` is checked."""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import copy_project
+from zsl_bench.launchers import Job, run_job
+
+SEEDS = (0, 1)
+GPU_LOG_ENV = "ZSL_BENCH_TEST_GPU_LOG"
+
+
+def _jobs(root: Path) -> list[Job]:
+    """ESZSL on the tiny project, defaults only (the cheapest runs there are), seeds 0 and 1, in train slots."""
+    from zsl_bench import stages
+    from zsl_bench.params import load_params
+    from zsl_bench.paths import ProjectPaths
+
+    paths = ProjectPaths(root)
+    params = load_params(paths)
+    return [Job(replace(stages.run_request("synthetic", "eszsl", seed, params), search="none"), str(root),
+                str(paths.run_slot("synthetic", "eszsl", seed))) for seed in SEEDS]
+
+
+def _relative(folders, root: Path) -> list[str]:
+    return [Path(f).relative_to(root).as_posix() for f in folders]
+
+
+@pytest.fixture(scope="module")
+def in_process(tiny_project, tmp_path_factory) -> list[str]:
+    """The run folders `runner.execute` writes in this process, relative to their project (a private copy)."""
+    from zsl_bench.paths import ProjectPaths
+    from zsl_bench.runner import execute
+
+    root = copy_project(tiny_project, tmp_path_factory.mktemp("in_process") / "project")
+    return _relative([execute(j.request, ProjectPaths(root), progress=False, slot=Path(j.slot)) for j in _jobs(root)],
+                     root)
+
+
+def test_sweep_with_the_local_launcher_writes_what_execute_writes_and_the_train_stage_adopts_it(
+        project_copy, in_process, monkeypatch, capsys):
+    import yaml
+
+    from zsl_bench import stages
+    from zsl_bench.cli import main
+    from zsl_bench.params import load_params
+    from zsl_bench.paths import ProjectPaths
+
+    params_file = project_copy / "params.yaml"
+    params = yaml.safe_load(params_file.read_text())
+    params["train"].update(methods=["eszsl"], seeds=list(SEEDS), search="none")
+    params["launch"] = {"launcher": "local", "workers": 2}
+    params_file.write_text(yaml.safe_dump(params))
+    monkeypatch.chdir(project_copy)
+
+    assert main(["sweep", "--only", "train", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "2 runs (2 train, 0 ablation) with the local launcher" in out
+    assert "eszsl on synthetic, seed 1" in out and "runs/synthetic/eszsl/seed1" in out
+    assert not (project_copy / "runs").exists()
+
+    assert main(["sweep", "--only", "train"]) == 0
+    out = capsys.readouterr().out
+    folders = [Path(line) for line in out.splitlines() if line.startswith(str(project_copy))]
+    assert _relative(folders, project_copy) == in_process   # same slots, same content keys, in job order
+    assert "`dvc repro` adopts them (no retraining)" in out
+
+    # What `dvc repro`'s train stage does with them: finds each folder by its key, trains nothing.
+    paths = ProjectPaths(project_copy)
+    mtime = (folders[1] / "record.json").stat().st_mtime_ns
+    assert stages.train("synthetic", "eszsl", 1, load_params(paths), paths, progress=False) == folders[1]
+    assert (folders[1] / "record.json").stat().st_mtime_ns == mtime
+
+
+def _slurm_settings(tmp_path: Path) -> dict:
+    from zsl_bench.launchers import launch_settings
+
+    return launch_settings({"launch": {"launcher": "slurm", "slurm": {
+        "cluster": "local", "gpus_per_node": 0, "cpus_per_task": 1, "timeout_min": 5,
+        "folder": str(tmp_path / "submitit")}}})
+
+
+def _preempt(job) -> None:
+    """What Slurm does before preempting a job: SIGUSR2 to its task. (submitit 1.5's `LocalJob._interrupt`
+    signals the local job's controller instead, which dies of it while the task runs on unsignalled.)"""
+    import signal
+
+    import psutil
+
+    (task,) = psutil.Process(int(job.job_id)).children()   # the controller's one task: `python -m submitit…`
+    task.send_signal(signal.SIGUSR2)
+
+
+def test_slurm_launcher_runs_a_job_array_and_a_preempted_job_is_requeued_and_completes(project_copy, in_process,
+                                                                                     tmp_path):
+    """submitit's LocalExecutor stands in for Slurm: the same job array, the same signal on preemption
+    (SIGUSR2 to the task), the same requeue (the checkpointed callable reruns)."""
+    from zsl_bench.launchers import RUN_STARTED, submit_slurm, wait_slurm
+
+    jobs = _jobs(project_copy)
+    _, submitted = submit_slurm(jobs, _slurm_settings(tmp_path))
+    assert len(submitted) == 2
+    deadline = time.time() + 60
+    while RUN_STARTED not in (submitted[0].stdout() or ""):   # in the run (loading torch, or training)
+        assert time.time() < deadline, submitted[0].stderr()
+        time.sleep(0.05)
+    _preempt(submitted[0])
+    folders = wait_slurm(submitted, jobs, progress=False, poll_s=0.2)
+    assert _relative(folders, project_copy) == in_process
+    log = submitted[0].stdout()
+    assert "(attempt 1)" in log and "(attempt 2)" in log, log   # requeued: the same request ran again
+    assert "Caught signal SIGUSR2" in submitted[0].stderr()   # (submitit's local environment calls it a timeout)
+    assert "(attempt 2)" not in submitted[1].stdout()
+
+
+def _fails(job: Job) -> str:
+    from zsl_bench.io import DataError
+
+    raise DataError(f"a made-up failure of {job.describe()}")
+
+
+def test_slurm_launcher_names_a_failed_job_and_its_log(project_copy, tmp_path):
+    from zsl_bench.launchers import JobFailed, slurm
+
+    with pytest.raises(JobFailed, match=r"1 of 1 jobs failed; job \S+ \(eszsl on synthetic, seed 0\): .*"
+                                        r"a made-up failure of eszsl on synthetic, seed 0; log: .*\.err"):
+        slurm(_jobs(project_copy)[:1], _slurm_settings(tmp_path), progress=False, target=_fails)
+
+
+def _record_gpu(job: Job) -> str:
+    """A multi_gpu job that notes the GPU its process was given, then runs."""
+    (Path(os.environ[GPU_LOG_ENV]) / f"seed{job.request.seed}").write_text(os.environ["CUDA_VISIBLE_DEVICES"])
+    return run_job(job)
+
+
+def test_multi_gpu_gives_each_worker_its_own_device(project_copy, in_process, tmp_path, monkeypatch):
+    from zsl_bench.launchers import multi_gpu
+
+    monkeypatch.setenv(GPU_LOG_ENV, str(tmp_path))
+    folders = multi_gpu(_jobs(project_copy), {"gpus": ["7", "9"]}, progress=False, target=_record_gpu)
+    assert _relative(folders, project_copy) == in_process
+    assert sorted((tmp_path / f"seed{s}").read_text() for s in SEEDS) == ["7", "9"]   # one run per GPU at once
+
+
+def test_multi_gpu_without_a_gpu_says_so(monkeypatch):
+    from zsl_bench.io import DataError
+    from zsl_bench.launchers import multi_gpu
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    with pytest.raises(DataError, match="multi_gpu launcher: no GPU visible .*--launcher local"):
+        multi_gpu([Job(None, "/nowhere", "/nowhere")], {"gpus": None}, progress=False)
+
+
+def test_the_ablate_stage_runs_through_the_configured_launcher(project_copy, monkeypatch):
+    from zsl_bench import launchers, stages
+    from zsl_bench.params import load_params
+    from zsl_bench.paths import ProjectPaths
+
+    calls = []
+
+    def fake(jobs, settings, progress=True, desc="runs"):
+        calls.append((jobs, settings, desc))
+        for job in jobs:
+            (Path(job.slot) / "key").mkdir(parents=True)
+        return [Path(job.slot) / "key" for job in jobs]
+
+    monkeypatch.setitem(launchers.LAUNCHERS, "slurm", fake)
+    paths = ProjectPaths(project_copy)
+    params = load_params(paths)
+    params["ablate"].update(variants=["levels1"], seeds=[0])
+    params["launch"] = {"launcher": "slurm", "slurm": {"partition": "gpu"}}
+    folders = stages.ablate("synthetic", params, paths, progress=False)
+    ((jobs, settings, desc),) = calls
+    assert [(j.request.method, j.request.replicate, j.request.stage) for j in jobs] == [
+        ("mgmrn", 0, "ablation"), ("mgmrn", 1, "ablation"), ("mgmrn.levels1", 0, "ablation")]
+    assert settings["slurm"]["partition"] == "gpu" and settings["slurm"]["timeout_min"] > 0 and desc == "ablate mgmrn"
+    assert folders == [Path(j.slot) / "key" for j in jobs]
+
+
+@pytest.mark.parametrize("launch, message", [
+    ({"launcher": "sge"}, "launch.launcher must be one of local, multi_gpu, slurm, not 'sge'"),
+    ({"workers": 0}, "launch.workers must be a positive number"),
+    ({"slurm": {"cluster": "pbs"}}, "launch.slurm.cluster must be null"),
+    ({"slurm": {"partiton": "gpu"}}, "unknown key launch.slurm.partiton; allowed: partition, timeout_min"),
+    ({"slurm": {"mem_gb": "32G"}}, r"launch.slurm.mem_gb must be int or float, not '32G'"),
+    ({"gpus": [0, True]}, r"launch.gpus\[1\] must be a GPU index"),
+])
+def test_params_check_the_launch_section(tmp_path, launch, message):
+    import yaml
+
+    from tests.conftest import write_params
+    from zsl_bench.io import ConfigError
+    from zsl_bench.params import load_params
+    from zsl_bench.paths import ProjectPaths
+
+    write_params(tmp_path)
+    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    params["launch"] = launch
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    with pytest.raises(ConfigError, match=f"^{tmp_path / 'params.yaml'}: {message}"):
+        load_params(ProjectPaths(tmp_path), check_methods=False)
+
+
+def test_ablate_workers_moved_to_launch(tmp_path):
+    import yaml
+
+    from tests.conftest import write_params
+    from zsl_bench.io import ConfigError
+    from zsl_bench.launchers import launch_settings
+    from zsl_bench.params import load_params
+    from zsl_bench.paths import ProjectPaths
+
+    write_params(tmp_path)
+    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    del params["launch"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    assert launch_settings(load_params(ProjectPaths(tmp_path), check_methods=False))["launcher"] == "local"
+    params["ablate"]["workers"] = 2
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    with pytest.raises(ConfigError, match="unknown key ablate.workers; allowed: method, variants, seeds"):
+        load_params(ProjectPaths(tmp_path), check_methods=False)
+
+
+def test_the_defaults_in_code_are_params_yaml_s():
+    import yaml
+
+    from tests.conftest import REPO
+    from zsl_bench.launchers import DEFAULTS
+
+    assert yaml.safe_load((REPO / "params.yaml").read_text())["launch"] == DEFAULTS
