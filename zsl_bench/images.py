@@ -42,17 +42,16 @@ def load_batch_for_backbone(paths: list[Path], size: int, crop: str = "none"):
     return to_normalised_tensor(np.stack([load(p, size) for p in paths]))
 
 
-def to_normalised_tensor(batch_uint8, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+def to_normalised_tensor(batch_uint8):
     """N×H×W×3 uint8 (numpy or tensor) → N×3×H×W float32, normalised."""
     import torch
 
-    x = torch.as_tensor(batch_uint8).permute(0, 3, 1, 2).float().div_(255.0)
-    m = torch.tensor(mean).view(1, 3, 1, 1)
-    s = torch.tensor(std).view(1, 3, 1, 1)
-    return (x - m) / s
+    return normalise(torch.as_tensor(batch_uint8).permute(0, 3, 1, 2))
 
 
-# The image transforms of each method family, one definition each (torchvision transforms v2, on PIL images).
+# The image transforms of each method family, one definition each (torchvision transforms v2, on PIL images,
+# ending in a uint8 tensor: batches travel from the loader's workers and to the GPU at a quarter of the float
+# size, and `normalise` turns a whole batch into the model's input where it will be used).
 # "gem": GEM-ZSL / ReZSL / Mg-MRN (ReZSL data_transform.py): training resizes the short side to size·8/7, takes
 # a random size×size crop and a random horizontal flip; evaluation resizes the short side to `size` and takes
 # the central crop. ImageNet normalisation in both.
@@ -60,16 +59,24 @@ TRANSFORM_FAMILIES = ("gem",)
 
 
 def image_transform(family: str, size: int, train: bool):
-    """PIL image → normalised 3×size×size float tensor, as `family` trains (`train`) or evaluates."""
-    import torch
+    """PIL image → 3×size×size uint8 tensor, as `family` trains (`train`) or evaluates."""
     from torchvision.transforms import v2
 
     if family not in TRANSFORM_FAMILIES:
         raise ValueError(f"unknown transform family {family!r} ({', '.join(TRANSFORM_FAMILIES)})")
     steps = ([v2.Resize(int(size * 8 / 7)), v2.RandomCrop(size), v2.RandomHorizontalFlip(0.5)] if train
              else [v2.Resize(size), v2.CenterCrop(size)])
-    return v2.Compose([*steps, v2.PILToTensor(), v2.ToDtype(torch.float32, scale=True),
-                       v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+    return v2.Compose([*steps, v2.PILToTensor()])
+
+
+def normalise(batch_uint8, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+    """N×3×H×W uint8 (on any device) → float32 with ImageNet normalisation, on the same device."""
+    import torch
+
+    x = batch_uint8.float().div_(255.0)
+    m = torch.tensor(mean, device=x.device).view(1, 3, 1, 1)
+    s = torch.tensor(std, device=x.device).view(1, 3, 1, 1)
+    return (x - m) / s
 
 
 def open_rgb(path: Path):
@@ -100,11 +107,11 @@ class ImageView:
         return [self.dataset.image_path(int(r)) for r in rows]
 
     def read(self, positions, size: int, family: str = "gem"):
-        """N×3×size×size, the family's evaluation transform."""
+        """N×3×size×size float32, the family's evaluation transform, normalised."""
         import torch
 
         transform = image_transform(family, size, train=False)
-        return torch.stack([transform(open_rgb(p)) for p in self.paths(positions)])
+        return normalise(torch.stack([transform(open_rgb(p)) for p in self.paths(positions)]))
 
     def batches(self, batch_size: int, size: int):
         """Every image once, evaluation transform."""
@@ -135,17 +142,19 @@ class _AugmentedImages:
 
 class ImageLoader:
     """Training batches of an `ImageView` through `torch.utils.data.DataLoader`: `workers` decoding
-    processes (0: in this one), pinned memory for a GPU, the family's training transform. Image j of the
-    batch at step s is augmented from seed_hash(seed, s, j): reproducible, and the same under any number of
-    workers or processes (j counts within the whole batch, `offset` being this process's first)."""
+    processes (0: in this one), the family's training transform, uint8 batches pinned for a GPU and
+    normalised on `device`. Image j of the batch at step s is augmented from seed_hash(seed, s, j):
+    reproducible, and the same under any number of workers or processes (j counts within the whole batch,
+    `offset` being this process's first)."""
 
-    def __init__(self, view: ImageView, family: str, size: int, seed: int, workers: int = 0,
-                 pin_memory: bool = False):
-        self.view, self.seed, self.workers, self.pin_memory = view, int(seed), int(workers), pin_memory
+    def __init__(self, view: ImageView, family: str, size: int, seed: int, workers: int = 0, device="cpu"):
+        import torch
+
+        self.seed, self.workers, self.device = int(seed), int(workers), torch.device(device)
         self.dataset = _AugmentedImages(view.paths(), image_transform(family, size, train=True))
 
     def __call__(self, parts):
-        """[(step, positions, offset)] → an iterator of N×3×S×S batches, in order."""
+        """[(step, positions, offset)] → an iterator of normalised N×3×S×S batches on the device, in order."""
         import torch
         from torch.utils.data import DataLoader
 
@@ -155,8 +164,9 @@ class ImageLoader:
                    for step, positions, offset in parts]
         # Its own generator: a DataLoader otherwise draws its workers' base seed from torch's global stream,
         # which is the training's (dropout, and everything a resumed fit restores).
-        return iter(DataLoader(self.dataset, batch_sampler=batches, num_workers=self.workers,
-                               pin_memory=self.pin_memory, generator=torch.Generator().manual_seed(self.seed)))
+        loader = DataLoader(self.dataset, batch_sampler=batches, num_workers=self.workers,
+                            pin_memory=self.device.type == "cuda", generator=torch.Generator().manual_seed(self.seed))
+        return (normalise(b.to(self.device, non_blocking=True)) for b in loader)
 
 
 def _load_short_side(path: Path, size: int) -> np.ndarray:

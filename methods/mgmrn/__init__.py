@@ -152,7 +152,7 @@ class MgMRN(TorchMethod):
 
         def update(idx, images):
             y = torch.as_tensor(train.y[idx], device=self.torch_device)
-            batch = images.to(self.torch_device, non_blocking=True) if images is not None else self.inputs(train.x, idx)
+            batch = images if images is not None else self.inputs(train.x, idx)
             if hp["update"] == "sequential":   # a fresh forward and one step per branch, fine to coarse
                 for k in self.net["head"].branches:
                     loop.step(opt, lambda part, k=k: self.losses(
@@ -167,7 +167,7 @@ class MgMRN(TorchMethod):
             from zsl_bench.images import ImageLoader
 
             load = ImageLoader(train.x, "gem", int(hp["image_size"]), ctx.seed, ctx.settings.loader_workers,
-                               pin_memory=self.torch_device.type == "cuda")
+                               device=self.torch_device)
         stream = BatchStream(lambda r: class_balanced_batches(train.y, per_epoch, hp["ways"], hp["shots"], r), rng)
         loop.run(stream, update, epoch_checkpoints(hp["epochs"], per_epoch), load=load, before_step=epoch_start,
                  before_evaluate=epoch_end)
