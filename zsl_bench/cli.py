@@ -55,8 +55,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--format", choices=("md", "csv", "latex", "json"), default="md", help="default: %(default)s")
     c.add_argument("--source", choices=("auto", "mlflow", "records"), default="auto",
                    help="where to read runs: auto/records = the run records below runs/; mlflow = the tracking "
-                        "server in MLFLOW_TRACKING_URI (default: the project's mirror) through MlflowClient; "
-                        "default: %(default)s")
+                        "server in MLFLOW_TRACKING_URI (default: params.yaml's tracking.uri, else the project's "
+                        "mirror) through MlflowClient; default: %(default)s")
     c.add_argument("--runs", help="runs folder for --source records (default: <project>/runs)")
 
     r = sub.add_parser("report", help="rebuild reports/ (tables, figures) from the run records params.yaml names",
@@ -181,7 +181,9 @@ def _compare(args) -> int:
     current, notice = _current_runs(params, paths) if params and not args.runs else (None, "")
     skipped = report_stage.skipped_runs(params, paths)[0] if params and not args.runs else {}
     source = "records" if args.runs else args.source
-    results, where = load_results(args.runs or paths.runs, paths.tracking_uri, source, keep=current)
+    from zsl_bench.tracking import configured_uri
+
+    results, where = load_results(args.runs or paths.runs, configured_uri(params, paths), source, keep=current)
     if notice:
         print(notice, file=sys.stderr)
     seeds = (params.get("train") or {}).get("seeds")
@@ -224,11 +226,13 @@ def _report(args) -> int:
 
     paths = ProjectPaths.here()
     if args.mlflow_sync:
-        created, deleted = report_stage.mlflow_sync(paths)
-        print(f"MLflow mirror {paths.tracking_uri}: {created} runs created, {deleted} deleted (soft; restorable)")
-        from zsl_bench.tracking import ui_hint
+        from zsl_bench.tracking import configured_uri, ui_hint
 
-        print(f"To see them: {ui_hint(paths.tracking_uri)}")
+        params = load_params(paths, check_methods=False) if (paths.root / "params.yaml").is_file() else {}
+        uri = configured_uri(params, paths)
+        created, deleted = report_stage.mlflow_sync(paths, params=params)
+        print(f"MLflow mirror {uri}: {created} runs created, {deleted} deleted (soft; restorable)")
+        print(f"To see them: {ui_hint(uri)}")
         return 0
     params = load_params(paths)
     if args.no_mlflow:
@@ -247,9 +251,14 @@ def _train(args) -> int:
     params = load_params(paths)
     if args.no_search:
         params["train"]["search"] = "none"
-    print(stages.train(args.dataset, args.method, args.seed, params, paths))
+    from zsl_bench.training import Distributed
+
+    folder = stages.train(args.dataset, args.method, args.seed, params, paths)
+    if not Distributed.current().is_main:
+        return 0   # under torchrun: rank 0 wrote the run and mirrors it
+    print(folder)
     if params["tracking"]["mlflow"]:
-        report_stage.mlflow_sync(paths)
+        report_stage.mlflow_sync(paths, params=params)
     return 0
 
 
@@ -291,9 +300,11 @@ def _sweep(args) -> int:
         for job in jobs:
             print(f"  {job.request.stage:8s}  {job.describe():40s} -> {Path(job.slot).relative_to(paths.root)}")
         return 0
-    # TODO(tracking): create the MLflow experiment before fanning out once zsl_bench.tracking has
-    # `ensure_experiment(uri, artifact_root)` (another change adds it); not there yet.
-    folders = launch(jobs, params, launcher=launcher)
+    if params["tracking"].get("mlflow"):   # create the experiment once, before the jobs fan out
+        from zsl_bench.tracking import configured_uri, ensure_experiment
+
+        ensure_experiment(configured_uri(params, paths), paths.mlflow_artifacts)
+    folders = launch(jobs, params, launcher=launcher, desc="sweep")
     for folder in folders:
         print(folder)
     print(f"{len(folders)} run folders written or found, each named by its content key. `dvc repro` adopts them "

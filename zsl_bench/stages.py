@@ -104,6 +104,10 @@ def train(dataset: str, method: str, seed: int, params: dict, paths: ProjectPath
     except NotApplicable as e:
         print(f"skipped {method} on {dataset} (seed {seed}): {e}", file=sys.stderr)
         return write_skipped(paths.run_slot(dataset, method, seed), method, dataset, str(e))
+    from zsl_bench.training import Distributed
+
+    if not Distributed.current().is_main:
+        return folder   # under torchrun rank 0 alone writes, and alone tidies the slot (after its write)
     (folder.parent / SKIPPED_FILE).unlink(missing_ok=True)   # it runs now (the inputs changed)
     prune_slot(folder)
     return folder
