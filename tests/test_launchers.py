@@ -58,6 +58,7 @@ def test_sweep_with_the_local_launcher_writes_what_execute_writes_and_the_train_
     params = yaml.safe_load(params_file.read_text())
     params["train"].update(methods=["eszsl"], seeds=list(SEEDS), search="none")
     params["launch"] = {"launcher": "local", "workers": 2}
+    params["tracking"]["mlflow"] = True   # the sweep creates the experiment before it fans out
     params_file.write_text(yaml.safe_dump(params))
     monkeypatch.chdir(project_copy)
 
@@ -65,13 +66,18 @@ def test_sweep_with_the_local_launcher_writes_what_execute_writes_and_the_train_
     out = capsys.readouterr().out
     assert "2 runs (2 train, 0 ablation) with the local launcher" in out
     assert "eszsl on synthetic, seed 1" in out and "runs/synthetic/eszsl/seed1" in out
-    assert not (project_copy / "runs").exists()
+    assert not (project_copy / "runs").exists() and not (project_copy / "mlflow.db").exists()
 
     assert main(["sweep", "--only", "train"]) == 0
     out = capsys.readouterr().out
     folders = [Path(line) for line in out.splitlines() if line.startswith(str(project_copy))]
     assert _relative(folders, project_copy) == in_process   # same slots, same content keys, in job order
     assert "`dvc repro` adopts them (no retraining)" in out
+    from mlflow.tracking import MlflowClient
+
+    from zsl_bench.tracking import experiment_name
+
+    assert MlflowClient(f"sqlite:///{project_copy / 'mlflow.db'}").get_experiment_by_name(experiment_name())
 
     # What `dvc repro`'s train stage does with them: finds each folder by its key, trains nothing.
     paths = ProjectPaths(project_copy)
