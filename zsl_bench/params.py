@@ -118,7 +118,7 @@ def validate(params: dict, file: Path, check_methods: bool = True) -> dict:
         if section in params:
             _check(params[section], schemas[section], section, file)
     _check_launch(params.get("launch") or {}, file)
-    for k in ("methods", "seeds", "folds", "selection_metric", "search", "device"):
+    for k in ("methods", "seeds", "folds", "selection_metric", "search", "device", "precision", "micro_batch"):
         if k not in params["train"]:
             raise ConfigError(f"{file}: missing key train.{k}")
     from zsl_bench.evaluator import SELECTION_METRICS, search_mode
@@ -133,7 +133,7 @@ def validate(params: dict, file: Path, check_methods: bool = True) -> dict:
         raise ConfigError(f"{file}: {e}") from None
     from zsl_bench.training import PRECISIONS
 
-    if params["train"].get("precision", "auto") not in PRECISIONS:
+    if params["train"]["precision"] not in PRECISIONS:
         raise ConfigError(f"{file}: train.precision must be one of {', '.join(PRECISIONS)}, "
                           f"not {params['train']['precision']!r}")
     for k, least in (("micro_batch", 1), ("loader_workers", 0)):

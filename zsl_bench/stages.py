@@ -84,7 +84,7 @@ def run_request(dataset: str, method: str, seed: int, params: dict, search: bool
     return RunRequest(dataset=dataset, method=method, seed=int(seed), folds=folds,
                       selection_metric=t["selection_metric"], search=t["search"] if search is None else search,
                       device=t["device"], hparams=overrides["hparams"], search_space=overrides["search_space"],
-                      precision=t.get("precision", "auto"), micro_batch=t.get("micro_batch"),
+                      precision=t["precision"], micro_batch=t["micro_batch"],
                       loader_workers=t.get("loader_workers"))
 
 
