@@ -63,8 +63,11 @@ class ProjectPaths:
 
     @property
     def tracking_uri(self) -> str:
+        """The project's own MLflow store, used when params.yaml's `tracking.uri` is null; the mirror's URI
+        in force comes from `tracking.configured_uri(params, paths)`."""
         return f"sqlite:///{self.mlflow_db}"
 
     @property
     def mlflow_artifacts(self) -> Path:
+        """Artifacts of a local MLflow store (a tracking server keeps its own)."""
         return self.root / "mlartifacts"

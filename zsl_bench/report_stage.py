@@ -119,10 +119,10 @@ def report(params: dict, paths: ProjectPaths, progress: bool = True) -> list[Pat
     finally:
         shutil.rmtree(build, ignore_errors=True)
     if section(params, "tracking", "mlflow"):
-        mlflow_sync(paths, reports=written)
-        from zsl_bench.tracking import ui_hint
+        mlflow_sync(paths, reports=written, params=params)
+        from zsl_bench.tracking import configured_uri, ui_hint
 
-        print(f"MLflow: {ui_hint(paths.tracking_uri)}", file=sys.stderr)
+        print(f"MLflow: {ui_hint(configured_uri(params, paths))}", file=sys.stderr)
     return written
 
 
@@ -143,10 +143,30 @@ def _swap_in(build: Path, reports: Path) -> None:
     shutil.rmtree(trash, ignore_errors=True)
 
 
-def mlflow_sync(paths: ProjectPaths, reports: list[Path] | None = None) -> tuple[int, int]:
+def mlflow_sync(paths: ProjectPaths, reports: list[Path] | None = None, params: dict | None = None) -> tuple[int, int]:
     """The one writer of the MLflow mirror: rebuild it from the run folders below runs/ (they are the
-    truth), plus one `report/<dataset>` run per dataset with `reports` files. Returns (created, deleted)."""
-    from zsl_bench.records import find_records
-    from zsl_bench.tracking import sync
+    truth), plus one `report/<dataset>` run per dataset with `reports` files, in the store params.yaml's
+    `tracking.uri` names (`tracking.configured_uri`; without `params`, read from params.yaml). Returns
+    (created, deleted)."""
+    from mlflow.exceptions import MlflowException
 
-    return sync(find_records(paths.runs), paths.tracking_uri, paths.mlflow_artifacts, reports=reports)
+    from zsl_bench.records import find_records
+    from zsl_bench.tracking import configured_uri, is_server, sync
+
+    if params is None:
+        params = _tracking_params(paths)
+    uri = configured_uri(params, paths)
+    try:
+        return sync(find_records(paths.runs), uri, paths.mlflow_artifacts, reports=reports)
+    except MlflowException as e:
+        if not is_server(uri):
+            raise
+        raise DataError(f"MLflow tracking server {uri} (params.yaml tracking.uri): "
+                        f"{str(e).strip().splitlines()[0][:300]}") from e
+
+
+def _tracking_params(paths: ProjectPaths) -> dict:
+    """params.yaml, checked, when the project has one (a bare runs folder has none: the default mirror)."""
+    from zsl_bench.params import load_params
+
+    return load_params(paths, check_methods=False) if (paths.root / "params.yaml").is_file() else {}

@@ -2,13 +2,17 @@
 
 Both sources give the same `RunResult`s (a test checks), so `compare` answers the same either way.
 Run records are the default and the truth; MLflow is read through `MlflowClient` only (never its
-tables directly), for a team's tracking server whose runs are not on this disk.
+tables directly), for a team's tracking server whose runs are not on this disk. A run's predictions.npz
+(for the bootstrap intervals) is read in place from a local artifact store, and downloaded once from a
+server into a cache (`prediction_cache`; a complete run's artifacts never change).
 """
 from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+import shutil
+import tempfile
+from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -33,6 +37,7 @@ class RunResult:
     predictions: Path | None
     searched: bool = True  # more than one hyperparameter configuration was tried on validation
     input_kind: str = ""   # what the method read: pooled vectors, maps (frozen backbone) or images (fine-tuned)
+    mlflow_run_id: str = ""   # set when read from MLflow with artifacts not on this disk (see `_with_predictions`)
 
     @classmethod
     def from_record(cls, r: RunRecord) -> "RunResult":
@@ -62,7 +67,8 @@ class RunResult:
                             for p in SELECTION_POLICIES},
                    predictions=predictions if predictions and predictions.is_file() else None,
                    searched=int(run.data.params.get("n_configs", 2)) > 1,
-                   input_kind=run.data.params.get("input_kind", ""))
+                   input_kind=run.data.params.get("input_kind", ""),
+                   mlflow_run_id="" if artifacts else run.info.run_id)
 
 
 def _local_path(uri: str | None) -> Path | None:
@@ -81,13 +87,42 @@ def from_mlflow(tracking_uri: str, protocol_version: str = PROTOCOL_VERSION) -> 
     return [r for r in map(RunResult.from_mlflow_run, runs) if r is not None]
 
 
+def prediction_cache() -> Path:
+    """Where predictions.npz downloaded from a tracking server are kept, one folder per MLflow run id."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "zsl-bench" / "mlflow-predictions"
+
+
+def _with_predictions(result: RunResult, tracking_uri: str) -> RunResult:
+    """`result` with its predictions.npz downloaded from the server (None where the run has none)."""
+    if not result.mlflow_run_id or result.predictions is not None:
+        return result
+    from mlflow.exceptions import MlflowException
+
+    from zsl_bench.tracking import client
+
+    target = prediction_cache() / result.mlflow_run_id / "predictions.npz"
+    if not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".download-", dir=target.parent))
+        try:
+            os.replace(client(tracking_uri).download_artifacts(result.mlflow_run_id, "predictions.npz", str(tmp)),
+                       target)
+        except (MlflowException, OSError):
+            return result   # the run has no predictions.npz: compare says so in its cells
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return replace(result, predictions=target)
+
+
 def load_results(runs_dir: Path, tracking_uri: str | None, source: str = "auto",
                  keep: set[str] | None = None) -> tuple[list[RunResult], str]:
     """The newest result per (dataset, method, seed) and a line saying where they were read from; with
     `keep`, only the runs with those keys (the current results params.yaml names).
 
-    `auto` and `records` read the run records below `runs_dir`; `mlflow` reads the tracking server
-    (`MLFLOW_TRACKING_URI` when set, else the project's mirror)."""
+    `auto` and `records` read the run records below `runs_dir`; `mlflow` reads the tracking URI
+    (`MLFLOW_TRACKING_URI` when set, else `tracking_uri`: params.yaml's `tracking.uri` or the project's
+    mirror, `tracking.configured_uri`)."""
+    uri = None
     if source == "mlflow":
         uri = os.environ.get("MLFLOW_TRACKING_URI") or tracking_uri
         results = from_mlflow(uri)
@@ -100,4 +135,6 @@ def load_results(runs_dir: Path, tracking_uri: str | None, source: str = "auto",
     if keep is not None:
         results = [r for r in results if r.run_key in keep]
     results = sorted(newest_per_seed(results), key=lambda r: (r.dataset, r.method, r.seed))
+    if uri:
+        results = [_with_predictions(r, uri) for r in results]
     return results, f"{where} ({len(results)} runs)"

@@ -8,15 +8,29 @@ One experiment per protocol version; one MLflow run per run record, found again 
 `predictions.npz` as artifacts; tags and metrics are enough to rebuild every table
 (`zsl_bench.run_results.from_mlflow`). A run mirrored by an older version of this module
 (`MIRROR_VERSION` tag) is replaced by `sync`.
+
+Where: params.yaml's `tracking.uri` (`configured_uri`), by default the project's sqlite file; it may name a
+team's tracking server (`http://host:5000`), which then chooses where artifacts go. Any number of `sync`s
+may write into one store at once: the experiment is created or found whatever the order
+(`ensure_experiment`), a record's run is written whole before it counts (COMPLETE_TAG), and of several
+complete runs of one record the one with the smallest run id is kept, so every writer deletes the same
+others; after a last `sync` each record has exactly one complete run. A `sync` deletes only runs that this
+machine mirrored (`HOST_TAG`) and whose record folder is gone, never another writer's.
 """
 from __future__ import annotations
 
 import os
+import socket
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlparse
 
 from zsl_bench.protocol import PROTOCOL_VERSION, as_percent
 from zsl_bench.selection import SELECTION_POLICIES
+
+if TYPE_CHECKING:
+    from zsl_bench.paths import ProjectPaths
 
 # Marks a model-training experiment. MLflow 3.17's UI takes the mode from its sidebar switch instead
 # ("GenAI" / "Model training", remembered by the browser): `ui_hint` says so to the user.
@@ -26,6 +40,28 @@ DESCRIPTION = ("zsl-bench runs, one per run record (runs/). Metrics `<policy>.<m
 MIRROR_VERSION = "5"   # bump when what a mirrored run holds changes: `sync` then replaces older runs
 NOT_PERCENT = ("gamma",)   # selection metrics that are not accuracies
 COMPLETE_TAG = "zsl_bench.mirror_complete"   # written last; a run without it was interrupted
+HOST_TAG = "zsl_bench.mirror_host"   # the machine whose record folder a run mirrors (absent: this machine)
+SERVER_SCHEMES = ("http", "https")   # a tracking server: it stores artifacts where it is configured to
+PAGE = 5000                          # runs per search request (MLflow servers refuse more than 50,000)
+
+
+def configured_uri(params: dict | None, paths: "ProjectPaths") -> str:
+    """The one place the mirror's tracking URI comes from: params.yaml's `tracking.uri` (a tracking server
+    `http://host:5000` or any MLflow store URI), else (null, or no params) the project's own sqlite file.
+    A relative path in a local URI (`sqlite:///mlflow.db`, `mlruns`) is relative to the project folder."""
+    uri = ((params or {}).get("tracking") or {}).get("uri")
+    if not uri:
+        return paths.tracking_uri
+    if "://" not in uri and ":" not in uri.split("/")[0]:   # a plain path: MLflow's file store
+        return str((paths.root / uri).resolve())
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return f"sqlite:///{(paths.root / uri[len('sqlite:///'):]).resolve()}"
+    return uri
+
+
+def is_server(tracking_uri: str) -> bool:
+    """True for a tracking server reached over HTTP(S); false for a store this process opens itself."""
+    return urlparse(tracking_uri).scheme in SERVER_SCHEMES
 
 
 def experiment_name(protocol_version: str = PROTOCOL_VERSION) -> str:
@@ -39,25 +75,47 @@ def client(tracking_uri: str):
     return MlflowClient(tracking_uri=tracking_uri)
 
 
-def _experiment_id(c, name: str, artifact_root: Path) -> str:
+def ensure_experiment(tracking_uri: str, artifact_root: Path | None,
+                      protocol_version: str = PROTOCOL_VERSION) -> str:
+    """Create the mirror's experiment, or find it, and return its id. Safe to call from any number of
+    processes at once; sweeps call it once before they fan out, so their workers only ever find it. A
+    tracking server chooses the artifact location itself (it proxies artifacts); a local store gets
+    `artifact_root`."""
+    return _experiment_id(client(tracking_uri), experiment_name(protocol_version), artifact_root,
+                          local=not is_server(tracking_uri))
+
+
+def _experiment_id(c, name: str, artifact_root: Path | None, local: bool = True) -> str:
+    from mlflow.exceptions import MlflowException
+
+    tags = dict([EXPERIMENT_KIND, ("mlflow.note.content", DESCRIPTION)])   # the note: its description in the UI
     exp = c.get_experiment_by_name(name)
     if exp is None:
-        exp_id = c.create_experiment(name, artifact_location=Path(artifact_root).resolve().as_uri())
-    else:
-        exp_id = exp.experiment_id
-        if exp.tags.get(EXPERIMENT_KIND[0]) == EXPERIMENT_KIND[1] and exp.tags.get("mlflow.note.content") == DESCRIPTION:
-            return exp_id
-    c.set_experiment_tag(exp_id, *EXPERIMENT_KIND)
-    c.set_experiment_tag(exp_id, "mlflow.note.content", DESCRIPTION)   # the experiment's description in the UI
-    return exp_id
+        location = Path(artifact_root).resolve().as_uri() if local and artifact_root is not None else None
+        try:
+            return c.create_experiment(name, artifact_location=location, tags=tags)
+        except MlflowException:   # another writer created it since we looked (RESOURCE_ALREADY_EXISTS)
+            exp = c.get_experiment_by_name(name)
+            if exp is None:
+                raise
+    if exp.lifecycle_stage == "deleted":   # deleted by hand in the UI: its runs cannot be written otherwise
+        c.restore_experiment(exp.experiment_id)
+    for key, value in tags.items():
+        if exp.tags.get(key) != value:
+            c.set_experiment_tag(exp.experiment_id, key, value)
+    return exp.experiment_id
 
 
 def ui_hint(tracking_uri: str, protocol_version: str = PROTOCOL_VERSION) -> str:
-    """How to open the runs table of the mirror in `mlflow ui` (MLflow 3 opens in GenAI mode)."""
+    """How to open the runs table of the mirror in MLflow's UI (MLflow 3 opens in GenAI mode): a tracking
+    server serves it at its own URL; a local store needs `mlflow ui`."""
     exp = client(tracking_uri).get_experiment_by_name(experiment_name(protocol_version))
     where = f"#/experiments/{exp.experiment_id}/runs?workflowType=machine_learning" if exp else "#/experiments"
-    return (f"mlflow ui --backend-store-uri {tracking_uri}, then choose \"Model training\" at the top of the "
-            f"sidebar (MLflow 3 opens in GenAI mode; the browser remembers) or open http://127.0.0.1:5000/{where}")
+    mode = ("choose \"Model training\" at the top of the sidebar (MLflow 3 opens in GenAI mode; the browser "
+            "remembers)")
+    if is_server(tracking_uri):
+        return f"open {tracking_uri.rstrip('/')}/{where} in a browser; if it shows GenAI, {mode}"
+    return (f"mlflow ui --backend-store-uri {tracking_uri}, then {mode} or open http://127.0.0.1:5000/{where}")
 
 
 def record_metrics(record) -> dict[str, float]:
@@ -87,7 +145,8 @@ def record_tags(record: dict) -> dict[str, str]:
             "selection": "val", "protocol_version": record["protocol_version"], "run_key": record["run_key"],
             "uses_unseen_semantics": str(record["method_info"]["uses_unseen_semantics"]).lower(),
             "created_unix": repr(record.created_unix), "zsl_bench.mirror_version": MIRROR_VERSION,
-            "stage": record.stage, "replicate": str(record.get("replicate", 0)), "mlflow.runName": run_name(record)}
+            "stage": record.stage, "replicate": str(record.get("replicate", 0)), "mlflow.runName": run_name(record),
+            "record_folder": str(record["_folder"]), HOST_TAG: socket.gethostname()}
 
 
 def run_name(record: dict) -> str:
@@ -95,9 +154,20 @@ def run_name(record: dict) -> str:
     return f"{record.method}/{record['dataset']}{where}/seed{record['seed']}"
 
 
-def _runs_by_key(c, exp_id: str) -> dict[str, list]:
+def _search(c, exp_id: str, filter_string: str) -> list:
+    """Every active run of the experiment that matches, page by page."""
+    runs, token = [], None
+    while True:
+        page = c.search_runs([exp_id], filter_string=filter_string, max_results=PAGE, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def _runs_by_key(c, exp_id: str, key: str | None = None) -> dict[str, list]:
     out: dict[str, list] = {}
-    for run in c.search_runs([exp_id], filter_string="tags.run_key != ''", max_results=50000):
+    for run in _search(c, exp_id, f"tags.run_key = '{key}'" if key else "tags.run_key != ''"):
         out.setdefault(run.data.tags["run_key"], []).append(run)
     return out
 
@@ -109,11 +179,66 @@ def _complete(run) -> bool:
             and run.data.tags.get(COMPLETE_TAG) == "true" and run.info.status == "FINISHED")
 
 
+def _delete(c, run_id: str) -> None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        c.delete_run(run_id)
+    except MlflowException:   # another writer deleted it first
+        pass
+
+
+def _keep_one(c, runs: list) -> None:
+    """Of a record's runs keep one complete run, the one with the smallest run id (every writer picks the
+    same), and delete the rest: other complete copies, and incomplete ones (interrupted, from an older
+    MIRROR_VERSION, or a concurrent writer's, which then sees the complete run and stops)."""
+    complete = sorted((r for r in runs if _complete(r)), key=lambda r: r.info.run_id)
+    for run in runs:
+        if complete and run is not complete[0]:
+            _delete(c, run.info.run_id)
+
+
+def _write_run(c, exp_id: str, record) -> None:
+    """One record's MLflow run, written whole; COMPLETE_TAG last."""
+    from mlflow.entities import Metric, Param
+
+    # The run's own times: it ended when its record was written, after `wall_s` of work (both from its
+    # provenance.json; a folder restored from DVC's cache has none, and MLflow then shows the mirror's).
+    end = int(record.created_unix * 1000)
+    start = end - int(1000 * record.wall_s) if end and record.wall_s == record.wall_s else None
+    run = c.create_run(exp_id, start_time=start, run_name=run_name(record), tags=record_tags(record))
+    c.log_batch(run.info.run_id,
+                metrics=[Metric(k, v, end or int(time.time() * 1000), 0) for k, v in record_metrics(record).items()],
+                params=[Param(k, v) for k, v in record_params(record).items()])
+    folder = Path(record["_folder"])
+    for name in ("record.json", "predictions.npz"):
+        if (folder / name).is_file():
+            c.log_artifact(run.info.run_id, str(folder / name))
+    c.set_terminated(run.info.run_id, end_time=end or None)
+    c.set_tag(run.info.run_id, COMPLETE_TAG, "true")   # last: marks the run as mirrored to the end
+
+
+def _mirror_one(c, exp_id: str, record, tries: int = 3) -> int:
+    """Write the record's run; 1 if this call wrote it, 0 if a concurrent writer's complete run won (ours
+    was deleted under us, see `_keep_one`)."""
+    from mlflow.exceptions import MlflowException
+
+    for attempt in range(tries):
+        try:
+            _write_run(c, exp_id, record)
+            return 1
+        except MlflowException:
+            if any(map(_complete, _runs_by_key(c, exp_id, record["run_key"]).get(record["run_key"], []))):
+                return 0
+            if attempt == tries - 1:
+                raise
+    return 0
+
+
 def _mirror(records: list[dict], tracking_uri: str, artifact_root: Path) -> int:
     """Create the MLflow runs that are missing or incomplete (a mirror interrupted half-way, an older
-    MIRROR_VERSION): those are deleted and mirrored again. Returns how many were created."""
-    from mlflow.entities import Metric, Param, RunTag
-
+    MIRROR_VERSION; those are deleted once a complete run is there), and leave one complete run per
+    record. Returns how many runs this call created."""
     if not records:
         return 0
     c = client(tracking_uri)
@@ -122,39 +247,33 @@ def _mirror(records: list[dict], tracking_uri: str, artifact_root: Path) -> int:
     for record in records:
         exp_name = experiment_name(record["protocol_version"])
         if exp_name not in mirrored:
-            exp_id = _experiment_id(c, exp_name, artifact_root)
+            exp_id = ensure_experiment(tracking_uri, artifact_root, record["protocol_version"])
             mirrored[exp_name] = (exp_id, _runs_by_key(c, exp_id))
         exp_id, by_key = mirrored[exp_name]
         found = by_key.get(record["run_key"], [])
-        if any(_complete(r) for r in found):
-            continue
-        for old in found:
-            c.delete_run(old.info.run_id)
-        # The run's own times: it ended when its record was written, after `wall_s` of work (both from its
-        # provenance.json; a folder restored from DVC's cache has none, and MLflow then shows the mirror's).
-        end = int(record.created_unix * 1000)
-        start = end - int(1000 * record.wall_s) if end and record.wall_s == record.wall_s else None
-        run = c.create_run(exp_id, start_time=start, run_name=run_name(record),
-                           tags=record_tags(record))
-        c.log_batch(run.info.run_id,
-                    metrics=[Metric(k, v, end or int(time.time() * 1000), 0) for k, v in record_metrics(record).items()],
-                    params=[Param(k, v) for k, v in record_params(record).items()],
-                    tags=[RunTag("record_folder", record["_folder"])])
-        folder = Path(record["_folder"])
-        for name in ("record.json", "predictions.npz"):
-            if (folder / name).is_file():
-                c.log_artifact(run.info.run_id, str(folder / name))
-        c.set_terminated(run.info.run_id, end_time=end or None)
-        c.set_tag(run.info.run_id, COMPLETE_TAG, "true")   # last: marks the run as mirrored to the end
-        created += 1
+        if not any(map(_complete, found)):
+            created += _mirror_one(c, exp_id, record)
+            found = _runs_by_key(c, exp_id, record["run_key"]).get(record["run_key"], [])   # others' too
+        if len(found) > 1:
+            _keep_one(c, found)
     return created
 
 
+def _mirrored_here_and_gone(run) -> bool:
+    """A run this machine mirrored whose record folder no longer exists (pruned, superseded by a rerun)."""
+    tags = run.data.tags
+    if tags.get(HOST_TAG, socket.gethostname()) != socket.gethostname():
+        return False
+    return not (tags.get("record_folder") and Path(tags["record_folder"]).is_dir())
+
+
 def sync(records: list[dict], tracking_uri: str, artifact_root: Path, reports: list[Path] | None = None) -> tuple[int, int]:
-    """The one writer of the mirror. Make it hold exactly `records` (the run folders that exist): create
-    what is missing, replace runs mirrored by an older version, delete (MLflow's soft delete, restorable)
-    runs of records that no longer exist, e.g. superseded by a rerun; then, with `reports`, one
-    `report/<dataset>` run per dataset holding its tables and figures. Returns (created, deleted)."""
+    """The one writer of the mirror. Make it hold `records` (the run folders that exist): create what is
+    missing, replace runs mirrored by an older version, delete (MLflow's soft delete, restorable) runs of
+    records that no longer exist on this machine, e.g. superseded by a rerun (runs mirrored from other
+    machines, or of folders that still exist, are left alone: concurrent writers of other records lose
+    nothing); then, with `reports`, one `report/<dataset>` run per dataset holding its tables and figures.
+    `artifact_root` is used only by a local store. Returns (created, deleted)."""
     created = _mirror(records, tracking_uri, artifact_root)
     keys = {r["run_key"] for r in records}
     c = client(tracking_uri)
@@ -165,8 +284,8 @@ def sync(records: list[dict], tracking_uri: str, artifact_root: Path, reports: l
             continue
         for key, runs in _runs_by_key(c, exp.experiment_id).items():
             if key not in keys:
-                for run in runs:
-                    c.delete_run(run.info.run_id)
+                for run in filter(_mirrored_here_and_gone, runs):
+                    _delete(c, run.info.run_id)
                     deleted += 1
     for dataset in sorted({r["dataset"] for r in records}) if reports else []:
         _log_report(dataset, [p for p in reports if p.suffix != ".png" or p.name.startswith(f"{dataset}_")],
@@ -176,14 +295,24 @@ def sync(records: list[dict], tracking_uri: str, artifact_root: Path, reports: l
 
 def _log_report(dataset: str, files: list[Path], tracking_uri: str, artifact_root: Path,
                protocol_version: str = PROTOCOL_VERSION) -> str:
-    """One run per dataset named `report/<dataset>` holding the tables and figures; replaced each time."""
+    """One run per dataset named `report/<dataset>` holding the tables and figures; replaced each time. Of
+    concurrent writers the one that started last wins: each deletes only report runs older than its own."""
+    from mlflow.exceptions import MlflowException
+
     c = client(tracking_uri)
-    exp_id = _experiment_id(c, experiment_name(protocol_version), artifact_root)
-    for old in c.search_runs([exp_id], filter_string=f"tags.report_dataset = '{dataset}'", max_results=10):
-        c.delete_run(old.info.run_id)
+    exp_id = ensure_experiment(tracking_uri, artifact_root, protocol_version)
     run = c.create_run(exp_id, run_name=f"report/{dataset}",
                        tags={"report_dataset": dataset, "protocol_version": protocol_version})
-    for f in files:
-        c.log_artifact(run.info.run_id, str(f), artifact_path="figures" if f.suffix == ".png" else None)
-    c.set_terminated(run.info.run_id)
+    mine = (run.info.start_time, run.info.run_id)
+    try:
+        for f in files:
+            c.log_artifact(run.info.run_id, str(f), artifact_path="figures" if f.suffix == ".png" else None)
+        c.set_terminated(run.info.run_id)
+    except MlflowException:
+        if c.get_run(run.info.run_id).info.lifecycle_stage != "deleted":
+            raise
+        return run.info.run_id   # a newer report run replaced ours while we wrote it
+    for old in _search(c, exp_id, f"tags.report_dataset = '{dataset}'"):
+        if (old.info.start_time, old.info.run_id) < mine:
+            _delete(c, old.info.run_id)
     return run.info.run_id
