@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from tests import postgres
+from tests.conftest import write_params
 from zsl_bench import tracking
 from zsl_bench.paths import ProjectPaths
 
@@ -36,8 +37,8 @@ def test_the_configured_uri_comes_from_params_yaml(tmp_path):
     relative = {"tracking": {"mlflow": True, "uri": "sqlite:///team/mlflow.db"}}   # relative to the project
     assert tracking.configured_uri(relative, paths) == f"sqlite:///{tmp_path}/team/mlflow.db"
     assert tracking.configured_uri({"tracking": {"uri": "sqlite:////abs/m.db"}}, paths) == "sqlite:////abs/m.db"
-    params = {"datasets": [], "sources": {}, "train": {"methods": [], "seeds": [], "folds": "auto",
-                                                       "selection_metric": "H", "search": "none", "device": "cpu"}}
+    write_params(tmp_path)   # the tests' params.yaml, whatever the schema requires today
+    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
     validate({**params, **server}, tmp_path / "params.yaml", check_methods=False)
     with pytest.raises(ConfigError, match="tracking.uri must be str or null"):
         validate({**params, "tracking": {"mlflow": True, "uri": 5000}}, tmp_path / "params.yaml", check_methods=False)
