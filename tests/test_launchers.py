@@ -242,3 +242,32 @@ def test_the_defaults_in_code_are_params_yaml_s():
     from zsl_bench.launchers import DEFAULTS
 
     assert yaml.safe_load((REPO / "params.yaml").read_text())["launch"] == DEFAULTS
+
+
+def test_a_preempted_slurm_job_resumes_from_its_last_checkpoint(region_project, tmp_path):
+    """The requeued task does not start over: TransZero, preempted once its journal has a checkpoint,
+    continues from it (provenance.json says from where) and ends with the run key `runner.execute` gives."""
+    from zsl_bench import stages
+    from zsl_bench.journal import SNAPSHOT
+    from zsl_bench.launchers import submit_slurm, wait_slurm
+    from zsl_bench.params import load_params
+    from zsl_bench.paths import ProjectPaths
+    from zsl_bench.provenance import read_provenance
+
+    root = copy_project(region_project, tmp_path / "project")
+    paths = ProjectPaths(root)
+    request = replace(stages.run_request("synthetic", "transzero", 0, load_params(paths)), search="none",
+                      hparams={"epochs": 6})
+    slot = paths.run_slot("synthetic", "transzero", 0)
+    job = Job(request, str(root), str(slot))
+    _, (submitted,) = submit_slurm([job], _slurm_settings(tmp_path))
+    deadline = time.time() + 120
+    while not list(slot.glob(f".*.partial/{SNAPSHOT}")):   # a checkpoint is journalled
+        assert time.time() < deadline and not submitted.done(), submitted.stderr()
+        time.sleep(0.05)
+    _preempt(submitted)
+    (folder,) = wait_slurm([submitted], [job], progress=False, poll_s=0.2)
+    assert "(attempt 2)" in submitted.stdout()
+    resumed = read_provenance(Path(folder))["resumed"]
+    assert len(resumed) == 1 and resumed[0]["done"] + resumed[0]["checkpoints"] >= 1, resumed
+    assert not list(slot.glob(".*.partial")), "the journal is gone with the run's completion"
