@@ -122,6 +122,16 @@ def test_runs_outside_params_yaml_are_named_never_averaged(trained_project):
 
     paths = ProjectPaths(trained_project)
     stages.train("synthetic", "ale", 7, load_params(paths), paths, progress=False)
+    # A scoring variant read off a configured run (as Mg-MRN's per-branch inference sits beside its run) is
+    # part of that run: neither counted nor named as outside.
+    import shutil
+
+    (configured,) = [p for p in paths.run_slot("synthetic", "ale", 0).iterdir() if (p / "done").exists()]
+    variant = shutil.copytree(configured, configured.parent / ("f" * len(configured.name)))
+    record = json.loads((variant / "record.json").read_text())
+    record.update(method="ale.variant", run_key=variant.name,
+                  score_variant_of={"method": "ale", "run_key": configured.name, "overrides": {}})
+    (variant / "record.json").write_text(json.dumps(record))
 
     def cli(*args):
         return subprocess.run([sys.executable, "-m", "zsl_bench.cli", *args], capture_output=True, text=True,

@@ -65,7 +65,11 @@ def outside_records(paths: ProjectPaths, configured: list) -> list:
     from zsl_bench.records import find_records
 
     inside = {r.folder for r in configured}
-    return [r for r in find_records(paths.runs) if r.folder not in inside]
+    keys = {r["run_key"] for r in configured}
+    # A scoring variant read off a configured run (Mg-MRN's per-branch inference, also the A/A replicate's)
+    # belongs to that run: it is never averaged on its own, and is not "outside" either.
+    return [r for r in find_records(paths.runs) if r.folder not in inside
+            and (r.get("score_variant_of") or {}).get("run_key") not in keys]
 
 
 def outside_notice(outside: list) -> str:
