@@ -1,5 +1,6 @@
 """One run on two processes with `torchrun` (gloo on CPU) = the same run on one process, within float
-summation order, and exactly one run folder, written by rank 0."""
+summation order (training on shares of each batch, scoring on shares of the evaluation images), and exactly
+one run folder, written by rank 0."""
 import json
 import os
 import shutil
@@ -7,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -62,3 +64,9 @@ def test_two_processes_compute_the_single_process_run(region_project, tmp_path):
     worst = max(float((sa[k].double() - sb[k].double()).abs().max()) for k in sa if sa[k].is_floating_point())
     print("largest state difference", worst)
     assert worst <= STATE_TOLERANCE, worst
+    # Each process scored half of the test images; gathered in order, they are the one process's scores.
+    with np.load(one / ra["run_key"] / "predictions.npz") as pa, np.load(two / rb["run_key"] / "predictions.npz") as pb:
+        assert sorted(pa.files) == sorted(pb.files)
+        for k in (f for f in pa.files if f.startswith("scores_")):
+            np.testing.assert_allclose(pb[k], pa[k], rtol=1e-4, atol=1e-4, err_msg=k)
+        assert pa["scores_val"].std() > 0.01, "scores that differ from image to image"

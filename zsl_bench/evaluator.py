@@ -29,6 +29,7 @@ from zsl_bench.metrics import gzsl_accuracies, seen_unseen_curve, zsl_top1
 from zsl_bench.protocol import Phase, spread_standardise, test_phase, validation_phase
 from zsl_bench.selection import HEADLINE_POLICY, POLICIES, Keeper, RunContext, mean_over_folds, selection_entry, test_row
 from zsl_bench.runtime import seed_hash
+from zsl_bench.training import Distributed
 
 SELECTION_METRICS = ("H", "T1", "AUSUC")
 # which feature-store arrays a method reads: vectors whole, maps through a lazy view
@@ -199,7 +200,10 @@ class Evaluator:
         train = TrainData(x=self.inputs(phase.train_rows),
                           y=np.searchsorted(phase.train_classes, labels[phase.train_rows]),
                           semantics=self.semantics(phase.train_classes))
-        x_eval = self.inputs(phase.eval_rows)
+        # Under torchrun each process scores its share of the evaluation images; the shares are gathered.
+        dist = Distributed.current()
+        mine = dist.share(len(phase.eval_rows))
+        x_eval = self.inputs(phase.eval_rows[mine])
         eval_semantics = self.semantics(phase.candidate_classes)
         unseen = self.semantics(phase.candidate_classes[~phase.is_seen_class])
         expected = (len(phase.eval_rows), len(phase.candidate_classes))
@@ -207,7 +211,8 @@ class Evaluator:
         if zsl:   # a separate scorer over unseen classes only, on the unseen-class images: T1 reads it
             unseen_rows = np.flatnonzero(~phase.is_seen_class[phase.eval_columns(labels)])
             unseen_cols = np.flatnonzero(~phase.is_seen_class)
-            x_unseen = self.inputs(phase.eval_rows[unseen_rows])
+            mine_unseen = dist.share(len(unseen_rows))
+            x_unseen = self.inputs(phase.eval_rows[unseen_rows[mine_unseen]])
         # One tick per checkpoint (an epoch of an iterative method, or one closed-form fit).
         bar = tqdm(total=sum(int(c.get("epochs", 1)) for c in self.configs), unit="ckpt", leave=False,
                    desc=f"{self.method_cls.name} {phase.name} ({len(self.configs)} config{'s' * (len(self.configs) > 1)})",
@@ -229,12 +234,12 @@ class Evaluator:
                 else:
                     by_variant = scorer.score_many(x_eval, eval_semantics, self.score_variants)
                 for variant, scores in by_variant.items():
-                    by_variant[variant] = scores = np.asarray(scores, dtype=np.float32)
+                    by_variant[variant] = scores = dist.gather_rows(np.asarray(scores, dtype=np.float32))
                     if scores.shape != expected:
                         raise ValueError(f"{self.method_cls.name}.score returned {scores.shape}, expected {expected}")
                 t1 = None
                 if zsl:
-                    t1 = np.asarray(scorer.score_zsl(x_unseen, unseen), dtype=np.float32)
+                    t1 = dist.gather_rows(np.asarray(scorer.score_zsl(x_unseen, unseen), dtype=np.float32))
                     if t1.shape != (len(unseen_rows), len(unseen_cols)):
                         raise ValueError(f"{self.method_cls.name}.score_zsl returned {t1.shape}, expected "
                                          f"{(len(unseen_rows), len(unseen_cols))}")

@@ -63,6 +63,21 @@ class Distributed:
     def is_main(self) -> bool:
         return self.rank == 0
 
+    def share(self, n: int) -> slice:
+        """This process's contiguous share of n items (the first processes take the extra ones)."""
+        bounds = np.linspace(0, n, self.world + 1).round().astype(int)
+        return slice(int(bounds[self.rank]), int(bounds[self.rank + 1]))
+
+    def gather_rows(self, part: np.ndarray) -> np.ndarray:
+        """Every process's `part` (rows of its `share`), stacked in rank order on every process."""
+        if self.world == 1:
+            return part
+        import torch.distributed as dist
+
+        parts = [None] * self.world
+        dist.all_gather_object(parts, np.asarray(part))
+        return np.concatenate(parts)
+
 
 class BatchStream:
     """An endless stream of index batches: `draw(rng)` gives the next list (one epoch's batches, or a single
@@ -118,9 +133,8 @@ class TrainLoop:
         self._global_n = len(idx)
         if self.dist.world == 1:
             return idx, 0
-        bounds = np.linspace(0, len(idx), self.dist.world + 1).round().astype(int)
-        lo, hi = bounds[self.dist.rank], bounds[self.dist.rank + 1]
-        return idx[lo:hi], int(lo)
+        part = self.dist.share(len(idx))
+        return idx[part], part.start
 
     def autocast(self):
         import torch
