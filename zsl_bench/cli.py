@@ -118,7 +118,8 @@ and/or every ablation run (the ablate stages' runs), through a launcher (zsl_ben
              (launch.gpus, else CUDA_VISIBLE_DEVICES, else every GPU torch sees)
   slurm      one submitit job array on a Slurm cluster (launch.slurm: partition, timeout_min,
              gpus_per_node, cpus_per_task, mem_gb, array_parallelism; logs in launch.slurm.folder,
-             default .submitit/<job id>/); a preempted or timed-out job is requeued and reruns
+             default .submitit/<job id>/); a preempted or timed-out job is requeued and continues
+             from its last checkpoint
 
 Run folders are content-addressed (runs/<dataset>/<method>/seed<k>/<run key>/): afterwards `dvc repro`
 finds each one by its key and adopts it without retraining, then builds the report. Needs the prepared
