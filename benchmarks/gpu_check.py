@@ -38,26 +38,11 @@ from bench_transzero_step import cub_net, cub_training_step, timed   # benchmark
 HERE = Path(__file__).resolve().parent
 
 
-class Context:
-    """The part of FitContext the loop reads."""
-
-    def __init__(self, precision: str, on_checkpoint=None):
-        from zsl_bench.method import TrainSettings
-
-        self.settings, self.resume_state, self.on_checkpoint = TrainSettings(precision=precision), None, on_checkpoint
-
-    def attach(self, loop):
-        self.loop = loop
-
-    def evaluate(self, label):
-        if self.on_checkpoint:
-            self.on_checkpoint(label)
-
-
 def mgmrn_image(device, arch: str, size: int, precision: str, seed: int = 0, width: float = 1.0):
     """(net, loop, one-batch update, stream) of Mg-MRN image mode through the shared loop."""
     from methods.mgmrn.model import MgMRNHead
     from zsl_bench.blocks import level_backbone
+    from zsl_bench.method import FitContext, TrainSettings
     from zsl_bench.training import BatchStream, TrainLoop
 
     torch.manual_seed(seed)
@@ -65,7 +50,8 @@ def mgmrn_image(device, arch: str, size: int, precision: str, seed: int = 0, wid
     head = MgMRNHead(backbone.channels, np.random.default_rng(0).normal(size=(312, 300)), width=width)
     net = torch.nn.ModuleDict({"backbone": backbone, "head": head}).to(device)
     opt = torch.optim.SGD(net.parameters(), lr=5e-4, momentum=0.9, weight_decay=1e-5)
-    ctx = Context(precision)
+    ctx = FitContext(seed=seed, device=str(device), progress=False, _on_checkpoint=lambda label: None, _unseen=None,
+                     _declared_unseen=False, settings=TrainSettings(precision=precision))
     loop = TrainLoop(ctx, net, opt, device=device)
     att = F.normalize(torch.rand(150, 312, generator=torch.Generator().manual_seed(1)), dim=1).to(device)
     images = torch.randn(16, 3, size, size, generator=torch.Generator().manual_seed(2)).to(device)
@@ -158,11 +144,11 @@ def resume_child(args) -> None:
 
     def on_checkpoint(label):
         if label == 1 and args.snapshot and not args.resume_from:
-            torch.save(ctx.loop.state_dict(), args.snapshot)
+            torch.save(ctx.snapshot(), args.snapshot)
             if args.kill:
                 os.kill(os.getpid(), signal.SIGKILL)
 
-    ctx.on_checkpoint = on_checkpoint
+    ctx._on_checkpoint = on_checkpoint
     if args.resume_from:
         ctx.resume_state = torch.load(args.resume_from, weights_only=False)
     loop.run(stream, update, {2: 1, 4: 2})

@@ -229,7 +229,7 @@ def _report(args) -> int:
     if args.mlflow_sync:
         from zsl_bench.tracking import configured_uri, ui_hint
 
-        params = load_params(paths, check_methods=False) if (paths.root / "params.yaml").is_file() else {}
+        params = report_stage.tracking_params(paths)
         uri = configured_uri(params, paths)
         created, deleted = report_stage.mlflow_sync(paths, params=params)
         print(f"MLflow mirror {uri}: {created} runs created, {deleted} deleted (soft; restorable)")
@@ -268,12 +268,9 @@ def _sweep(args) -> int:
     from pathlib import Path
 
     from zsl_bench import stages
-    from zsl_bench.features import FeatureStore
-    from zsl_bench.launchers import Job, launch, launch_settings
+    from zsl_bench.launchers import launch, launch_settings
     from zsl_bench.params import load_params
     from zsl_bench.paths import ProjectPaths
-    from zsl_bench.registry import get_method
-    from zsl_bench.runner import NotApplicable, check_applicable
 
     paths = ProjectPaths.here()
     params = load_params(paths)
@@ -281,17 +278,8 @@ def _sweep(args) -> int:
     launcher = args.launcher or settings["launcher"]
     jobs = []
     for dataset in params["datasets"]:
-        store = FeatureStore(paths.features(dataset))   # no features yet: one line naming the stage to run
         if args.only != "ablate":
-            for method in params["train"]["methods"]:
-                try:
-                    check_applicable(get_method(method), store)
-                except NotApplicable as e:   # the train stage records the skip; nothing to run
-                    print(f"skipped {method} on {dataset}: {e}", file=sys.stderr)
-                    continue
-                for seed in params["train"]["seeds"]:
-                    jobs.append(Job(stages.run_request(dataset, method, seed, params), str(paths.root),
-                                    str(paths.run_slot(dataset, method, int(seed)))))
+            jobs += stages.train_jobs(dataset, params, paths)
         if args.only != "train" and params.get("ablate"):
             jobs += stages.ablation_jobs(dataset, params, paths)[0]   # says which variants it skips, and why
     n_train = sum(j.request.stage == "train" for j in jobs)

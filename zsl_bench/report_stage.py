@@ -158,7 +158,7 @@ def mlflow_sync(paths: ProjectPaths, reports: list[Path] | None = None, params: 
     from zsl_bench.tracking import configured_uri, is_server, sync
 
     if params is None:
-        params = _tracking_params(paths)
+        params = tracking_params(paths)
     uri = configured_uri(params, paths)
     try:
         return sync(find_records(paths.runs), uri, paths.mlflow_artifacts, reports=reports)
@@ -169,7 +169,7 @@ def mlflow_sync(paths: ProjectPaths, reports: list[Path] | None = None, params: 
                         f"{str(e).strip().splitlines()[0][:300]}") from e
 
 
-def _tracking_params(paths: ProjectPaths) -> dict:
+def tracking_params(paths: ProjectPaths) -> dict:
     """params.yaml, checked, when the project has one (a bare runs folder has none: the default mirror)."""
     from zsl_bench.params import load_params
 

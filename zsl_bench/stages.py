@@ -113,6 +113,30 @@ def train(dataset: str, method: str, seed: int, params: dict, paths: ProjectPath
     return folder
 
 
+def train_jobs(dataset: str, params: dict, paths: ProjectPaths) -> list:
+    """The train stages' runs of a dataset as `launchers.Job`s (`zsl-bench sweep`): the same requests into the
+    same slots. A method the features can never serve is left out with one line (its train stage records
+    the skip)."""
+    import sys
+
+    from zsl_bench.features import FeatureStore
+    from zsl_bench.launchers import Job
+    from zsl_bench.registry import get_method
+    from zsl_bench.runner import NotApplicable, check_applicable
+
+    store = FeatureStore(paths.features(dataset))   # no features yet: one line naming the stage to run
+    jobs = []
+    for method in section(params, "train", "methods"):
+        try:
+            check_applicable(get_method(method), store)
+        except NotApplicable as e:
+            print(f"skipped {method} on {dataset}: {e}", file=sys.stderr)
+            continue
+        jobs += [Job(run_request(dataset, method, seed, params), str(paths.root),
+                     str(paths.run_slot(dataset, method, int(seed)))) for seed in section(params, "train", "seeds")]
+    return jobs
+
+
 def prune_slot(folder: Path) -> None:
     """Remove the run folders beside `folder` that are neither it nor scoring variants read off it."""
     import shutil
