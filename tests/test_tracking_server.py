@@ -228,6 +228,16 @@ def test_races_are_resolved_the_same_way_by_every_writer(url, trained_template):
     _exactly_one_complete_run_each(url, records)
     assert _mirrored(url)[record.run_key][0].info.run_id == copies[0]
 
+    # Two writers a moment apart: the one that saw the other's run unfinished deletes it, the other deletes
+    # the first's as the larger id; the record is left with no run, and the writer that finds so restores.
+    tracking._write_run(c, exp_id, record)
+    view = _mirrored(url)[record.run_key]   # what the second writer saw: both complete
+    for run in view:
+        c.delete_run(run.info.run_id)
+    tracking._keep_one(c, exp_id, record.run_key, view)
+    (kept,) = _mirrored(url)[record.run_key]
+    assert kept.info.run_id == min(r.info.run_id for r in view)
+
 
 def _mirror_worker(folders: list[str], uri: str, artifact_root: str, start) -> None:
     """One `sync` process (spawned): reads its records, waits for the others, then mirrors them."""

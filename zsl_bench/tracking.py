@@ -188,14 +188,20 @@ def _delete(c, run_id: str) -> None:
         pass
 
 
-def _keep_one(c, runs: list) -> None:
+def _keep_one(c, exp_id: str, key: str, runs: list) -> None:
     """Of a record's runs keep one complete run, the one with the smallest run id (every writer picks the
     same), and delete the rest: other complete copies, and incomplete ones (interrupted, from an older
-    MIRROR_VERSION, or a concurrent writer's, which then sees the complete run and stops)."""
+    MIRROR_VERSION, or a concurrent writer's, which then sees the complete run and stops). Two writers that
+    looked a moment apart can each delete the run the other kept (one saw the other's still unfinished);
+    the record then has no run left, so the one that finds it so restores the run it kept."""
     complete = sorted((r for r in runs if _complete(r)), key=lambda r: r.info.run_id)
+    if not complete:
+        return
     for run in runs:
-        if complete and run is not complete[0]:
+        if run is not complete[0]:
             _delete(c, run.info.run_id)
+    if not any(map(_complete, _runs_by_key(c, exp_id, key).get(key, []))):
+        c.restore_run(complete[0].info.run_id)
 
 
 def _write_run(c, exp_id: str, record) -> None:
@@ -255,7 +261,7 @@ def _mirror(records: list[dict], tracking_uri: str, artifact_root: Path) -> int:
             created += _mirror_one(c, exp_id, record)
             found = _runs_by_key(c, exp_id, record["run_key"]).get(record["run_key"], [])   # others' too
         if len(found) > 1:
-            _keep_one(c, found)
+            _keep_one(c, exp_id, record["run_key"], found)
     return created
 
 
