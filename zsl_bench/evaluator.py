@@ -214,13 +214,13 @@ class Evaluator:
             mine_unseen = dist.share(len(unseen_rows))
             x_unseen = self.inputs(phase.eval_rows[unseen_rows[mine_unseen]])
         # One tick per checkpoint (an epoch of an iterative method, or one closed-form fit).
-        bar = tqdm(total=sum(int(c.get("epochs", 1)) for c in self.configs), unit="ckpt", leave=False,
+        bar = tqdm(total=sum(self.method_cls.checkpoint_count(c) for c in self.configs), unit="ckpt", leave=False,
                    desc=f"{self.method_cls.name} {phase.name} ({len(self.configs)} config{'s' * (len(self.configs) > 1)})",
                    disable=not self.progress)
         for config_id, config in enumerate(self.configs):
             where = (name, config_id)
             if where in self._done:
-                bar.update(int(config.get("epochs", 1)))
+                bar.update(self.method_cls.checkpoint_count(config))
                 continue
             resume = self._current if self._current and tuple(self._current["where"]) == where else None
             method = self.method_cls(config, self.task, self.device)
@@ -245,7 +245,8 @@ class Evaluator:
                                          f"{(len(unseen_rows), len(unseen_cols))}")
                     t1 = zsl_score_matrix(t1, unseen_rows, unseen_cols, expected)
                 on_checkpoint(config_id, epoch, by_variant, scorer, t1)
-                state = ctx.snapshot()   # every process takes it (under torchrun a collective), rank 0 writes it
+                # every process takes it (under torchrun a collective), rank 0 writes it
+                state = ctx.snapshot() if ctx.resumable else None
                 if state is not None:
                     self._save({"where": where, "checkpoints": list(ctx.checkpoints), "trainer": state})
                 bar.update(1)

@@ -79,11 +79,17 @@ class FitContext:
     checkpoints: list[int] = field(default_factory=list)
     settings: TrainSettings = field(default_factory=TrainSettings)
     resume_state: dict | None = None
+    resumable: bool = True     # whether the checkpoint being scored is one a resumed fit restarts from
     _trainer: Any = None
 
-    def evaluate(self, epoch: int) -> None:
-        """Iterative methods call this after each epoch; the evaluator scores the current model."""
+    def evaluate(self, epoch, snapshot: bool = True) -> None:
+        """Iterative methods call this after each epoch; the evaluator scores the current model. `epoch` is the
+        checkpoint's label: an int, or a str naming a nested checkpoint (a generative method's final-classifier
+        epoch c after generator epoch g: "g3/c12"); selection picks among labels, so a label records every
+        level chosen. `snapshot=False`: not a point a resumed fit can restart from (the classifier epochs
+        inside a generator epoch): the journal's loop state is taken only where it is True."""
         self.checkpoints.append(epoch)
+        self.resumable = snapshot
         self._on_checkpoint(epoch)
 
     def attach(self, trainer) -> None:
@@ -273,6 +279,11 @@ class Method:
 
     def load_state_dict(self, state: dict) -> None:
         raise NotImplementedError
+
+    @classmethod
+    def checkpoint_count(cls, hparams: dict) -> int:
+        """How many times a fit with `hparams` calls `ctx.evaluate` (progress bars): one per epoch by default."""
+        return int(hparams.get("epochs", 1))
 
     # --- optional capabilities (declare them in `capabilities`) -------------------------------------------
     def attention_maps(self, x: Any, attribute_weights: np.ndarray | None = None) -> dict[str, np.ndarray]:

@@ -122,7 +122,7 @@ class TrainLoop:
         self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
         self.stream: BatchStream | None = None
         self.step_count = 0
-        self._global_n = 0
+        self._global_n = self._local_n = self.offset = 0   # the current batch: whole, this process's share, its start
         if self.dist.world > 1:
             self._broadcast(list(self.net.parameters()) + list(self.net.buffers()))
 
@@ -146,8 +146,12 @@ class TrainLoop:
     def step(self, optimizer, loss_of: Callable[[slice], object], n: int, set_to_none: bool = True) -> None:
         """One optimizer step on this process's `n` samples of the current batch: `loss_of(part)` is the mean
         loss over `part` (a slice of them). Parts of at most `micro_batch` samples, each weighted by its share
-        of the whole batch; gradients summed across processes; then the step (through the scaler in fp16)."""
-        optimizer.zero_grad(set_to_none=set_to_none)
+        of the whole batch; gradients summed across processes; then the step (through the scaler in fp16).
+        `optimizer` may be a tuple: one loss whose gradients several optimizers step (TF-VAEGAN's encoder,
+        generator, feedback and decoder, each with its own Adam)."""
+        optimizers = tuple(optimizer) if isinstance(optimizer, (tuple, list)) else (optimizer,)
+        for opt in optimizers:
+            opt.zero_grad(set_to_none=set_to_none)
         size = int(self.micro_batch or n) or 1
         total = self._global_n or n
         for lo in range(0, n, size):
@@ -158,20 +162,41 @@ class TrainLoop:
             if share != 1.0:   # a whole batch in one part keeps the single-process graph exactly
                 loss = loss * share
             (self.scaler.scale(loss) if self.scaler else loss).backward()
-        if self.dist.world > 1:
-            self._sum_gradients(optimizer)
+        for opt in optimizers:
+            if self.dist.world > 1:
+                self._sum_gradients(opt)
+            if self.scaler:
+                self.scaler.step(opt)
+            else:
+                opt.step()
         if self.scaler:
-            self.scaler.step(optimizer)
             self.scaler.update()
-        else:
-            optimizer.step()
+
+    def global_rows(self, draw: Callable[[int], object]):
+        """This process's rows of a random draw made for the whole batch: `draw(n)` (e.g. noise for n
+        samples) runs on every process with the same generator state and each keeps its share, so a run on
+        P processes draws what the single process draws."""
+        full = draw(self._global_n)
+        return full[self.offset:self.offset + self._local_n]
+
+    def sum_across(self, value):
+        """A tensor summed over the processes (itself on one): a batch statistic a method needs whole."""
+        if self.dist.world > 1:
+            import torch.distributed as dist
+
+            value = value.clone()
+            dist.all_reduce(value)
+        return value
 
     # --- the loop ---------------------------------------------------------------------------------------
     def run(self, stream: BatchStream, update: Callable, checkpoints: dict[int, object], *,
             load: Callable | None = None, before_step: Callable[[int], None] | None = None,
-            before_evaluate: Callable[[object], None] | None = None) -> None:
+            before_evaluate: Callable[[object], None] | None = None,
+            on_checkpoint: Callable[[object], None] | None = None) -> None:
         """Steps 1 … max(checkpoints): draw a batch, `before_step(step)`, `update(local_idx, batch)`; at each
-        checkpoint step `before_evaluate(label)` then `ctx.evaluate(label)`. `load(parts)`, given this
+        checkpoint step `before_evaluate(label)` then `ctx.evaluate(label)`, or `on_checkpoint(label)` instead
+        when given (a generative method trains its final classifiers there and evaluates each of their
+        epochs, the last with a snapshot). `load(parts)`, given this
         segment's [(step, local_idx, offset)] up to the next checkpoint, yields each batch's data (an image
         DataLoader); without it `batch` is None and `update` reads its inputs itself. A fit whose context
         carries a resume state starts from it, after its checkpoint."""
@@ -189,17 +214,17 @@ class TrainLoop:
                 local, offset = self.shard(idx)
                 segment.append((step, idx, local, offset))
             data = load([(s, local, offset) for s, _, local, offset in segment]) if load else iter(())
-            for step, idx, local, _ in segment:
+            for step, idx, local, offset in segment:
                 self.step_count = step
                 if before_step:
                     before_step(step)
-                self._global_n = len(idx)
+                self._global_n, self._local_n, self.offset = len(idx), len(local), offset
                 update(local, next(data, None))
             if before_evaluate:
                 before_evaluate(checkpoints[stop])
             if self.dist.world > 1:
                 self._broadcast(list(self.net.buffers()))
-            self.ctx.evaluate(checkpoints[stop])
+            (on_checkpoint or self.ctx.evaluate)(checkpoints[stop])
             self.net.train()
 
     # --- state --------------------------------------------------------------------------------------------
