@@ -67,9 +67,10 @@ def build_fclswgan(dim: int, n_att: int, nz: int, ngh: int, ndh: int, n_seen: in
 class FCLSWGAN(GenerativeMethod):
     paper = "Xian, Lorenz, Schiele & Akata, CVPR 2018"
     paper_rule = PaperRule(checkpoint="test", calibration="zero", separately=("T1", "H"),
-                           source=f"{OFFICIAL}: after every generator epoch (clswgan.py:L248-L266) classifier2.py "
-                                  "keeps the best test H (GZSL) or test accuracy (ZSL) over its 25 epochs; "
-                                  "GZSL and ZSL are separate runs (--gzsl); no calibration")
+                           source=f"{OFFICIAL}: after every generator epoch clswgan.py trains classifier2.CLASSIFIER, "
+                                  "whose fit()/fit_zsl() keep the best test H (GZSL run) or test accuracy (ZSL run) "
+                                  "over its 25 epochs, and prints it (--val_every 1); the paper reports the best "
+                                  "printed epoch; GZSL and ZSL are separate runs (--gzsl); no calibration")
     profiles = {**{ds: {**COMMON, **p} for ds, p in PAPER.items()}, "synthetic": {**COMMON, **SYNTHETIC}}
     search_spaces = {"*": {"cls_weight": [0.01, 0.1], "syn_num": [100, 300]},
                      "synthetic": {}}   # the embedded default runs the defaults only (time goal of `dvc repro`)

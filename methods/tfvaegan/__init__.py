@@ -111,9 +111,9 @@ def weighted_l1(pred, target):
 class TFVAEGAN(GenerativeMethod):
     paper = "Narayan, Gupta, Khan, Snoek & Shao, ECCV 2020"
     paper_rule = PaperRule(checkpoint="test", calibration="zero", separately=("T1", "H"),
-                           source=f"{OFFICIAL} train_images.py:L221-L247 (best test GZSL H and ZSL accuracy over "
-                                  "generator epochs), classifiers/classifier_images.py:L62-L110 (best test epoch "
-                                  "of each final classifier); no calibration")
+                           source=f"{OFFICIAL} train_images.py:L265-L286 (after every generator epoch, keep the best "
+                                  "test GZSL H and, separately, ZSL accuracy), classifiers/classifier_images.py:"
+                                  "L60-L116 (each final classifier's best test epoch of 25); no calibration")
     profiles = {**{ds: {**COMMON, **p} for ds, p in PAPER.items()}, "synthetic": {**COMMON, **SYNTHETIC}}
     search_spaces = {"*": {"recons_weight": [0.01, 0.1], "syn_num": [100, 300]},
                      "synthetic": {}}   # the embedded default runs the defaults only (time goal of `dvc repro`)
