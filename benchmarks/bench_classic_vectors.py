@@ -34,30 +34,14 @@ def main(argv=None) -> int:
         return 2
     os.environ["ZSL_BENCH_THREADS"] = str(args.threads)
     sys.path.insert(0, str(REPO))
-    from tests.real_layouts import release_from_metadata
-    from zsl_bench.backbone import BackboneSpec
-    from zsl_bench.data import cub
-    from zsl_bench.data.dataset import load_dataset
-    from zsl_bench.data.xlsa17 import last_two_components, prepare_from_release, xlsa17_folder
+    from tests.real_layouts import cub_vector_fixture
     from zsl_bench.evaluator import Evaluator
-    from zsl_bench.features import FeatureStore, import_res101
     from zsl_bench.registry import get_method
     from zsl_bench.runtime import limit_threads
 
     limit_threads()
     with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        release = xlsa17_folder(tmp / "raw", "CUB")
-        release.mkdir(parents=True)
-        for name, data in release_from_metadata(args.metadata, "CUB", "/p1/p2/p3/MSc/", feature_dim=args.dim,
-                                                noise=3.0).files.items():
-            (release / name).write_bytes(data)
-        d = load_dataset(prepare_from_release(tmp / "raw", tmp / "prepared", "CUB", "CUB", cub.SIZES,
-                                              last_two_components, image_root=tmp / "images", attribute_names=None))
-        spec = BackboneSpec(source="xlsa17_res101").applicable()
-        store = FeatureStore(import_res101(d, release / "res101.mat", tmp / "features",
-                                           {"spec": spec, "arch": spec["arch"], "pretraining_data": "imagenet-1k",
-                                            "trained_on": None}))
+        d, store = cub_vector_fixture(args.metadata, Path(tmp), feature_dim=args.dim)
         print(f"| method | configurations searched | wall time (s) | T1 (random features) |\n|---|---|---|---|")
         for method in args.methods:
             start = time.time()

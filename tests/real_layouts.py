@@ -214,6 +214,30 @@ def release_from_metadata(folder: Path, name: str, stored_prefix: str, feature_d
     return FakeRelease(name=name, files=files, sizes=sizes)
 
 
+def cub_vector_fixture(metadata: Path, root: Path, feature_dim: int = 2048, noise: float = 3.0):
+    """CUB's real split (`metadata`: ../shared/zsl-metadata/CUB) with random `feature_dim`-d features carrying
+    the class signal in place of res101.mat, prepared and imported as the release-only path does:
+    (dataset, feature store) under `root`. Same sizes and work as the release; not its accuracies."""
+    from zsl_bench.backbone import BackboneSpec
+    from zsl_bench.data import cub
+    from zsl_bench.data.dataset import load_dataset
+    from zsl_bench.data.xlsa17 import last_two_components, prepare_from_release, xlsa17_folder
+    from zsl_bench.features import FeatureStore, import_res101
+
+    release = xlsa17_folder(root / "raw", "CUB")
+    release.mkdir(parents=True)
+    for name, data in release_from_metadata(metadata, "CUB", "/p1/p2/p3/MSc/", feature_dim=feature_dim,
+                                            noise=noise).files.items():
+        (release / name).write_bytes(data)
+    d = load_dataset(prepare_from_release(root / "raw", root / "prepared", "CUB", "CUB", cub.SIZES,
+                                          last_two_components, image_root=root / "images", attribute_names=None))
+    spec = BackboneSpec(source="xlsa17_res101").applicable()
+    store = FeatureStore(import_res101(d, release / "res101.mat", root / "features",
+                                       {"spec": spec, "arch": spec["arch"], "pretraining_data": "imagenet-1k",
+                                        "trained_on": None}))
+    return d, store
+
+
 def metadata_archives(shared: Path) -> dict[str, bytes]:
     """The small metadata archives a release-only preparation of SUN and AWA2 also fetches (attribute names),
     in their real layouts, from the real files in ../shared/zsl-metadata."""

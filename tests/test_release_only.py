@@ -46,6 +46,9 @@ def test_the_release_only_quick_start_runs_dvc_repro_end_to_end(tmp_path):
     assert set(keys) == {"datasets", "sources", "backbone"}
     params = merge(yaml.safe_load((REPO / "params.yaml").read_text()), keys)
     params["tracking"]["mlflow"] = False   # not what this test is about; the mirror has its own tests
+    # The generative methods' official schedules (56–400 generator epochs of 4096-unit networks) take hours per
+    # run on 2 CPU cores: their release path is measured by benchmarks/bench_generative.py instead.
+    params["train"]["methods"] = [m for m in params["train"]["methods"] if m not in ("fclswgan", "tfvaegan")]
     with FileServer(www) as server:
         for ds in params["datasets"]:
             params["sources"][ds]["mirror"] = server.url   # stands in for the authors' host (no internet here)

@@ -115,7 +115,11 @@ class TFVAEGAN(GenerativeMethod):
                                   "test GZSL H and, separately, ZSL accuracy), classifiers/classifier_images.py:"
                                   "L60-L116 (each final classifier's best test epoch of 25); no calibration")
     profiles = {**{ds: {**COMMON, **p} for ds, p in PAPER.items()}, "synthetic": {**COMMON, **SYNTHETIC}}
-    search_spaces = {"*": {"recons_weight": [0.01, 0.1], "syn_num": [100, 300]},
+    # around each official setting: the decoder's reconstruction weight and the synthetic features per class
+    search_spaces = {"CUB": {"recons_weight": [0.01, 0.1], "syn_num": [100, 300]},
+                     "SUN": {"recons_weight": [0.01, 0.1], "syn_num": [100, 400]},
+                     "AWA2": {"recons_weight": [0.01, 0.1], "syn_num": [600, 1800]},
+                     "*": {"recons_weight": [0.01, 0.1], "syn_num": [100, 300]},
                      "synthetic": {}}   # the embedded default runs the defaults only (time goal of `dvc repro`)
 
     def build_net(self):
