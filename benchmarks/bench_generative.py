@@ -8,7 +8,7 @@ attributes, 150 seen + 50 unseen classes; the times are the release's, the accur
 show the runs are real). Each method runs its official CUB profile unless `--set` overrides a key.
 
     python benchmarks/bench_generative.py steps [--methods fclswgan tfvaegan] [--steps N] [--device cpu]
-    python benchmarks/bench_generative.py run --methods fclswgan [--epochs 2] [--search none]
+    python benchmarks/bench_generative.py run --methods fclswgan [--epochs 2] [--search none] [--folds 1 2 3]
 
 `steps`: one generator epoch (or its first N loop steps, extrapolated to the whole epoch and labelled so)
 followed by one final-classifier fit (`classifier_epochs` epochs of both classifiers on `syn_num` features per
@@ -89,6 +89,7 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=None, help="steps: time only the first N loop steps of the epoch")
     ap.add_argument("--epochs", type=int, default=None, help="run: generator epochs (default: the profile's)")
     ap.add_argument("--search", default="none", help="run: none | grid | random:N")
+    ap.add_argument("--folds", type=int, nargs="+", default=[1, 2, 3], help="run: validation folds (GBU: 1 2 3)")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=JSON", help="override hyperparameters")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: every usable core)")
@@ -129,16 +130,16 @@ def main(argv=None) -> int:
             for name in args.methods:
                 cls = get_method(name)
                 epochs = args.epochs or cls.profile("CUB")["epochs"]
-                ev = Evaluator(d, store, cls, seed=0, folds=(1, 2, 3), search=args.search, device=args.device,
+                ev = Evaluator(d, store, cls, seed=0, folds=tuple(args.folds), search=args.search, device=args.device,
                                progress=True, hparams={**overrides, "epochs": epochs})
                 start = time.perf_counter()
                 out = ev.run()
                 wall = time.perf_counter() - start
-                fits = len(out.configs) * 4
+                fits = len(out.configs) * (len(args.folds) + 1)
                 per_epoch = wall / (epochs * fits)
                 full = per_epoch * cls.profile("CUB")["epochs"] * fits
                 m = out.selection["val"]["metrics"]
-                print(f"| {name} | {epochs} | {len(out.configs)} | 1, 2, 3 + refit | {wall:.0f} | {per_epoch:.1f} | "
+                print(f"| {name} | {epochs} | {len(out.configs)} | {', '.join(map(str, args.folds))} + refit | {wall:.0f} | {per_epoch:.1f} | "
                       f"{full:.0f}{'' if epochs == cls.profile('CUB')['epochs'] else ' (extrapolated)'} | "
                       f"{100 * m['T1']:.1f} | {100 * m['H']:.1f} |", flush=True)
         print(f"\n{len(d.labels)} vectors ({len(d.splits['trainval'])} trainval), {args.dim}-d, {where}")
