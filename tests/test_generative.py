@@ -217,3 +217,29 @@ def test_a_run_selects_generator_and_classifier_epochs_on_validation(region_data
     # snapshots only where a fit can resume: after each generator epoch's last classifier epoch, and at the end
     assert journal.saves == 2 * (TINY["epochs"] + 1)
     assert {"gzsl_head.weight", "zsl_head.weight", "scaling.low"} <= set(out.state)
+
+
+@pytest.mark.parametrize("name", GENERATIVE)
+def test_runs_on_the_xlsa17_release_vectors(tiny_project, tmp_path, name):
+    """The papers' input: res101.mat's 2048-d vectors imported as they are (no images, no backbone)."""
+    from scipy.io import savemat
+
+    from tests.real_layouts import cell
+    from zsl_bench.backbone import BackboneSpec
+    from zsl_bench.data.dataset import load_dataset
+    from zsl_bench.features import FeatureStore, import_res101
+
+    d = load_dataset(tiny_project / "data" / "prepared" / "synthetic")
+    rng = np.random.default_rng(0)
+    feats = np.maximum(0, d.att[d.labels] @ rng.normal(size=(d.n_attributes, 2048)) + rng.normal(size=(len(d.labels), 2048)))
+    savemat(tmp_path / "res101.mat", {"features": feats.T, "labels": (d.labels + 1).reshape(-1, 1).astype(float),
+                                      "image_files": cell([f"/a/b/c/{f}" for f in d.image_files])})
+    info = {"spec": vars(BackboneSpec(arch="resnet101", source="xlsa17_res101")), "arch": "resnet101",
+            "pretraining_data": "imagenet-1k", "trained_on": None}
+    store = FeatureStore(import_res101(d, tmp_path / "res101.mat", tmp_path / "store", info))
+    cls = get_method(name)
+    out = Evaluator(d, store, cls, seed=0, search=False, device="cpu", progress=False,
+                    hparams={k: v for k, v in TINY.items() if k in cls.profile("synthetic")}).run()
+    assert out.state["net.G.fc1.weight"].shape[1] == 2 * d.n_attributes    # noise and attributes in
+    assert out.state["gzsl_head.weight"].shape[1] >= 2048                   # the release's 2048-d vectors
+    assert 0 < out.selection["val"]["metrics"]["T1"] <= 1
