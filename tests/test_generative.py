@@ -243,3 +243,26 @@ def test_runs_on_the_xlsa17_release_vectors(tiny_project, tmp_path, name):
     assert out.state["net.G.fc1.weight"].shape[1] == 2 * d.n_attributes    # noise and attributes in
     assert out.state["gzsl_head.weight"].shape[1] >= 2048                   # the release's 2048-d vectors
     assert 0 < out.selection["val"]["metrics"]["T1"] <= 1
+
+
+@pytest.mark.parametrize("name", GENERATIVE)
+def test_micro_batches_accumulate_to_the_whole_batch_update(name):
+    """train.micro_batch splits each batch; the losses are per-sample means, so the fit matches the
+    whole-batch fit up to float summation order."""
+    from zsl_bench.method import TrainSettings
+
+    cls = get_method(name)
+    train, unseen, task, _ = toy()
+    hp = tiny(cls, epochs=1, classifier_epochs=1)
+
+    def state(settings):
+        method = cls(hp, task, "cpu")
+        ctx = FitContext(seed=0, device="cpu", progress=False, _on_checkpoint=lambda e: None, _unseen=unseen,
+                         _declared_unseen=True, settings=settings)
+        method.fit(train, ctx)
+        return method.state_dict()
+
+    whole, parts = state(TrainSettings()), state(TrainSettings(micro_batch=16))
+    for k in whole:
+        if whole[k].is_floating_point():
+            torch.testing.assert_close(parts[k], whole[k], rtol=1e-4, atol=1e-5, msg=k)

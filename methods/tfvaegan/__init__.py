@@ -155,11 +155,11 @@ class TFVAEGAN(GenerativeMethod):
         _, hidden = self.net["Dec"](fake)
         return G(z, att, self.net["F"](hidden.detach()), feedback_weight)
 
-    def encode(self, loop, real, att):
+    def encode(self, real, att, eps):
+        """Encoded noise z = μ + σ·ε (the official `--encoded_noise`), with (μ, log σ²)."""
         import torch
 
         mean, log_var = self.net["E"](real, att)
-        eps = loop.global_rows(lambda m: torch.randn(m, self.nz, device=real.device))
         return eps * torch.exp(0.5 * log_var) + mean, mean, log_var
 
     def train_step(self, loop, step, real, att, y):
@@ -178,14 +178,16 @@ class TFVAEGAN(GenerativeMethod):
         net["Dec"].requires_grad_(True)
         loop.step(opt_dec, lambda p: hp["recons_weight"] * weighted_l1(net["Dec"](real[p])[0], att[p]), n)
 
-        z, _, _ = self.encode(loop, real, att)
+        eps = loop.global_rows(lambda m: torch.randn(m, self.nz, device=real.device))
         alpha = loop.global_rows(lambda m: torch.rand(m, 1, device=real.device))
         lam = float(net.lambda_gp)
+        batch = min(hp["batch_size"], self._n_train)   # every batch: that many distinct samples
 
         def critic_loss(p):
-            fake = self.generate(z[p], att[p], feedback).detach()
+            with torch.no_grad():   # the critic step trains D only: the fake is a constant to it
+                fake = self.generate(self.encode(real[p], att[p], eps[p])[0], att[p], feedback)
             gp = gradient_penalty(net["D"], real[p], fake, att[p], alpha[p])
-            self._gp = self._gp + gp.detach() * ((p.stop - p.start) / loop._global_n)
+            self._gp = self._gp + gp.detach() * ((p.stop - p.start) / batch)   # this part's share of the batch
             return hp["gamma_d"] * (net["D"](fake, att[p]).mean() - net["D"](real[p], att[p]).mean() + lam * gp)
 
         loop.step(opt_d, critic_loss, n)
@@ -200,13 +202,15 @@ class TFVAEGAN(GenerativeMethod):
         net["D"].requires_grad_(False)
         if hp["freeze_dec"]:
             net["Dec"].requires_grad_(False)
-        z, mean, log_var = self.encode(loop, real, att)
+        eps = loop.global_rows(lambda m: torch.randn(m, self.nz, device=real.device))
 
         def generator_loss(p):
-            fake = self.generate(z[p], att[p], feedback)
             x = real[p]
-            bce = F.binary_cross_entropy(fake + 1e-12, x, reduction="sum") / len(x)
-            kld = -0.5 * torch.sum(1 + log_var[p] - mean[p].pow(2) - log_var[p].exp()) / len(x)
+            z, mean, log_var = self.encode(x, att[p], eps[p])
+            fake = self.generate(z, att[p], feedback)
+            with torch.autocast(fake.device.type, enabled=False):   # BCE is unsafe in half precision
+                bce = F.binary_cross_entropy(fake.float() + 1e-12, x.float(), reduction="sum") / len(x)
+            kld = -0.5 * torch.sum(1 + log_var - mean.pow(2) - log_var.exp()) / len(x)
             return (bce + kld - hp["gamma_g"] * net["D"](fake, att[p]).mean()
                     + hp["recons_weight"] * weighted_l1(net["Dec"](fake)[0], att[p]))
 
