@@ -20,13 +20,14 @@ from zsl_bench.feature_generation import GenerativeMethod, gradient_penalty, ini
 from zsl_bench.method import PaperRule
 
 OFFICIAL = "Xian et al.'s PyTorch release (cvpr18xian), clswgan.py, read in its copy EthanZhu90/ZSL_ABP@e66ac2c"
-# The official scripts' settings (README: where each is read). Noise size = attribute count everywhere.
+# The official GZSL scripts' settings (README: where each is read; the ZSL scripts differ a little, and here
+# one generator serves both). Noise size = attribute count everywhere.
 COMMON = {"batch_size": 64, "critic_iter": 5, "lambda_gp": 10.0, "beta1": 0.5, "ngh": 4096, "ndh": 4096,
           "classifier_lr": 0.001, "classifier_epochs": 25, "pretrain_epochs": 50, "pretrain_batch_size": 100,
           "pretrain_lr": 0.001}
 PAPER = {
     "CUB": {"epochs": 56, "lr": 1e-4, "cls_weight": 0.01, "syn_num": 300},
-    "SUN": {"epochs": 40, "lr": 2e-4, "cls_weight": 0.01, "syn_num": 400, "classifier_lr": 0.0005},
+    "SUN": {"epochs": 40, "lr": 2e-4, "cls_weight": 0.01, "syn_num": 400},
     # AWA1's script (the paper has no AWA2): lr 1e-5, 1,800 features per class, 30 epochs
     "AWA2": {"epochs": 30, "lr": 1e-5, "cls_weight": 0.01, "syn_num": 1800},
 }
@@ -104,8 +105,8 @@ class FCLSWGAN(GenerativeMethod):
         return -(-n // self.hparams["batch_size"]) * self.hparams["critic_iter"]
 
     def pretrain(self, real, y):
-        """The seen-class softmax classifier whose loss guides the generator (official classifier.py: Adam
-        lr 0.001, β₁ 0.5, 50 epochs of batch 100), then frozen."""
+        """The seen-class softmax classifier whose loss guides the generator (clswgan.py's call of
+        classifier.CLASSIFIER: Adam lr 0.001, β₁ 0.5, 50 epochs of batch 100), then frozen."""
         import torch
         import torch.nn.functional as F
 
@@ -134,7 +135,8 @@ class FCLSWGAN(GenerativeMethod):
         D.requires_grad_(True)
 
         def critic_loss(p):
-            fake = G(noise[p], att[p]).detach()
+            with torch.no_grad():   # the critic step trains D only: the fake is a constant to it
+                fake = G(noise[p], att[p])
             return (D(fake, att[p]).mean() - D(real[p], att[p]).mean()
                     + hp["lambda_gp"] * gradient_penalty(D, real[p], fake, att[p], alpha[p]))
 

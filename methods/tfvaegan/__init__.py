@@ -46,6 +46,10 @@ def build_tfvaegan(dim: int, n_att: int, latent: int, hidden: int, ngh: int, ndh
     import torch
     import torch.nn as nn
 
+    if hidden != ngh:
+        raise ValueError(f"TF-VAEGAN adds the feedback F(h) (size ngh = {ngh}) to the generator's hidden layer "
+                         f"(size hidden = {hidden}): set them equal")
+
     leaky = lambda x: nn.functional.leaky_relu(x, 0.2)  # noqa: E731
 
     class Encoder(nn.Module):
@@ -65,7 +69,9 @@ def build_tfvaegan(dim: int, n_att: int, latent: int, hidden: int, ngh: int, ndh
 
         def forward(self, z, att, feedback=None, weight=0.0):
             h = leaky(self.fc1(torch.cat([z, att], 1)))
-            return torch.sigmoid(self.fc3(h if feedback is None else h + weight * feedback))
+            # the sigmoid in fp32: under bf16/fp16 autocast it would round to exactly 1 for moderate logits,
+            # and BCE's gradient there is inf (fp16: NaN) or 0
+            return torch.sigmoid(self.fc3(h if feedback is None else h + weight * feedback).float())
 
     class Critic(nn.Module):
         def __init__(self):
@@ -169,14 +175,16 @@ class TFVAEGAN(GenerativeMethod):
         hp, net = self.hparams, self.net
         opt_d, opt_dec, opt_e, opt_g, opt_f = loop.optimizers
         per_pass = -(-self._n_train // hp["batch_size"]) * hp["critic_iter"]
-        feedback = hp["a1"] if step // per_pass >= 1 else None     # the second pass of each epoch
+        feedback = hp["a1"] if step // per_pass == 1 else None     # the second pass of each epoch only
         first, last = step % hp["critic_iter"] == 0, (step + 1) % hp["critic_iter"] == 0
         n = len(real)
         if first:
             self._gp = torch.zeros((), device=real.device)
         net["D"].requires_grad_(True)
         net["Dec"].requires_grad_(True)
-        loop.step(opt_dec, lambda p: hp["recons_weight"] * weighted_l1(net["Dec"](real[p])[0], att[p]), n)
+        decoder = hp["recons_weight"] > 0        # official: no decoder training at all without its loss
+        if decoder:
+            loop.step(opt_dec, lambda p: hp["recons_weight"] * weighted_l1(net["Dec"](real[p])[0], att[p]), n)
 
         eps = loop.global_rows(lambda m: torch.randn(m, self.nz, device=real.device))
         alpha = loop.global_rows(lambda m: torch.rand(m, 1, device=real.device))
@@ -200,7 +208,7 @@ class TFVAEGAN(GenerativeMethod):
             net.lambda_gp.div_(1.1)
 
         net["D"].requires_grad_(False)
-        if hp["freeze_dec"]:
+        if decoder and hp["freeze_dec"]:
             net["Dec"].requires_grad_(False)
         eps = loop.global_rows(lambda m: torch.randn(m, self.nz, device=real.device))
 
@@ -214,7 +222,7 @@ class TFVAEGAN(GenerativeMethod):
             return (bce + kld - hp["gamma_g"] * net["D"](fake, att[p]).mean()
                     + hp["recons_weight"] * weighted_l1(net["Dec"](fake)[0], att[p]))
 
-        stepped = [opt_e, opt_g] + ([opt_f] if feedback is not None else []) + ([] if hp["freeze_dec"] else [opt_dec])
+        stepped = [opt_e, opt_g] + ([opt_f] if feedback is not None else []) + ([opt_dec] if decoder and not hp["freeze_dec"] else [])
         loop.step(tuple(stepped), generator_loss, n)
 
     def fit(self, train, ctx):
