@@ -103,6 +103,16 @@ def region_project(tiny_project, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def region_data(region_project):
+    """(dataset, feature store) of the region project, for tests that drive the evaluator directly."""
+    from zsl_bench.data.dataset import load_dataset
+    from zsl_bench.features import FeatureStore
+
+    return (load_dataset(region_project / "data" / "prepared" / "synthetic"),
+            FeatureStore(region_project / "features" / "synthetic"))
+
+
+@pytest.fixture(scope="session")
 def trained_template(tiny_project, tmp_path_factory) -> Path:
     """The tiny project with eszsl and ale trained for seeds 0 and 1, trained once per session (~10 s).
     Tests never write here: they get a private copy from `trained_project`."""

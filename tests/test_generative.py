@@ -163,15 +163,6 @@ class PoisonedStore:
         return getattr(self.store, name)
 
 
-@pytest.fixture(scope="module")
-def region_data(region_project):
-    from zsl_bench.data.dataset import load_dataset
-    from zsl_bench.features import FeatureStore
-
-    return (load_dataset(region_project / "data" / "prepared" / "synthetic"),
-            FeatureStore(region_project / "features" / "synthetic"))
-
-
 @pytest.mark.parametrize("name", GENERATIVE)
 @pytest.mark.parametrize("phase_name", ["validation", "test"])
 def test_no_unseen_class_image_reaches_training(region_data, name, phase_name):

@@ -18,15 +18,6 @@ REPO = Path(__file__).resolve().parents[1]
 SHORT = {"epochs": 1, "batches_per_epoch": 2}   # applied to the methods that have these hyperparameters
 
 
-@pytest.fixture(scope="module")
-def region_data(region_project):
-    from zsl_bench.data.dataset import load_dataset
-    from zsl_bench.features import FeatureStore
-
-    return (load_dataset(region_project / "data" / "prepared" / "synthetic"),
-            FeatureStore(region_project / "features" / "synthetic"))
-
-
 @pytest.mark.parametrize("name", all_method_names())
 def test_catalogue_every_method_and_variant_builds_fits_scores_and_round_trips(region_data, name):
     """Generated from the registry: a new method or variant is in this test without editing it."""
