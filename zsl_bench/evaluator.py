@@ -127,7 +127,7 @@ class Evaluator:
         self.device, self.progress, self.replicate = device, progress, int(replicate)
         self.settings = settings or TrainSettings()
         self._resume_from(RunJournal(None))
-        default = method_cls.default_hparams(dataset.name, hparams)
+        default = self.default_hparams = method_cls.default_hparams(dataset.name, hparams)
         space = method_cls.search_space(dataset.name) if search_space is None else dict(search_space)
         unknown = sorted(set(space) - set(default))
         if unknown:
@@ -321,7 +321,7 @@ class Evaluator:
         val_gamma = {v: {(r["config_id"], r["epoch"]): r["gamma"] for r in validation[v]} for v in self.score_variants}
         rule = self.method_cls.paper_rule
         grid_step = rule.gamma_step if rule else 0.01
-        default_gamma = float(self.method_cls.default_calibration_gamma)
+        default_gamma = self.method_cls.fixed_gamma(self.default_hparams)
         # Keepers and the headline's model (its state, what reports show of it) are journalled with each snapshot.
         keepers = {v: Keeper(plans[v]) for v in self.score_variants}
         kept = {v: {} for v in self.score_variants}

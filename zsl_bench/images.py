@@ -55,7 +55,9 @@ def to_normalised_tensor(batch_uint8):
 # "gem": GEM-ZSL / ReZSL / Mg-MRN (ReZSL data_transform.py): training resizes the short side to size·8/7, takes
 # a random size×size crop and a random horizontal flip; evaluation resizes the short side to `size` and takes
 # the central crop. ImageNet normalisation in both.
-TRANSFORM_FAMILIES = ("gem",)
+# "apn": APN (model/main_utils.py L318-L369, the scripts' default transform): the short side resized to size·8/7
+# (256 for 224), the central size×size crop, in training as in evaluation (no augmentation).
+TRANSFORM_FAMILIES = ("gem", "apn")
 
 
 def image_transform(family: str, size: int, train: bool):
@@ -64,8 +66,11 @@ def image_transform(family: str, size: int, train: bool):
 
     if family not in TRANSFORM_FAMILIES:
         raise ValueError(f"unknown transform family {family!r} ({', '.join(TRANSFORM_FAMILIES)})")
-    steps = ([v2.Resize(int(size * 8 / 7)), v2.RandomCrop(size), v2.RandomHorizontalFlip(0.5)] if train
-             else [v2.Resize(size), v2.CenterCrop(size)])
+    if family == "apn":
+        steps = [v2.Resize(int(size * 8 / 7)), v2.CenterCrop(size)]
+    else:
+        steps = ([v2.Resize(int(size * 8 / 7)), v2.RandomCrop(size), v2.RandomHorizontalFlip(0.5)] if train
+                 else [v2.Resize(size), v2.CenterCrop(size)])
     return v2.Compose([*steps, v2.PILToTensor()])
 
 

@@ -139,7 +139,7 @@ class PaperRule:
             raise TypeError(f"PaperRule.separately must include H and name only T1, H, AUSUC: {self.separately}")
 
     def describe(self, default_gamma: float) -> str:
-        gamma = {"fixed": f"γ = {default_gamma:g} (built-in offset)", "zero": "no calibration (γ = 0)",
+        gamma = {"fixed": f"γ = {default_gamma:g} (fixed by the authors)", "zero": "no calibration (γ = 0)",
                  "test-grid": f"γ swept on test in steps of {self.gamma_step:g}"}[self.calibration]
         if self.checkpoint == "test":
             where = ("test: best " + ", best ".join(self.separately) + " over the evaluation cadence, each "
@@ -296,9 +296,15 @@ class Method:
         raise NotImplementedError
 
     @classmethod
-    def official_selection(cls) -> str:
+    def fixed_gamma(cls, hparams: dict | None = None) -> float:
+        """γ of the `last` policy and of a `fixed` paper rule: the hyperparameter `calibration_gamma` where the
+        authors fixed one per dataset (GEM-ZSL, APN), else the class's `default_calibration_gamma`."""
+        return float((hparams or {}).get("calibration_gamma", cls.default_calibration_gamma))
+
+    @classmethod
+    def official_selection(cls, hparams: dict | None = None) -> str:
         """The paper rule in words (records, `zsl-bench methods`)."""
-        return cls.paper_rule.describe(cls.default_calibration_gamma) if cls.paper_rule else "not stated"
+        return cls.paper_rule.describe(cls.fixed_gamma(hparams)) if cls.paper_rule else "not stated"
 
     def score_zsl(self, x: Any, unseen: ClassSemantics) -> np.ndarray:
         """N × len(unseen) scores of unseen-class images over the unseen classes only, for methods whose

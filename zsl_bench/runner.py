@@ -175,9 +175,9 @@ def _shared_record(request: RunRequest, paths: ProjectPaths, evaluator, out, dev
                   "backbone": store.index["backbone_spec"].get("seed")},
         "method_info": {"input_kind": method_cls.input_kind, "paper": method_cls.paper, "device": method_cls.device,
                         "uses_unseen_semantics": method_cls.uses_unseen_semantics,
-                        "default_calibration_gamma": method_cls.default_calibration_gamma,
+                        "default_calibration_gamma": method_cls.fixed_gamma(evaluator.default_hparams),
                         "paper_rule": dataclasses.asdict(method_cls.paper_rule) if method_cls.paper_rule else None,
-                        "official_selection": method_cls.official_selection(),
+                        "official_selection": method_cls.official_selection(evaluator.default_hparams),
                         "capabilities": sorted(method_cls.capabilities)},
         "config": {"folds": list(evaluator.folds), "folds_requested": request.folds if request.folds == "auto"
                    else list(request.folds), "selection_metric": request.selection_metric, "search": evaluator.search,

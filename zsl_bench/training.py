@@ -172,6 +172,12 @@ class TrainLoop:
         if self.scaler:
             self.scaler.update()
 
+    @property
+    def batch_total(self) -> int:
+        """Samples in the current batch across every process (a loss summed over the batch, rather than
+        averaged, is its per-sample mean times this)."""
+        return self._global_n or self._local_n
+
     def global_rows(self, draw: Callable[[int], object]):
         """This process's rows of a random draw made for the whole batch: `draw(n)` (e.g. noise for n
         samples) runs on every process with the same generator state and each keeps its share, so a run on

@@ -7,9 +7,10 @@ Losses (methods.md §3.3): cross-entropy over all K classes on z, self-calibrati
 attribute regression mean (e − a_y)². The offset is also in the official test scores: a fixed
 calibration γ = 2, which here is the evaluator's `default_calibration_gamma` (and the `last` policy).
 
-Two parity knobs (README, "Sampling and evaluation cadence"): `sampling` "epoch" (one shuffled pass per
-epoch) or "independent" (every batch drawn afresh, as the official `next_batch`), and `eval_cadence`
-"epoch_end" (a checkpoint after each epoch) or "official" (checkpoint j after step 1 + j·R, R = N // batch).
+Two parity knobs (README, "Sampling and evaluation cadence"; implemented in `blocks.AllClassMapMethod`, which
+MSDN's identical scripts share): `sampling` "epoch" (one shuffled pass per epoch) or "independent" (every
+batch drawn afresh, as the official `next_batch`), and `eval_cadence` "epoch_end" (a checkpoint after each
+epoch) or "official" (checkpoint j after step 1 + j·R, R = N // batch).
 The real-dataset profiles use the official values; the embedded `synthetic` default the harness's own.
 """
 from __future__ import annotations
@@ -17,12 +18,8 @@ from __future__ import annotations
 import numpy as np
 
 
-from zsl_bench.blocks import (AllClassMapMethod, AllClassTargets, attribute_weighted_attention,
-                              class_balanced_batches, score_in_batches)
+from zsl_bench.blocks import AllClassMapMethod, AllClassTargets, attribute_weighted_attention, score_in_batches
 from zsl_bench.method import ATTENTION_MAPS, PARAMETER_COUNT, PaperRule
-
-SAMPLINGS = ("epoch", "independent")
-EVAL_CADENCES = ("epoch_end", "official")
 
 # shiming-chen/TransZero train_<ds>.py + wandb_config/<ds>_gzsl.yaml (methods.md §3.4).
 COMMON = {"lr": 1e-4, "weight_decay": 1e-4, "batch_size": 50, "logit_offset": 1.0, "attribute_embedding": "w2v",
@@ -65,43 +62,6 @@ class TransZero(AllClassMapMethod):
         hp = self.hparams
         return TransZeroNet(self.task.input_shape[0], self.attribute_embedding(), hp["d"], hp["d_ff"], hp["dropout"],
                             hp["self_attention"], hp["normalize_V"], hp["double_residual"])
-
-    def batches(self, y: np.ndarray, rng) -> list:
-        """One "epoch": N / batch_size iterations, as the official iteration count is defined."""
-        hp = self.hparams
-        if hp["sampler"] == "balanced":   # min(#seen, 50) distinct classes × 1 image (AWA2: effectively 40)
-            return class_balanced_batches(y, int(np.ceil(len(y) / hp["batch_size"])), hp["batch_size"], 1, rng)
-        return super().batches(y, rng)
-
-    # --- the parity knobs: which batches, and after which steps a checkpoint is taken ------------------
-    def draw(self, y: np.ndarray):
-        """rng → the next batches of the stream. `sampling: epoch`: one epoch of `batches` (a shuffled
-        pass). `independent` with the random sampler: one batch of `batch_size` distinct images drawn
-        afresh (official `torch.randperm(N)[:batch_size]`, dataset.py:L112), so an image can recur
-        within an epoch and another be missed. The balanced sampler draws every batch independently
-        in both settings (official dataset.py:L102-L109 for SUN/AWA2; `batches` above does the same)."""
-        hp = self.hparams
-        if hp["sampling"] not in SAMPLINGS:
-            raise ValueError(f"transzero sampling must be one of {SAMPLINGS}, not {hp['sampling']!r}")
-        if hp["sampling"] == "independent" and hp["sampler"] != "balanced":
-            n, size = len(y), int(hp["batch_size"])
-            return lambda rng: [rng.permutation(n)[:size]]
-        return super().draw(y)
-
-    def checkpoint_steps(self, n: int) -> dict[int, int]:
-        """Optimizer step (counted from 1) → checkpoint label (1 … epochs, as the base class labels its
-        epochs). `epoch_end`: after steps e·P, P = ceil(N / batch_size) batches per epoch. `official`:
-        after steps 1 + j·R, j = 0 … epochs − 1, with R = N // batch_size, the official report interval
-        ((N·epochs // batch_size) // epochs = N // batch_size, train_<ds>.py); training stops after the
-        last one. A refit on more images has a larger R but the same labels."""
-        hp = self.hparams
-        if hp["eval_cadence"] not in EVAL_CADENCES:
-            raise ValueError(f"transzero eval_cadence must be one of {EVAL_CADENCES}, not {hp['eval_cadence']!r}")
-        epochs, size = int(hp["epochs"]), int(hp["batch_size"])
-        if hp["eval_cadence"] == "official":
-            r = max(n // size, 1)
-            return {1 + j * r: j + 1 for j in range(epochs)}
-        return super().checkpoint_steps(n)
 
     def loss(self, maps, y, targets: AllClassTargets):
         import torch.nn.functional as F
