@@ -61,6 +61,12 @@ def score_in_batches(x, score_batch, batch_size: int = 256):
     return np.concatenate([score_batch([x[lo:lo + batch_size]]) for lo in range(0, len(x), batch_size)])
 
 
+def scaled_cosine(pred, att, scale: float, eps: float):
+    """scale · cos(pred_b, att_c) [B, K], each vector divided by (its norm + eps) (GEM-ZSL: 1e-5, ReZSL: 1e-10)."""
+    unit = lambda v: v / (v.norm(dim=1, keepdim=True) + eps)  # noqa: E731
+    return scale * unit(pred.float()) @ unit(att.float()).T
+
+
 def make_optimizer(name: str, params, lr: float, weight_decay: float = 0.0, momentum: float = 0.0):
     import torch
 
@@ -407,6 +413,12 @@ class OneMapMethod(TorchMethod):
             side = -(-int(self.hparams["image_size"]) // 32)   # each stride-2 stage rounds up
             return side, side
         return tuple(int(v) for v in self.task.input_shape[1:3])
+
+    def weighted_attention(self, x, attention_of, attribute_weights=None) -> np.ndarray:
+        """[N, H, W] for figures: `attention_of(head output)` ([B, A, H·W], rows summing to 1 over the map's
+        cells) averaged over attributes with `attribute_weights` (uniform when None)."""
+        maps = self.outputs(x, lambda out: attention_of(out).float().cpu().numpy())
+        return attribute_weighted_attention(maps, attribute_weights, self.map_grid())
 
     def outputs(self, x, fn):
         """`fn(head output)` → numpy, for every item of `x` in evaluation batches, stacked."""

@@ -54,6 +54,7 @@ def _schemas() -> dict:
                              "cpus_per_task": int, "mem_gb": (int, float), "array_parallelism": int,
                              "cluster": (str, NONE), "folder": str}},
         "tracking": {"mlflow": bool, "uri": (str, NONE)},   # uri: tracking.configured_uri
+        "compare": mapof({"methods": listof(str), "question": str}),   # report_stage.write_comparisons
         "method": {"hparams": mapof(mapof(object)), "search_space": mapof(mapof(listof(object)))},
     }
 
@@ -91,7 +92,7 @@ def validate(params: dict, file: Path, check_methods: bool = True) -> dict:
     from zsl_bench.data import available_sources, source_module
 
     schemas = _schemas()
-    top = ("datasets", "sources", "backbone", "extract", "train", "methods", "ablate", "launch", "tracking")
+    top = ("datasets", "sources", "backbone", "extract", "train", "methods", "ablate", "launch", "tracking", "compare")
     if not isinstance(params, dict):
         raise ConfigError(f"{file}: must be a mapping of sections ({', '.join(top)})")
     for k in params:
@@ -114,10 +115,15 @@ def validate(params: dict, file: Path, check_methods: bool = True) -> dict:
         for section in ("sources", "backbone", "extract"):
             if ds not in (params.get(section) or {}):
                 raise ConfigError(f"{file}: missing {section}.{ds} (dataset {ds} is in `datasets`)")
-    for section in ("train", "ablate", "launch", "tracking"):
+    for section in ("train", "ablate", "launch", "tracking", "compare"):
         if section in params:
             _check(params[section], schemas[section], section, file)
     _check_launch(params.get("launch") or {}, file)
+    for name, entry in (params.get("compare") or {}).items():
+        missing = [m for m in entry.get("methods", []) if m not in params["train"]["methods"]]
+        if len(entry.get("methods", [])) < 2 or missing:
+            raise ConfigError(f"{file}: compare.{name}.methods must name two or more of train.methods"
+                              + (f" ({', '.join(missing)} not there)" if missing else ""))
     for k in ("methods", "seeds", "folds", "selection_metric", "search", "device", "precision", "micro_batch"):
         if k not in params["train"]:
             raise ConfigError(f"{file}: missing key train.{k}")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from zsl_bench.blocks import OneMapMethod, attribute_groups_by_name, attribute_weighted_attention
+from zsl_bench.blocks import OneMapMethod, attribute_groups_by_name
 from zsl_bench.method import ATTENTION_MAPS, PARAMETER_COUNT, PaperRule
 
 # wenjiaXu/APN-ZSL@e5976f7 script/{CUB,SUN,AWA2}_GZSL.sh with model/opt.py defaults (README: sources).
@@ -86,10 +86,9 @@ class APN(OneMapMethod):
         kind = self.hparams["groups"]
         if kind == "none":
             return []
-        if self.task.dataset == "CUB":
-            return [_expand(_CUB_PARTS[p]) for p in CUB_LOSS_PARTS]
-        if self.task.dataset == "SUN":
-            return SUN_GROUPS
+        official = {"CUB": [_expand(_CUB_PARTS[p]) for p in CUB_LOSS_PARTS], "SUN": SUN_GROUPS}.get(self.task.dataset)
+        if official and max(map(max, official)) < self.task.n_attributes:
+            return official
         groups = attribute_groups_by_name(self.task.attribute_names)
         if not groups:
             raise ValueError(f"{self.name}: no attribute groups for {self.task.dataset}; set groups: none")
@@ -151,9 +150,8 @@ class APN(OneMapMethod):
         return total
 
     def attention_maps(self, x, attribute_weights=None) -> dict[str, np.ndarray]:
-        """For figures: {"prototype similarity": [N, H, W]}: each attribute's similarity map, softmax over the
-        cells (so each sums to 1), averaged over attributes with `attribute_weights`."""
+        """{"prototype similarity": [N, H, W]}: each attribute's similarity map, softmax over the cells."""
         import torch
 
-        maps = self.outputs(x, lambda out: torch.softmax(out["similarity"].float().flatten(2), -1).cpu().numpy())
-        return {"prototype similarity": attribute_weighted_attention(maps, attribute_weights, self.map_grid())}
+        return {"prototype similarity": self.weighted_attention(
+            x, lambda out: torch.softmax(out["similarity"].flatten(2), -1), attribute_weights)}

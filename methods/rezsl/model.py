@@ -1,12 +1,9 @@
-"""The two heads of the GEM-ZSL → ReZSL lineage on one backbone map [B, C, H, W], and ReZSL's weights.
+"""ReZSL's head on one backbone map [B, C, H, W], and its residual-based weights.
 
 - `AttentionHead`: ReZSL's `AttentionNet` (FouriYe/ReZSL-TIP23@cb25133 REZSL/modeling/Model/mainModel.py
   L218-L293): fixed attribute word vectors as queries over the map's regions, no 1/√d scaling, the attended
   value projected back to C and added to the global-average-pooled feature, then one N(0, 1) probe per
   attribute (AWA2: through a 4096-wide linear layer, no activation) → v2s [B, A].
-- `GEMHead`: GEM-ZSL's `GEMNet` (osierboy/GEM-ZSL@8486b08 GEMZSL/modeling/GEMModel/GEMNet.py L44-L154): a
-  global branch GAP(x)·V for the classes, and an attention branch (queries w2v·W, softmax over regions)
-  whose spatial maximum regresses the attributes; attention decorrelation and compactness losses.
 - `remse_weights`: ReZSL's residual-based weights (REZSL/modeling/Model/rezsl.py L54-L126, "in_batch").
 """
 from __future__ import annotations
@@ -38,41 +35,6 @@ class AttentionHead(nn.Module):
         if self.hidden is not None:
             final = self.hidden(final)
         return {"attributes": (final * self.probe).sum(-1), "attention": attention}
-
-
-class GEMHead(nn.Module):
-    def __init__(self, channels: int, w2v):
-        super().__init__()
-        self.register_buffer("w2v", torch.as_tensor(w2v, dtype=torch.float32))
-        dim_v = self.w2v.shape[1]
-        self.W = nn.Parameter(torch.randn(dim_v, channels))                  # query projection, N(0, 1)
-        self.V = nn.Parameter(torch.randn(channels, self.w2v.shape[0]))     # global branch, N(0, 1), no bias
-
-    def forward(self, x: torch.Tensor) -> dict:
-        b, c, h, w = x.shape
-        flat = x.flatten(2)                                                  # [B, C, N]
-        query = self.w2v @ self.W                                           # [A, C]
-        attention = torch.softmax(torch.einsum("ac,bcn->ban", query, flat), dim=-1)
-        return {"attributes": flat.mean(2) @ self.V, "attention": attention, "query": query,
-                "attention_max": attention.max(-1).values, "grid": (h, w)}
-
-
-def attribute_decorrelation(query: torch.Tensor, groups: list[list[int]]) -> torch.Tensor:
-    """GEM-ZSL's L_AD: per group, the L2 norm over its attributes' query vectors for each channel,
-    averaged over channels; then averaged over groups."""
-    return sum(query[g].norm(dim=0).mean() for g in groups) / len(groups)
-
-
-def compactness(attention: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-    """GEM-ZSL's L_CPT: each attribute's attention times the squared grid distance (in cells) to its own
-    peak; mean over attributes and cells, then over the batch. The peak is a constant (argmax)."""
-    b, a, n = attention.shape
-    h, w = grid
-    peak = attention.detach().argmax(-1)                                     # [B, A]
-    rows, cols = torch.arange(h, device=attention.device), torch.arange(w, device=attention.device)
-    cell_r, cell_c = rows.repeat_interleave(w), cols.repeat(h)             # [N]
-    distance = (cell_r - (peak // w)[..., None]) ** 2 + (cell_c - (peak % w)[..., None]) ** 2
-    return (attention * distance).reshape(b, -1).mean(-1).mean()
 
 
 def remse_weights(p_hat: torch.Tensor, a_hat: torch.Tensor, y: torch.Tensor, p: float, p2: float) -> torch.Tensor:
