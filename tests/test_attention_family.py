@@ -8,6 +8,7 @@ from methods.apn.model import APNHead, compactness as apn_compactness, decorrela
 from methods.gemzsl.model import GEMHead, attribute_decorrelation, compactness as gem_compactness
 from methods.msdn.model import MSDNNet, distillation
 from methods.rezsl.model import AttentionHead, remse_weights
+from tests.test_region_methods import one_step_lowers
 from zsl_bench.blocks import AllClassTargets, attribute_groups_by_name
 from zsl_bench.method import ClassSemantics, Task
 from zsl_bench.registry import get_method
@@ -223,16 +224,6 @@ def test_official_groups_need_the_official_attribute_count():
 
 
 # --- one step lowers each loss ----------------------------------------------------------------------------
-
-def one_step_lowers(loss_fn, params, lr):
-    before = loss_fn()
-    opt = torch.optim.Adam(params, lr=lr)
-    opt.zero_grad()
-    before.backward()
-    opt.step()
-    with torch.no_grad():
-        return float(before.detach()), float(loss_fn())
-
 
 @pytest.mark.parametrize("name,lr", [("rezsl", 1e-3), ("rezsl.remse-off", 1e-3), ("gemzsl", 1e-3),
                                      ("apn", 1e-5)])   # APN's weights start at U[0, 2e-4): a small step

@@ -349,3 +349,32 @@ def test_a_method_the_features_cannot_serve_is_skipped_and_every_table_says_why(
     index_file.write_text(original)   # the maps are back: dazle runs, and its slot is no longer marked
     stages.train("synthetic", "dazle", 0, params, paths, progress=False)
     assert not (slot / SKIPPED_FILE).exists()
+
+
+def test_report_writes_the_comparisons_params_yaml_names(trained_project):
+    """`compare.<name>` → reports/comparisons.md: `zsl-bench compare`'s tables (val and paper), the paired Δ
+    per seed with its bootstrap interval, under the question asked."""
+    paths = ProjectPaths(trained_project)
+    params = load_params(paths)
+    params["compare"] = {"ranking-or-ridge": {"methods": ["eszsl", "ale"], "question": "Does ranking beat ridge?"}}
+    written = report_stage.report(params, paths)
+    text = (trained_project / "reports" / "comparisons.md").read_text()
+    assert "comparisons.md" in [p.name for p in written]
+    assert "# ranking-or-ridge: eszsl vs ale" in text and "Does ranking beat ridge?" in text
+    assert "## val · synthetic" in text and "## paper · synthetic" in text
+    assert text.count("| Δ ale − eszsl") == 2 and "95 % paired bootstrap" in text
+    assert "[`comparisons.md`]" in (trained_project / "reports" / "README.md").read_text()
+
+
+def test_a_comparison_must_name_trained_methods(tmp_path):
+    from zsl_bench.io import ConfigError
+    from zsl_bench.params import validate
+
+    write_params(tmp_path)
+    params = load_params(ProjectPaths(tmp_path))
+    params["compare"] = {"q": {"methods": ["eszsl", "mgmrn"], "question": ""}}
+    with pytest.raises(ConfigError, match=r"compare.q.methods must name two or more of train.methods \(mgmrn not there\)"):
+        validate(params, tmp_path / "params.yaml")
+    params["compare"] = {"q": {"methods": ["eszsl"], "sorted": True}}
+    with pytest.raises(ConfigError, match="unknown key compare.q.sorted"):
+        validate(params, tmp_path / "params.yaml")

@@ -27,7 +27,10 @@ from zsl_bench.runner import RunRequest, execute
 from zsl_bench.runtime import limit_threads
 limit_threads()
 root, slot, method = sys.argv[1:4]
-hparams = {{"epochs": 3, "lr_step": 1}} if method == "mgmrn" else {{"epochs": 3}}
+# a learning-rate step every epoch (Mg-MRN, ReZSL), APN's warm-up ending after the first epoch: a resumed fit
+# must restore what each schedule and APN's per-epoch fresh optimizer depend on
+hparams = {{"mgmrn": {{"epochs": 3, "lr_step": 1}}, "rezsl": {{"epochs": 3, "lr_step": 1}},
+           "apn": {{"epochs": 3, "pretrain_epoch": 0}}}}.get(method, {{"epochs": 3}})
 print(execute(RunRequest(dataset="synthetic", method=method, seed=0, search="none", device="cpu", hparams=hparams),
               ProjectPaths(Path(root)), progress=False, slot=Path(slot)))
 """
@@ -52,7 +55,8 @@ def run_folder(slot: Path, method: str) -> Path:
 # Snapshots: one per checkpoint of a fit and one when it ends. Validation (fold 1, 3 epochs) writes 1–4, the
 # refit on trainval 5–8: 2 stops mid-way through the validation fit, 6 mid-way through the test fit (for
 # f-CLSWGAN, after its second generator epoch and that epoch's final classifiers: their epochs take no snapshot).
-@pytest.mark.parametrize("method,kill_after", [("transzero", 2), ("mgmrn", 6), ("fclswgan", 6)])
+@pytest.mark.parametrize("method,kill_after", [("transzero", 2), ("mgmrn", 6), ("fclswgan", 6), ("rezsl", 2),
+                                               ("apn", 6)])
 def test_a_killed_run_resumes_bit_for_bit(region_project, tmp_path, method, kill_after):
     whole, resumed = tmp_path / "whole", tmp_path / "resumed"
     done = run(region_project, whole, method)

@@ -321,10 +321,14 @@ def _methods(args) -> int:
 def _method_hparams(cls) -> int:
     import json
 
-    print(f"{cls.name}: {cls.paper}; official selection: {cls.official_selection()}")
+    per_dataset = any("calibration_gamma" in cls.profile(d) for d in cls.profiles)   # the authors' γ by dataset
+    print(f"{cls.name}: {cls.paper}" + ("" if per_dataset else f"; official selection: {cls.official_selection()}"))
     for dataset in cls.profiles:
         label = "any other dataset" if dataset == "*" else dataset
-        print(f"\n[{label}] defaults: {json.dumps(cls.default_hparams(dataset))}")
+        hparams = cls.default_hparams(dataset)
+        if per_dataset:
+            print(f"\n[{label}] official selection: {cls.official_selection(hparams)}")
+        print(f"{'' if per_dataset else chr(10)}[{label}] defaults: {json.dumps(hparams)}")
         space = cls.search_space(dataset)
         print(f"[{label}] search grid: {json.dumps(space) if space else 'none (defaults only)'}")
     return 0

@@ -148,8 +148,8 @@ def write_comparisons(params: dict, records: list, out_dir: Path, skipped: dict)
         parts += [f"# {name}: {' vs '.join(methods)}", "", entry.get("question", ""), ""]
         for policy in ("val", "paper"):
             comps = compare(results, methods, policy=policy, expected_seeds=seeds, skipped=skipped)
-            parts.append(render_md(comps, methods, f"run records in runs/ ({len(results)} current runs)")
-                         .replace("\n## ", f"\n## {policy} · ", 1) if comps else f"— no runs of {', '.join(methods)}\n")
+            table = "\n" + render_md(comps, methods, f"run records in runs/ ({len(results)} current runs)")
+            parts.append(table.replace("\n## ", f"\n## {policy} · ") if comps else f"— no runs of {', '.join(methods)}\n")
     if not params.get("compare"):
         parts.append("— none configured (params.yaml `compare: {name: {methods: [A, B, ...], question: ...}}`)")
     path = out_dir / "comparisons.md"

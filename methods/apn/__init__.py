@@ -71,7 +71,8 @@ class APN(OneMapMethod):
     transform = "apn"
     warm = True   # in the warm-up (head only, no L_CPT): set by `epoch_start`
     profiles = {**{ds: {**COMMON, **p} for ds, p in PAPER.items()}, "synthetic": {**COMMON, **SYNTHETIC}}
-    search_spaces = {"synthetic": {"l_attri": [0.1, 1.0]}}
+    # real datasets: λ_Reg over the values the three official scripts use; the embedded default: two
+    search_spaces = {"*": {"l_attri": [1e-2, 5e-2, 1e-1]}, "synthetic": {"l_attri": [0.1, 1.0]}}
     variants = {"image": {"mode": "image", "input_kind": "image"}, "prototypes-off": {"l_xe": 0.0, "l_attri": 0.0,
                                                                                          "l_regular": 0.0, "cpt": 0.0}}
 

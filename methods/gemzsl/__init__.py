@@ -52,7 +52,8 @@ class GEMZSL(OneMapMethod):
                                   "config's TEST.GAMMA")
     capabilities = frozenset({ATTENTION_MAPS, PARAMETER_COUNT})
     profiles = {**{ds: {**COMMON, **p} for ds, p in PAPER.items()}, "synthetic": {**COMMON, **SYNTHETIC}}
-    search_spaces = {"synthetic": {"lambda_reg": [0.25, 1.0]}}
+    # real datasets: λ1 over the values the official configs use; the embedded default: a wider pair
+    search_spaces = {"*": {"lambda_reg": [0.5, 1.0]}, "synthetic": {"lambda_reg": [0.25, 1.0]}}
     variants = {"image": {"mode": "image", "input_kind": "image"}}
 
     def build_head(self, channels: int):

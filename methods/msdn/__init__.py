@@ -46,7 +46,8 @@ class MSDN(AllClassMapMethod):
                                   "N//50 iterations; offset core/MSDN.py:L78-L82 (constructor default bias 1)")
     capabilities = frozenset({ATTENTION_MAPS, PARAMETER_COUNT})
     profiles = {**{ds: {**COMMON, **p} for ds, p in PAPER.items()}, "synthetic": {**COMMON, **SYNTHETIC}}
-    search_spaces = {"synthetic": {"lambda_distill": [1e-3, 1e-1]}}
+    # real datasets: λ_D over the values the three official scripts use; the embedded default: two
+    search_spaces = {"*": {"lambda_distill": [1e-7, 1e-3, 1e-2]}, "synthetic": {"lambda_distill": [1e-3, 1e-1]}}
     variants = {"distill-off": {"lambda_distill": 0.0}}
     score_variants = SCORE_VARIANTS
 

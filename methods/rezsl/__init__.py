@@ -45,7 +45,8 @@ class ReZSL(OneMapMethod):
                                   "L82-L119 (γ on the seen scores swept on test in 0.01 steps, the best-H γ kept)")
     capabilities = frozenset({ATTENTION_MAPS, PARAMETER_COUNT})
     profiles = {**{ds: {**COMMON, **p} for ds, p in PAPER.items()}, "synthetic": {**COMMON, **SYNTHETIC}}
-    search_spaces = {"synthetic": {"lambda_reg": [0.25, 1.0]}}
+    # real datasets: λ1 over the values the three official configs use; the embedded default: two of them
+    search_spaces = {"*": {"lambda_reg": [0.1, 0.25, 1.0]}, "synthetic": {"lambda_reg": [0.25, 1.0]}}
     variants = {"image": {"mode": "image", "input_kind": "image"},
                 "remse-off": {"remse_p": 0.0, "remse_p2": 0.0}}
 
