@@ -36,6 +36,7 @@ def write_params(root: Path, methods=("eszsl", "ale"), seeds=(0, 1)) -> None:
         "ablate": {"method": "mgmrn", "variants": [], "seeds": [0]},
         "launch": {"launcher": "local", "workers": None},   # dvc.yaml's ablate stage tracks the section
         "tracking": {"mlflow": False},
+        "compare": {},
     }
     (root / "params.yaml").write_text(yaml.safe_dump(params))
 

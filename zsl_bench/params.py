@@ -98,9 +98,10 @@ def validate(params: dict, file: Path, check_methods: bool = True) -> dict:
     for k in params:
         if k not in top:
             raise ConfigError(f"{file}: unknown section {k!r}; allowed: {', '.join(top)}")
-    for k in ("datasets", "sources", "train", "tracking"):
+    for k in ("datasets", "sources", "train", "tracking", "compare"):   # dvc.yaml tracks them: each must exist
         if k not in params:
-            raise ConfigError(f"{file}: missing section {k!r}")
+            raise ConfigError(f"{file}: missing section {k!r}" + (" (write `compare: {}` for no comparisons)"
+                                                                  if k == "compare" else ""))
     _check(params["datasets"], listof(str), "datasets", file)
     known = available_sources()
     for section in ("sources", "backbone", "extract"):
