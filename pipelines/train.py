@@ -1,9 +1,18 @@
-"""DVC stage `train@<dataset>-<method>-<seed>` (see dvc.yaml)."""
+"""DVC stage `train@<dataset>` (see dvc.yaml): every method × seed of params.yaml through the launcher.
+
+`python -m pipelines.train DATASET METHOD SEED` runs one of those runs in this process instead (by hand, or
+under torchrun: README "Scaling out"); it writes the same slot the stage would.
+"""
 import sys
 
 from pipelines._common import run_stage
 from zsl_bench import stages
 
 if __name__ == "__main__":
-    dataset, method, seed = sys.argv[1:4]
-    run_stage(stages.train, dataset, method, int(seed))
+    if len(sys.argv) == 2:
+        run_stage(stages.train, sys.argv[1])
+    elif len(sys.argv) == 4:
+        dataset, method, seed = sys.argv[1:4]
+        run_stage(stages.train_run, dataset, method, int(seed))
+    else:
+        sys.exit("usage: python -m pipelines.train DATASET [METHOD SEED]")

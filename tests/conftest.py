@@ -126,7 +126,7 @@ def trained_template(tiny_project, tmp_path_factory) -> Path:
     params = load_params(paths)
     for method in ("eszsl", "ale"):
         for seed in (0, 1):
-            stages.train("synthetic", method, seed, params, paths, progress=False)
+            stages.train_run("synthetic", method, seed, params, paths, progress=False)
     return root
 
 

@@ -33,7 +33,7 @@ def runs(region_project, tmp_path_factory):
     for name in REGION_METHODS:   # one epoch each, set the way a user sets it (params.yaml's methods section)
         params["methods"][name] = {"hparams": {"synthetic": {"epochs": 1}}}
     for method, seed in (("eszsl", 0), ("eszsl", 1), *((m, 0) for m in REGION_METHODS)):
-        stages.train("synthetic", method, seed, params, paths, progress=False)
+        stages.train_run("synthetic", method, seed, params, paths, progress=False)
     # as configured_records keeps them: a method's own records (not Mg-MRN's per-branch score variants)
     records = [r for r in find_records(paths.runs) if "score_variant_of" not in r]
     assert sorted(r["method"] for r in records) == sorted(["eszsl", "eszsl", *REGION_METHODS])

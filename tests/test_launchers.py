@@ -65,7 +65,7 @@ def test_sweep_with_the_local_launcher_writes_what_execute_writes_and_the_train_
     assert main(["sweep", "--only", "train", "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "2 runs (2 train, 0 ablation) with the local launcher" in out
-    assert "eszsl on synthetic, seed 1" in out and "runs/synthetic/eszsl/seed1" in out
+    assert "eszsl on synthetic, seed 1" in out and "runs/synthetic/train/eszsl/seed1" in out
     assert not (project_copy / "runs").exists() and not (project_copy / "mlflow.db").exists()
 
     assert main(["sweep", "--only", "train"]) == 0
@@ -82,7 +82,7 @@ def test_sweep_with_the_local_launcher_writes_what_execute_writes_and_the_train_
     # What `dvc repro`'s train stage does with them: finds each folder by its key, trains nothing.
     paths = ProjectPaths(project_copy)
     mtime = (folders[1] / "record.json").stat().st_mtime_ns
-    assert stages.train("synthetic", "eszsl", 1, load_params(paths), paths, progress=False) == folders[1]
+    assert stages.train_run("synthetic", "eszsl", 1, load_params(paths), paths, progress=False) == folders[1]
     assert (folders[1] / "record.json").stat().st_mtime_ns == mtime
 
 

@@ -88,6 +88,11 @@ def test_sae_solves_its_sylvester_equation_and_minimises_its_objective(toy):
     xn = (x / np.linalg.norm(x, axis=1, keepdims=True)).T
     S = s[y].T
     np.testing.assert_allclose(S @ S.T @ W + W @ (lam * xn @ xn.T), (1 + lam) * S @ xn.T, atol=1e-9)
+    from scipy.linalg import solve_sylvester
+
+    for other in (lam, 0.01, 100.0):   # the eigen-bases are reused across λ: each λ still solves its own equation
+        expected = solve_sylvester(S @ S.T, other * xn @ xn.T, (1 + other) * S @ xn.T)
+        np.testing.assert_allclose(sae_encoder(x, s[y], other), expected, rtol=1e-7, atol=1e-9 * np.abs(expected).max())
 
     def objective(W):
         return np.sum((xn - W.T @ S) ** 2) + lam * np.sum((W @ xn - S) ** 2)

@@ -95,7 +95,7 @@ def test_regress_reads_only_the_runs_of_this_code(trained_project, tmp_path):
     (repo / "regress").mkdir(parents=True)
     shutil.copyfile(trained_project / "params.yaml", repo / "regress" / "params.yaml")
     assert regress.regress(repo, trained_project, update=True, progress=False)[0] == 0
-    slot = trained_project / "runs" / "synthetic" / "ale" / "seed0"
+    slot = trained_project / "runs" / "synthetic" / "train" / "ale" / "seed0"
     (current,) = find_run_folders(slot)
     stale = slot / "0000000000000000"
     shutil.copytree(current, stale)
@@ -121,7 +121,7 @@ def test_runs_outside_params_yaml_are_named_never_averaged(trained_project):
     from zsl_bench.paths import ProjectPaths
 
     paths = ProjectPaths(trained_project)
-    stages.train("synthetic", "ale", 7, load_params(paths), paths, progress=False)
+    stages.train_run("synthetic", "ale", 7, load_params(paths), paths, progress=False)
     # A scoring variant read off a configured run (as Mg-MRN's per-branch inference sits beside its run) is
     # part of that run: neither counted nor named as outside.
     import shutil
@@ -217,7 +217,7 @@ def test_a_missing_configured_run_refuses_the_report(trained_project):
     out = _cli(trained_project, "report", "--no-mlflow")
     assert out.returncode == 0
     table = (trained_project / "reports" / "results.md").read_text()
-    shutil.rmtree(trained_project / "runs" / "synthetic" / "ale" / "seed1")   # as DVC does before a rerun
+    shutil.rmtree(trained_project / "runs" / "synthetic" / "train" / "ale" / "seed1")   # as DVC does before a rerun
     out = _cli(trained_project, "report", "--no-mlflow")
     assert out.returncode == 2 and "ale/synthetic/seed1" in out.stderr and "dvc repro" in out.stderr
     assert (trained_project / "reports" / "results.md").read_text() == table
@@ -237,7 +237,7 @@ def test_a_truncated_feature_array_stops_a_run_before_training(trained_project):
 def subprocess_run_train(root):
     import subprocess
 
-    shutil.rmtree(root / "runs" / "synthetic" / "sae", ignore_errors=True)
+    shutil.rmtree(root / "runs" / "synthetic" / "train" / "sae", ignore_errors=True)
     return subprocess.run([sys.executable, "-m", "pipelines.train", "synthetic", "eszsl", "3"], capture_output=True,
                           text=True, cwd=root)
 
@@ -313,7 +313,7 @@ def test_a_method_code_change_moves_every_view(tmp_path):
     method_file.write_text(method_file.read_text().replace("target = train.semantics.att[train.y]",
                                                            "target = 3.0 * train.semantics.att[train.y] ** 2"))
     _, repro = sh(sys.executable, "-m", "dvc", "repro")
-    assert "Running stage 'ablate@synthetic'" in repro and "Running stage 'train@synthetic-ridge-1'" in repro
+    assert "Running stage 'ablate@synthetic'" in repro and "Running stage 'train@synthetic'" in repro
     after = views()
     unchanged = [name for name in before if before[name] == after[name]]
     assert not unchanged, f"still showing the old code's numbers: {unchanged}"

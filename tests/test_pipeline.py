@@ -61,9 +61,9 @@ def test_recompute_script_catches_a_tampered_record(trained_project):
 
 def test_a_done_run_is_found_again_not_rerun(trained_project):
     paths = ProjectPaths(trained_project)
-    first = stages.train("synthetic", "eszsl", 0, load_params(paths), paths, progress=False)
+    first = stages.train_run("synthetic", "eszsl", 0, load_params(paths), paths, progress=False)
     mtime = (first / "record.json").stat().st_mtime_ns
-    again = stages.train("synthetic", "eszsl", 0, load_params(paths), paths, progress=False)
+    again = stages.train_run("synthetic", "eszsl", 0, load_params(paths), paths, progress=False)
     assert again == first and (again / "record.json").stat().st_mtime_ns == mtime
 
 
@@ -218,7 +218,7 @@ def test_dvc_repro_runs_everything_then_nothing_and_stage_deps_cover_imports(tin
     for out in ("data", "features", "runs", "reports", ".dvc/cache"):
         shutil.rmtree(root / out)
     cold = sh(sys.executable, "-m", "dvc", "repro")
-    assert "Running stage 'backbone@synthetic'" in cold and "Running stage 'train@synthetic-sae-0'" in cold
+    assert "Running stage 'backbone@synthetic'" in cold and "Running stage 'train@synthetic'" in cold
     after = snapshot()
     assert set(after) == set(before)
     changed = sorted(k for k in before if before[k] != after[k])
@@ -242,23 +242,29 @@ def test_dvc_repro_runs_everything_then_nothing_and_stage_deps_cover_imports(tin
                 "zsl_bench/blocks.py"} & set(report["files"]), \
         "the report stage reads run folders only: it never builds a model"
 
+    def run_folders(method):
+        return {p: (p / "record.json").stat().st_ino
+                for p in (root / "runs" / "synthetic" / "train" / method / "seed0").iterdir() if p.is_dir()}
+
+    eszsl_before = run_folders("eszsl")
     params["methods"]["sae"] = {"hparams": {"synthetic": {"lambda": 0.5}}}
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     third = sh(sys.executable, "-m", "dvc", "repro")
     ran = sorted(set(re.findall(r"Running stage '([^']+)'", third)))
-    assert ran == ["report", "train@synthetic-sae-0"], ran
-    (old_sae,) = [p for p in (root / "runs" / "synthetic" / "sae" / "seed0").iterdir()   # the older key pruned
+    assert ran == ["report", "train@synthetic"], ran
+    assert run_folders("eszsl") == eszsl_before, "an unchanged method was retrained, not found by its key"
+    (old_sae,) = [p for p in (root / "runs" / "synthetic" / "train" / "sae" / "seed0").iterdir()   # the older key pruned
                   if json.loads((p / "record.json").read_text())["method"] == "sae"]   # (not its scoring variant)
 
     # Killed after the run folder was written but before DVC recorded the stage: the rerun adopts the
     # complete folder (same inode, not retrained) instead of deleting it and training again.
     lock = yaml.safe_load((root / "dvc.lock").read_text())
-    del lock["stages"]["train@synthetic-eszsl-0"]
+    del lock["stages"]["train@synthetic"]
     (root / "dvc.lock").write_text(yaml.safe_dump(lock))
-    (folder,) = [p for p in (root / "runs" / "synthetic" / "eszsl" / "seed0").iterdir()]
+    (folder,) = [p for p in (root / "runs" / "synthetic" / "train" / "eszsl" / "seed0").iterdir()]
     inode = (folder / "record.json").stat().st_ino
     fourth = sh(sys.executable, "-m", "dvc", "repro")
-    assert "Running stage 'train@synthetic-eszsl-0'" in fourth
+    assert "Running stage 'train@synthetic'" in fourth
     assert (folder / "record.json").stat().st_ino == inode and old_sae.is_dir()
 
 
@@ -271,10 +277,10 @@ def test_runs_that_searched_no_hyperparameters_say_so(project_copy):
     params = load_params(paths)
     params["train"]["search"] = False
     for seed in (0, 1):
-        stages.train("synthetic", "eszsl", seed, params, paths, progress=False)
+        stages.train_run("synthetic", "eszsl", seed, params, paths, progress=False)
     params["train"]["search"] = True
     for seed in (0, 1):
-        stages.train("synthetic", "ale", seed, params, paths, progress=False)
+        stages.train_run("synthetic", "ale", seed, params, paths, progress=False)
     report_stage.report(params, paths, progress=False)
     text = (project_copy / "reports" / "results.md").read_text()
     rows = {line.split("|")[1].strip() for line in text.splitlines() if line.startswith("| ")}
@@ -303,7 +309,7 @@ def test_the_train_stage_applies_one_thread_rule_to_torch_and_blas(project_copy,
     monkeypatch.setenv(THREADS_ENV, "1")
     try:
         with threadpool_limits(limits=None):   # gives this process its BLAS pools back afterwards
-            folder = stages.train("synthetic", "eszsl", 0, params, paths, progress=False)
+            folder = stages.train_run("synthetic", "eszsl", 0, params, paths, progress=False)
             blas = {p["internal_api"]: p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"}
             assert blas and set(blas.values()) == {1}, blas
             assert torch.get_num_threads() == 1
@@ -333,7 +339,7 @@ def test_a_method_the_features_cannot_serve_is_skipped_and_every_table_says_why(
     params["train"].update(methods=["eszsl", "dazle"], seeds=[0])
     params["methods"]["dazle"] = {}
     for method in ("eszsl", "dazle"):
-        stages.train("synthetic", method, 0, params, paths, progress=False)
+        stages.train_run("synthetic", method, 0, params, paths, progress=False)
     slot = paths.run_slot("synthetic", "dazle", 0)
     assert (slot / SKIPPED_FILE).is_file() and not [p for p in slot.iterdir() if p.is_dir()]
     report_stage.report(params, paths, progress=False)
@@ -347,7 +353,7 @@ def test_a_method_the_features_cannot_serve_is_skipped_and_every_table_says_why(
     assert "skipped: dazle needs layer4" in out
 
     index_file.write_text(original)   # the maps are back: dazle runs, and its slot is no longer marked
-    stages.train("synthetic", "dazle", 0, params, paths, progress=False)
+    stages.train_run("synthetic", "dazle", 0, params, paths, progress=False)
     assert not (slot / SKIPPED_FILE).exists()
 
 

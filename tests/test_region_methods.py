@@ -264,7 +264,7 @@ def test_tiny_end_to_end_run_through_the_evaluator(region_project, tmp_path, nam
     paths = ProjectPaths(root)
     params = load_params(paths)
     params["methods"][name.split(".")[0]] = {"hparams": {"synthetic": {"epochs": 2}}}
-    stages.train("synthetic", name, 0, params, paths, progress=False)
+    stages.train_run("synthetic", name, 0, params, paths, progress=False)
     records = {r["method"]: r for r in find_records(paths.runs)}
     r = records[name]
     assert r["selection"]["val"]["epoch"] in (1, 2)

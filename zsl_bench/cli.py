@@ -254,7 +254,7 @@ def _train(args) -> int:
         params["train"]["search"] = "none"
     from zsl_bench.training import Distributed
 
-    folder = stages.train(args.dataset, args.method, args.seed, params, paths)
+    folder = stages.train_run(args.dataset, args.method, args.seed, params, paths)
     if not Distributed.current().is_main:
         return 0   # under torchrun: rank 0 wrote the run and mirrors it
     print(folder)

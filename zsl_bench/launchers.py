@@ -43,7 +43,7 @@ class Job:
 
 def run_job(job: Job) -> str:
     """The one entry point of every job, in whatever process runs it: the thread rule, then the run (or the
-    folder found by its key). An ablation job logs its imports for the ablate stage (tests check dvc.yaml's
+    folder found by its key). A job logs its imports for its stage, train or ablate (tests check dvc.yaml's
     deps against them: zsl_bench/import_log.py)."""
     from zsl_bench.import_log import log_imports
     from zsl_bench.paths import ProjectPaths
@@ -52,8 +52,7 @@ def run_job(job: Job) -> str:
 
     limit_threads(job.threads)
     folder = str(execute(job.request, ProjectPaths(Path(job.root)), progress=False, slot=Path(job.slot)))
-    if job.request.stage == "ablation":
-        log_imports("ablate", [job.request.dataset])   # a worker's imports count for its stage
+    log_imports({"ablation": "ablate"}.get(job.request.stage, job.request.stage), [job.request.dataset])
     return folder
 
 

@@ -46,8 +46,9 @@ class ProjectPaths:
         return self.root / "runs"
 
     def run_slot(self, dataset: str, method: str, seed: int) -> Path:
-        """The DVC output of one train stage; it holds the content-addressed run folder(s)."""
-        return self.runs / dataset / method / f"seed{seed}"
+        """Where the `train` stage (one DVC output per dataset, `runs/<dataset>/train`) keeps a method's run of one
+        seed: the content-addressed run folder(s)."""
+        return self.runs / dataset / "train" / method / f"seed{seed}"
 
     def ablation_slot(self, dataset: str, method: str, seed: int) -> Path:
         """Where the `ablate` stage (one DVC output per dataset) keeps a variant's run."""

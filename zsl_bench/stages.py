@@ -88,10 +88,37 @@ def run_request(dataset: str, method: str, seed: int, params: dict, search: bool
                       loader_workers=t.get("loader_workers"))
 
 
-def train(dataset: str, method: str, seed: int, params: dict, paths: ProjectPaths, progress: bool = True) -> Path:
-    """One run in its slot. The slot persists across `dvc repro` (dvc.yaml), so a complete run folder whose
-    stage was killed before DVC recorded it is adopted, not retrained; folders of other keys (older code or
-    settings) are removed once the current one is there."""
+def train(dataset: str, params: dict, paths: ProjectPaths, progress: bool = True) -> list[Path]:
+    """The train stage of one dataset: every method × seed of params.yaml (`train_jobs`) through the launcher
+    (`launch.launcher`: a local pool of `launch.workers` processes with cores // workers threads each, one run
+    per GPU, or a Slurm job array), like the ablate stage. Runs done before are found again by their content
+    key (so editing one method retrains only its runs), slots no longer configured are removed, and a method
+    the features can never serve is marked skipped in its slots, with one line saying why."""
+    import shutil
+
+    from zsl_bench.launchers import launch
+    from zsl_bench.records import SKIPPED_FILE, write_skipped
+
+    jobs, skipped = train_jobs(dataset, params, paths, with_skipped=True)
+    marked = {write_skipped(slot, method, dataset, why) for slot, (method, why) in skipped.items()}
+    for job in jobs:
+        (Path(job.slot) / SKIPPED_FILE).unlink(missing_ok=True)   # it runs now (the inputs changed)
+    folders = launch(jobs, params, progress=progress, desc=f"train {dataset}")
+    root = paths.runs / dataset / "train"
+    root.mkdir(parents=True, exist_ok=True)   # the stage's DVC output, even with nothing to run
+    for folder in folders:
+        prune_slot(folder)   # folders of other keys (older code or settings) go once the current one is there
+    slots = {f.parent for f in folders} | marked
+    for stale in [p for p in root.glob("*/seed*") if p.is_dir() and p not in slots]:
+        shutil.rmtree(stale)   # a method or seed no longer in params.yaml
+    return folders
+
+
+def train_run(dataset: str, method: str, seed: int, params: dict, paths: ProjectPaths,
+              progress: bool = True) -> Path:
+    """One run of the train stage in its slot, in this process (by hand, or under torchrun:
+    `python -m pipelines.train DATASET METHOD SEED`). A complete run folder of the same key is adopted, not
+    retrained; folders of other keys are removed once the current one is there."""
     import sys
 
     from zsl_bench.records import SKIPPED_FILE, write_skipped
@@ -113,10 +140,9 @@ def train(dataset: str, method: str, seed: int, params: dict, paths: ProjectPath
     return folder
 
 
-def train_jobs(dataset: str, params: dict, paths: ProjectPaths) -> list:
-    """The train stages' runs of a dataset as `launchers.Job`s (`zsl-bench sweep`): the same requests into the
-    same slots. A method the features can never serve is left out with one line (its train stage records
-    the skip)."""
+def train_jobs(dataset: str, params: dict, paths: ProjectPaths, with_skipped: bool = False):
+    """The train stage's runs of a dataset as `launchers.Job`s (also `zsl-bench sweep`). A method the features
+    can never serve is left out with one line; with `with_skipped`, returns (jobs, {slot: (method, why)})."""
     import sys
 
     from zsl_bench.features import FeatureStore
@@ -125,16 +151,18 @@ def train_jobs(dataset: str, params: dict, paths: ProjectPaths) -> list:
     from zsl_bench.runner import NotApplicable, check_applicable
 
     store = FeatureStore(paths.features(dataset))   # no features yet: one line naming the stage to run
-    jobs = []
+    jobs, skipped = [], {}
+    seeds = [int(s) for s in section(params, "train", "seeds")]
     for method in section(params, "train", "methods"):
         try:
             check_applicable(get_method(method), store)
         except NotApplicable as e:
             print(f"skipped {method} on {dataset}: {e}", file=sys.stderr)
+            skipped.update({paths.run_slot(dataset, method, seed): (method, str(e)) for seed in seeds})
             continue
         jobs += [Job(run_request(dataset, method, seed, params), str(paths.root),
-                     str(paths.run_slot(dataset, method, int(seed)))) for seed in section(params, "train", "seeds")]
-    return jobs
+                     str(paths.run_slot(dataset, method, seed))) for seed in seeds]
+    return (jobs, skipped) if with_skipped else jobs
 
 
 def prune_slot(folder: Path) -> None:
