@@ -21,10 +21,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
-def box_relational_embedding(batch: int, grid=(14, 14), dim_g: int = 64, wave_len: float = 1000.0, device=None):
-    """BoxRelationalEmbedding for grid cells, as the release builds it at every step: [B, R, R, dim_g]."""
-    x = torch.arange(0, grid[0], device=device).float()
-    y = torch.arange(0, grid[1], device=device).float()
+def box_relational_embedding(batch: int, grid=(14, 14), dim_g: int = 64, wave_len: float = 1000.0, device=None,
+                             dtype=torch.float32):
+    """BoxRelationalEmbedding for grid cells, as the release builds it at every step: [B, R, R, dim_g] (in
+    float32 there; `dtype` lets a float64 check compute it in float64)."""
+    x = torch.arange(0, grid[0], device=device).to(dtype)
+    y = torch.arange(0, grid[1], device=device).to(dtype)
     px_min = x.view(-1, 1).expand(-1, grid[0]).contiguous().view(-1)
     py_min = y.view(1, -1).expand(grid[1], -1).contiguous().view(-1)
 
@@ -40,7 +42,7 @@ def box_relational_embedding(batch: int, grid=(14, 14), dim_g: int = 64, wave_le
     delta_h = torch.log(h / h.view(batch, 1, -1))
     size = delta_h.size()
     position = torch.cat([d.view(batch, size[1], size[2], 1) for d in (delta_x, delta_y, delta_w, delta_h)], -1)
-    dim_mat = 1.0 / torch.pow(wave_len, torch.arange(dim_g / 8, device=device) / (dim_g / 8))
+    dim_mat = 1.0 / torch.pow(wave_len, torch.arange(dim_g / 8, device=device, dtype=dtype) / (dim_g / 8))
     position = 100.0 * position.view(batch, size[1], size[2], 4, -1)
     mul = (position * dim_mat.view(1, 1, 1, -1)).view(batch, size[1], size[2], -1)
     return torch.cat((torch.sin(mul), torch.cos(mul)), -1)
@@ -109,7 +111,7 @@ class OfficialTransZero(nn.Module):
         fs = F.normalize(maps.reshape(b, c, -1), dim=1)
         h_cv = self.embed_cv(fs.permute(0, 2, 1))
         h_attr = self.embed_attr(self.V)
-        geometry = box_relational_embedding(b, tuple(maps.shape[2:]), device=maps.device)
+        geometry = box_relational_embedding(b, tuple(maps.shape[2:]), device=maps.device, dtype=maps.dtype)
         size = list(geometry.shape[:3])
         size.insert(1, 1)
         geometry = F.relu(self.WG(geometry.view(-1, 64)).view(size))

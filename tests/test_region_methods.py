@@ -310,3 +310,50 @@ def test_ablate_stage_runs_variants_in_parallel_resumes_and_prunes(region_projec
     assert {r.method for r in find_records(paths.runs)} == {"mgmrn", "mgmrn (A/A)", "mgmrn.levels1", *inference}, \
         "runs no longer asked for are removed"
     assert read_skipped(paths.ablation_slot("synthetic", "mgmrn.update-joint", 0)) is None
+
+
+def test_transzero_matches_the_official_computation_in_fp64_scores_loss_and_every_gradient():
+    """Our TransZeroNet (folded attention, grid embedding built once, shared queries) against the release's
+    computation re-typed in benchmarks/transzero_official_copy.py, on the same weights and batch in float64
+    (eval: no dropout): per-attribute scores, the loss and the gradient of every parameter agree to ~1e-12."""
+    import sys
+    from pathlib import Path
+
+    import torch.nn.functional as F
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from transzero_official_copy import OfficialTransZero, copy_weights
+
+    torch.manual_seed(0)
+    n_cls, seen, n_att, dv, b = 9, 6, 11, 20, 4
+    w2v = torch.randn(n_att, dv, dtype=torch.float64)
+    att = torch.rand(n_cls, n_att, dtype=torch.float64)
+    ours = TransZeroNet(32, w2v, d=16, d_ff=24, dropout=0.4, self_attention=True, normalize_V=False).double()
+    official = OfficialTransZero(att, w2v, seen, dim_f=32, d=16, d_ff=24).double()
+    copy_weights(ours, official)
+    ours.eval(), official.eval()
+    maps, y = torch.rand(b, 32, 14, 14, dtype=torch.float64), torch.tensor([0, 3, 5, 1])
+    att_n = F.normalize(att, dim=1)
+    z, e, _ = ours(maps, att_n)
+    offset = official.vec_bias[0]
+    loss = (F.cross_entropy(z, y) - 0.3 * torch.log(torch.softmax(z + offset, 1)[:, seen:].sum(1).mean())
+            + 0.005 * ((e - att_n[y]) ** 2).mean())
+    pred, embed = official(maps)
+    reference = official.loss(pred, embed, y)
+    torch.testing.assert_close(e, embed, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(loss, reference, rtol=1e-12, atol=1e-12)
+    loss.backward()
+    reference.backward()
+    mine = dict(ours.named_parameters())
+    names = {"V": "V", "W_1": "W_1", "WG.weight": "encoder.geometry.weight", "WG.bias": "encoder.geometry.bias",
+             "embed_cv.weight": "embed_regions.weight", "embed_attr.weight": "embed_attributes.weight",
+             "encoder.attention.fc_k.bias": "encoder.fc_k.bias", "encoder.fc1.weight": "encoder.fc1.weight",
+             "decoder.self_attn.in_proj_weight": "decoder.self_attn.in_proj_weight",
+             "decoder.multihead_attn.in_proj_bias": "decoder.cross_attn.in_proj_bias",
+             "decoder.multihead_attn.out_proj.weight": "decoder.cross_attn.out_proj.weight",
+             "decoder.linear2.weight": "decoder.linear2.weight"}
+    theirs = dict(official.named_parameters())
+    for their_name, my_name in names.items():
+        torch.testing.assert_close(mine[my_name].grad, theirs[their_name].grad, rtol=1e-10, atol=1e-12,
+                                   msg=lambda m: f"{my_name}: {m}")
+    assert all(p.grad is not None for p in ours.parameters()), "a parameter lost its gradient"

@@ -9,6 +9,10 @@ Same mathematics as the official code; what differs is how it is computed
   (projections, scores, softmax) is computed once per step and only its dropout is drawn per image;
 - dropout masks are drawn with `torch.rand` (same Bernoulli keep-and-rescale as `nn.Dropout`, whose
   CPU kernel is ~3× slower at these sizes);
+- every attention multiplies its projection matrices together before applying them (`fold`): scores as
+  t · (W_qᵀ k_j) + b_q · k_j with k_j = W_k m_j + b_k, outputs as Σ_j w_ij (W_o W_v m_j + W_o b_v) + b_o.
+  The same sums regrouped (every parameter keeps its gradient), without the per-image query and output
+  projections: about a quarter of the step's arithmetic at the CUB shapes;
 - the grid is the input's H × W (the official code hard-codes 14 × 14).
 """
 from __future__ import annotations
@@ -21,7 +25,7 @@ import torch.nn.functional as F
 
 
 def grid_geometry_embedding(h: int, w: int, dim: int = 64, wave_len: float = 1000.0, batch: int | None = None,
-                            dtype=torch.float64) -> torch.Tensor:
+                            dtype=torch.float64, out_dtype=torch.float32) -> torch.Tensor:
     """[R, R, dim] sin/cos embedding of (log|Δx|/w', log|Δy|/h', log w-ratio, log h-ratio) between cells.
 
     Cell (i, j) spans [i/h, (i+1)/h] × [j/w, (j+1)/w]; as in the official code the "size" is the
@@ -41,7 +45,7 @@ def grid_geometry_embedding(h: int, w: int, dim: int = 64, wave_len: float = 100
     position = torch.stack([dx, dy, dw, dh], dim=-1) * 100.0                   # [..., R, R, 4]
     freqs = 1.0 / wave_len ** (torch.arange(dim // 8, dtype=dtype) / (dim // 8))
     angles = (position[..., None] * freqs).reshape(*lead, h * w, h * w, -1)   # [..., R, R, dim/2]
-    return torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1).float()
+    return torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1).to(out_dtype)
 
 
 class Dropout(nn.Module):
@@ -54,24 +58,34 @@ class Dropout(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0.0:
             return x
-        keep = (torch.rand_like(x) >= self.p).to(x.dtype).mul_(1.0 / (1.0 - self.p))
-        return x * keep
+        return x * torch.rand_like(x).ge_(self.p).mul_(1.0 / (1.0 - self.p))   # the mask built in place
 
 
-def _in_projection(mha: nn.MultiheadAttention, x: torch.Tensor, which: int) -> torch.Tensor:
-    """The query (0), key (1) or value (2) projection of a one-head `nn.MultiheadAttention`."""
-    d = mha.embed_dim
-    return F.linear(x, mha.in_proj_weight[which * d:(which + 1) * d], mha.in_proj_bias[which * d:(which + 1) * d])
+def fold(w_q, b_q, w_k, b_k, w_v, b_v, w_o, b_o):
+    """Attention's projections multiplied together (module docstring), for raw queries t and raw
+    keys/values m: q·k_j = t · F.linear(m, kw, kb)_j + F.linear(m, ow, ob)_j and
+    out = weights @ F.linear(m, vw, vb) + b_o. Returns (kw, kb, ow, ob, vw, vb, b_o)."""
+    return (w_q.T @ w_k, w_q.T @ b_k, (w_k.T @ b_q)[None], (b_q @ b_k)[None], w_o @ w_v, w_o @ b_v, b_o)
+
+
+def folded_attention(folded, dropout: nn.Module, query, key, value, scale: float, penalty=None):
+    """softmax(scale · q·k − penalty) → dropout → weighted values → output projection, computed with
+    `fold`'s products. Returns the output and the (dropped-out) weights. `query` may be unbatched [L, d]
+    and shared by a batch of keys; a `BatchDropout` then draws a mask per image."""
+    kw, kb, ow, ob, vw, vb, b_o = folded
+    logits = (query @ F.linear(key, kw, kb).transpose(-2, -1) + F.linear(key, ow, ob).transpose(-2, -1)) * scale
+    if penalty is not None:
+        logits = logits - penalty
+    weights = dropout(torch.softmax(logits, dim=-1))
+    return weights @ F.linear(value, vw, vb) + b_o, weights
 
 
 def attend(mha: nn.MultiheadAttention, dropout: nn.Module, query, key, value):
-    """One-head attention with `mha`'s parameters, as `nn.MultiheadAttention` computes it: softmax of
-    scaled scores, dropout on the weights, weighted values, output projection. Returns the output and
-    the (dropped-out) weights. Inputs may be unbatched [L, d]; the dropout then broadcasts them over
-    its batch, which is how shared queries are computed once."""
-    q, k, v = (_in_projection(mha, x, i) for i, x in enumerate((query, key, value)))
-    weights = dropout(torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(mha.embed_dim), dim=-1))
-    return mha.out_proj(weights @ v), weights
+    """One-head attention with `mha`'s parameters (packed q/k/v projection, out_proj), as
+    `nn.MultiheadAttention` computes it, regrouped by `fold`. Returns the output and the weights."""
+    (w_q, w_k, w_v), (b_q, b_k, b_v) = mha.in_proj_weight.chunk(3), mha.in_proj_bias.chunk(3)
+    folded = fold(w_q, b_q, w_k, b_k, w_v, b_v, mha.out_proj.weight, mha.out_proj.bias)
+    return folded_attention(folded, dropout, query, key, value, 1.0 / math.sqrt(mha.embed_dim))
 
 
 class BatchDropout(nn.Module):
@@ -108,14 +122,15 @@ class GeometryAttentionEncoder(nn.Module):
         self._grid = None
 
     def geometry_penalty(self, h: int, w: int, device) -> torch.Tensor:
-        if self._grid is None or self._grid[0] != (h, w) or self._grid[1].device != device:
-            self._grid = ((h, w), grid_geometry_embedding(h, w).to(device))
+        dtype = self.geometry.weight.dtype
+        if self._grid is None or self._grid[0] != (h, w) or self._grid[1].device != device or self._grid[1].dtype != dtype:
+            self._grid = ((h, w), grid_geometry_embedding(h, w, out_dtype=dtype).to(device))
         return F.relu(self.geometry(self._grid[1]).squeeze(-1))               # [R, R], learnt each step
 
     def forward(self, x: torch.Tensor, grid: tuple[int, int], double_residual: bool = True) -> torch.Tensor:
-        q, k, v = self.fc_q(x), self.fc_k(x), self.fc_v(x)
-        logits = q @ k.transpose(1, 2) / math.sqrt(self.d) - self.geometry_penalty(*grid, x.device)
-        attn = self.fc_o(self.attention_dropout(torch.softmax(logits, dim=-1)) @ v)
+        folded = fold(*(p for fc in (self.fc_q, self.fc_k, self.fc_v, self.fc_o) for p in (fc.weight, fc.bias)))
+        attn, _ = folded_attention(folded, self.attention_dropout, x, x, x, 1.0 / math.sqrt(self.d),
+                                   self.geometry_penalty(*grid, x.device))
         a = self.ln_attn(x + self.drop_attn(attn))
         if double_residual:  # EncoderLayer adds the input once more (kept for parity)
             a = self.ln_layer(x + self.drop_layer(a))
