@@ -1,10 +1,11 @@
 #!/usr/bin/env python
 """`dvc repro` from scratch, timed per stage and per method: the main job's profile (README "The main job").
 
-Clones the repository's committed state (HEAD) into a fresh folder, so nothing made before is reused, and
-runs the pipeline stage by stage in dvc.yaml's order (`dvc repro --single-item` on each stage), timing each
-with the wall clock; then sums each method's run times from the run records' provenance (`wall_s`: what a
-worker spent on that run; the pool runs `launch.workers` of them at once). Prints a markdown table.
+Clones the repository's committed state (HEAD) into a fresh folder, so nothing made before is reused, runs
+one `dvc repro` there as a user would, and times each stage from the moment DVC announces it ("Running stage
+…") to the next announcement (the last one to the end); then sums each method's run times from the run
+records' provenance (`wall_s`: what a worker spent on that run; the pool runs `launch.workers` of them at
+once; scoring variants read off a run are not runs). Prints markdown tables.
 
     python benchmarks/profile_repro.py [--keep DIR] [--json out.json]
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -23,22 +25,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def stage_order(root: Path) -> list[str]:
-    """dvc.yaml's stages, expanded per dataset, in the order they run."""
-    import yaml
-
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    stages = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
-    out = []
-    for name, spec in stages.items():
-        out += [f"{name}@{ds}" for ds in params["datasets"]] if "foreach" in spec else [name]
-    return out
-
-
 def method_times(root: Path) -> dict[str, dict]:
     """method (and `ablation <variant>`) → {runs, wall_s} from the run folders' provenance.json."""
     totals: dict[str, dict] = defaultdict(lambda: {"runs": 0, "wall_s": 0.0})
     for prov in root.glob("runs/*/*/*/seed*/*/provenance.json"):
+        if json.loads((prov.parent / "record.json").read_text()).get("score_variant_of"):
+            continue
         stage, method = prov.parts[-5], prov.parts[-4]
         key = method if stage == "train" else f"ablation {method}"
         totals[key]["runs"] += 1
@@ -55,12 +47,21 @@ def main(argv=None) -> int:
     subprocess.run(["git", "clone", "-q", str(REPO), str(work)], check=True)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     stages, t_all = {}, time.perf_counter()
-    for stage in stage_order(work):
-        t = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "dvc", "repro", "--single-item", stage], cwd=work, env=env, check=True,
-                       stdout=subprocess.DEVNULL)
-        stages[stage] = round(time.perf_counter() - t, 1)
-        print(f"{stage:24s} {stages[stage]:7.1f} s", flush=True)
+    current, since = None, t_all
+    proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro"], cwd=work, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    for line in proc.stdout:
+        found = re.match(r"Running stage '([^']+)'", line)
+        if found:
+            now = time.perf_counter()
+            if current:
+                stages[current] = round(now - since, 1)
+                print(f"{current:24s} {stages[current]:7.1f} s", flush=True)
+            current, since = found.group(1), now
+    if proc.wait() != 0:
+        raise SystemExit(f"dvc repro failed in {work}")
+    stages[current] = round(time.perf_counter() - since, 1)
+    print(f"{current:24s} {stages[current]:7.1f} s", flush=True)
     total = round(time.perf_counter() - t_all, 1)
     methods = method_times(work)
     result = {"total_s": total, "stages_s": stages, "methods": methods, "cores": os.cpu_count()}

@@ -66,8 +66,8 @@ class GroupingUnit(nn.Module):
         a = self.assignments(x)
         if self.mode == "official":                              # mean_k(a_k ⊙ x), without a [B, K, C, H, W] tensor
             return x * a.mean(1, keepdim=True)
-        weight = self.mix.weight.view(self.mix.out_channels, self.parts, -1, 1, 1)
-        return sum(F.conv2d(x * a[:, k:k + 1], weight[:, k]) for k in range(self.parts))
+        # Σ_k W_k (a_k ⊙ x) as one 1×1 convolution over the K weighted copies stacked on the channels
+        return self.mix((a[:, :, None] * x[:, None]).flatten(1, 2))
 
 
 class SegmentationBlock(nn.Sequential):
