@@ -312,6 +312,43 @@ def test_ablate_stage_runs_variants_in_parallel_resumes_and_prunes(region_projec
     assert read_skipped(paths.ablation_slot("synthetic", "mgmrn.update-joint", 0)) is None
 
 
+@pytest.mark.slow
+def test_the_ablation_reads_the_train_stage_run_when_it_is_the_official_configuration(region_project, tmp_path):
+    """Mg-MRN in train.methods with its one-point grid: the train stage's run computes the ablation's official
+    configuration, so the ablate stage finds it (no second training), its slot says where the rows come from,
+    and the report's ablation rows are that run. With a real grid the ablation trains its own official run."""
+    import shutil
+
+    from zsl_bench import stages
+    from zsl_bench.params import load_params
+    from zsl_bench.paths import ProjectPaths
+    from zsl_bench.records import SHARED_FILE, find_records, find_run_folders, read_shared
+    from zsl_bench.report_stage import configured_records
+
+    root = tmp_path / "project"
+    shutil.copytree(region_project, root, symlinks=True)
+    paths = ProjectPaths(root)
+    params = load_params(paths)
+    params["train"]["methods"], params["train"]["seeds"] = ["mgmrn"], [0]
+    params["ablate"] = {"method": "mgmrn", "variants": ["levels1"], "seeds": [0]}
+    params["launch"] = {"launcher": "local", "workers": 2}
+    assert stages.shares_train_run("synthetic", params)
+    (trained,) = stages.train("synthetic", params, paths, progress=False)
+    stamp = (trained / "record.json").stat().st_mtime_ns
+    folders = stages.ablate("synthetic", params, paths, progress=False)
+    official_slot = paths.ablation_slot("synthetic", "mgmrn", 0)
+    assert trained in folders and (trained / "record.json").stat().st_mtime_ns == stamp, "trained a second time"
+    assert read_shared(official_slot) == paths.run_slot("synthetic", "mgmrn", 0) and not find_run_folders(official_slot)
+    ablation = configured_records(params, paths)[1]
+    assert {r.folder for r in ablation if r.method == "mgmrn"} == {trained}
+    assert {r.method for r in ablation} >= {"mgmrn", "mgmrn (A/A)", "mgmrn.levels1"}
+
+    params["methods"]["mgmrn"] = {"search_space": {"synthetic": {"lr": [5e-3, 1e-3]}}}   # a real grid now
+    assert not stages.shares_train_run("synthetic", params)
+    stages.ablate("synthetic", params, paths, progress=False)
+    assert not (official_slot / SHARED_FILE).exists()
+    assert [r.method for r in find_records(official_slot)].count("mgmrn") == 1
+
 def test_transzero_matches_the_official_computation_in_fp64_scores_loss_and_every_gradient():
     """Our TransZeroNet (folded attention, grid embedding built once, shared queries) against the release's
     computation re-typed in benchmarks/transzero_official_copy.py, on the same weights and batch in float64

@@ -282,6 +282,8 @@ def _sweep(args) -> int:
             jobs += stages.train_jobs(dataset, params, paths)
         if args.only != "train" and params.get("ablate"):
             jobs += stages.ablation_jobs(dataset, params, paths)[0]   # says which variants it skips, and why
+    # the ablation's official runs may be the train stage's own (stages.shares_train_run): each run once
+    jobs = list({(j.slot, j.request.stage, j.request.replicate): j for j in jobs}.values())
     n_train = sum(j.request.stage == "train" for j in jobs)
     print(f"zsl-bench sweep: {len(jobs)} runs ({n_train} train, {len(jobs) - n_train} ablation) with the "
           f"{launcher} launcher")

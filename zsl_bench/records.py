@@ -17,6 +17,8 @@ record read back and checked; `Predictions` the arrays of predictions.npz, check
 """
 from __future__ import annotations
 
+import os
+
 import math
 import platform
 import sys
@@ -35,6 +37,7 @@ SCHEMA_VERSION = 4   # 4: selection policies incl. paper, validation folds, per-
 DONE = "done"
 RECORD_FILE, PREDICTIONS_FILE, VIEWS_FILE = "record.json", "predictions.npz", "views.npz"
 SKIPPED_FILE = "skipped.json"
+SHARED_FILE = "shared.json"   # a slot whose run is another stage's run of the same configuration (read_shared)
 REPLICATE_LABEL = " (A/A)"   # a rerun of a configuration with an independent random stream
 # Keys every record has, as (path, what it is), checked when a record is read.
 REQUIRED = (("schema_version", "format version"), ("method", "method name"), ("dataset", "dataset name"),
@@ -240,6 +243,25 @@ def read_skipped(slot: Path) -> str | None:
     """Why `slot` was skipped, or None when it was not."""
     path = Path(slot) / SKIPPED_FILE
     return read_json(path)["reason"] if path.is_file() else None
+
+
+def write_shared(slot: Path, source: Path, reason: str) -> Path:
+    """Mark `slot` as read from the run folder(s) in `source` (another stage's slot computing the same
+    configuration); run folders made in `slot` before are removed."""
+    import shutil
+
+    slot = Path(slot)
+    for old in find_run_folders(slot):
+        shutil.rmtree(old)
+    slot.mkdir(parents=True, exist_ok=True)
+    write_json(slot / SHARED_FILE, {"source": os.path.relpath(source, slot), "reason": reason})
+    return slot
+
+
+def read_shared(slot: Path) -> Path | None:
+    """The slot whose runs `slot` reads (write_shared), or None."""
+    path = Path(slot) / SHARED_FILE
+    return Path(os.path.normpath(Path(slot) / read_json(path)["source"])) if path.is_file() else None
 
 
 def find_run_folders(root: Path) -> list[Path]:

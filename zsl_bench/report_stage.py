@@ -33,11 +33,11 @@ def configured_records(params: dict, paths: ProjectPaths) -> tuple[list, list]:
     """The current results, one definition for report, figures and compare: (records of the compared
     methods, records of the ablation) in the slots params.yaml configures (`configured_slots`). Callers keep
     the newest per seed (`records.newest_per_seed`)."""
-    from zsl_bench.records import find_records
+    from zsl_bench.records import find_records, read_shared
 
     results, ablation = [], []
     for kind, _, method, _, slot in configured_slots(params, paths):
-        for r in find_records(slot):
+        for r in find_records(read_shared(slot) or slot):   # the ablation's official rows may be train runs
             if kind == "train" and r["method"] == method:
                 results.append(r)
             elif kind == "ablation" and not (r.get("replicate") and r["method"] != method):

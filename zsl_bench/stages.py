@@ -201,10 +201,33 @@ def ablation_runs(dataset: str, params: dict, paths: ProjectPaths):
             yield name, 0, int(seed), paths.ablation_slot(dataset, name, int(seed))
 
 
+def shares_train_run(dataset: str, params: dict) -> bool:
+    """Whether the train stage's run of `ablate.method` is the ablation's official configuration itself: the
+    method is among train.methods and its validation search tries its defaults only (`train.search: none`,
+    or a grid of one point, the defaults). Both stages run in the same kind of pool under the same thread
+    rule, so the ablate stage reads that run (records.SHARED_FILE) instead of training it a second time."""
+    from zsl_bench.evaluator import search_mode
+    from zsl_bench.registry import get_method
+
+    base = section(params, "ablate", "method")
+    if base not in section(params, "train", "methods"):
+        return False
+    request = run_request(dataset, base, 0, params)
+    mode = search_mode(request.search)
+    if mode != "grid":
+        return mode == "none"
+    cls = get_method(base)
+    default = cls.default_hparams(dataset, request.hparams)
+    space = cls.search_space(dataset) if request.search_space is None else dict(request.search_space)
+    return all(values and all(v == default[k] for v in values) for k, values in space.items())
+
+
 def ablation_jobs(dataset: str, params: dict, paths: ProjectPaths):
-    """The ablate stage's plan, writing nothing: (jobs, skipped) where jobs are `launchers.Job`s of the runs
-    to make and skipped maps a slot to (variant, why) for a variant that cannot run on the dataset's inputs
-    (maps on imported vectors) or computes exactly the official configuration on them (one line each)."""
+    """The ablate stage's plan, writing nothing: (jobs, skipped, shared) where jobs are `launchers.Job`s of
+    the runs to make, skipped maps a slot to (variant, why) for a variant that cannot run on the dataset's
+    inputs (maps on imported vectors) or computes exactly the official configuration on them (one line each),
+    and shared maps the official configuration's slots to the train stage's slots when that stage's run is
+    the same computation (`shares_train_run`; its job is then the train stage's own, found by its key)."""
     import sys
     from dataclasses import replace
 
@@ -214,7 +237,8 @@ def ablation_jobs(dataset: str, params: dict, paths: ProjectPaths):
     from zsl_bench.runner import NotApplicable, check_applicable
 
     store = FeatureStore(paths.features(dataset))
-    jobs, skipped, why_not = [], {}, {}
+    jobs, skipped, why_not, shared = [], {}, {}, {}
+    share = shares_train_run(dataset, params)
     for name, replicate, seed, slot in ablation_runs(dataset, params, paths):
         if name not in why_not:
             try:
@@ -229,10 +253,14 @@ def ablation_jobs(dataset: str, params: dict, paths: ProjectPaths):
         if why_not[name]:
             skipped[slot] = (name, why_not[name])
             continue
+        if share and name == section(params, "ablate", "method") and not replicate:
+            shared[slot] = paths.run_slot(dataset, name, seed)
+            jobs.append(Job(run_request(dataset, name, seed, params), str(paths.root), str(shared[slot])))
+            continue
         request = replace(run_request(dataset, name, seed, params, search="none"), replicate=replicate,
                           stage="ablation")
         jobs.append(Job(request, str(paths.root), str(slot)))
-    return jobs, skipped
+    return jobs, skipped, shared
 
 
 def ablate(dataset: str, params: dict, paths: ProjectPaths, progress: bool = True) -> list[Path]:
@@ -240,18 +268,23 @@ def ablate(dataset: str, params: dict, paths: ProjectPaths, progress: bool = Tru
     one run per GPU, or a Slurm job array; zsl_bench/launchers.py), all under one thread setting. Runs done
     before are found again by their content key, and runs no longer asked for are removed. A variant that
     cannot run on the dataset's inputs, or that computes exactly the official configuration on them, is marked
-    skipped, with one line saying why."""
+    skipped, with one line saying why. The official configuration's slots point at the train stage's runs
+    when those are the same computation (`shares_train_run`), which are then found, not trained again."""
     import shutil
 
     from zsl_bench.launchers import launch
-    from zsl_bench.records import SKIPPED_FILE, write_skipped
+    from zsl_bench.records import SHARED_FILE, SKIPPED_FILE, write_shared, write_skipped
 
-    jobs, skipped = ablation_jobs(dataset, params, paths)
+    jobs, skipped, shared = ablation_jobs(dataset, params, paths)
     marked = {write_skipped(slot, name, dataset, why) for slot, (name, why) in skipped.items()}
     for job in jobs:
         (Path(job.slot) / SKIPPED_FILE).unlink(missing_ok=True)
-    folders = launch(jobs, params, progress=progress, desc=f"ablate {section(params, 'ablate', 'method')}")
+    for slot, source in shared.items():
+        write_shared(slot, source, "the train stage's run is this configuration (stages.shares_train_run)")
     root = paths.runs / dataset / "ablation"
+    for marker in [p for p in root.glob(f"*/seed*/{SHARED_FILE}") if p.parent not in shared]:
+        marker.unlink()   # its configuration runs here again (a grid was added, or the method left train)
+    folders = launch(jobs, params, progress=progress, desc=f"ablate {section(params, 'ablate', 'method')}")
     root.mkdir(parents=True, exist_ok=True)   # the stage's DVC output, even with nothing to run
     for folder in folders:
         prune_slot(folder)                     # keeps the scoring variants read off the run
