@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 from pathlib import Path
 
@@ -30,7 +29,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench_transzero_step import ATTRIBUTES, CLASSES, SEEN, cub_batch, interleaved  # noqa: E402
+from bench_transzero_step import ATTRIBUTES, CLASSES, SEEN, cub_batch, interleaved, summarise  # noqa: E402
 
 
 class OfficialDAZLE(nn.Module):
@@ -131,18 +130,10 @@ def main(argv=None) -> int:
         return 1
     times = interleaved({"official": step_fn("official", official, args.batch),
                          "zsl-bench": step_fn("ours", ours, args.batch)}, max(5, args.steps))
-    medians = {k: statistics.median(v) for k, v in times.items()}
-    for name, m in medians.items():
-        ratio = "" if name == "official" else f"   {medians['official'] / m:.2f}× faster than official"
-        print(f"{name:10s} median {m:.3f} s/step over {len(times[name])} steps{ratio}")
-    print(f"same numbers (same weights and batch): class scores max rel diff {check['scores_max_rel']:.1e}, "
-          f"loss rel diff {check['loss_rel']:.1e}")
+    result = {"batch": args.batch, "threads": torch.get_num_threads(), "torch": torch.__version__,
+              **summarise(times, check)}
     if args.json:
-        args.json.write_text(json.dumps({"batch": args.batch, "threads": torch.get_num_threads(), "agreement": check,
-                                         "median_s": {k: round(v, 3) for k, v in medians.items()},
-                                         "steps_s": {k: [round(x, 3) for x in v] for k, v in times.items()},
-                                         "speedup_vs_official": round(medians["official"] / medians["zsl-bench"], 2)},
-                                        indent=1) + "\n")
+        args.json.write_text(json.dumps(result, indent=1) + "\n")
     return 0
 
 

@@ -101,6 +101,19 @@ def training_step(kind: str, net, batch: int, bf16: bool = False, device=None):
     return step
 
 
+def summarise(times: dict[str, list[float]], check: dict) -> dict:
+    """Print each computation's median step, its ratio to "official" and the agreement check; return them."""
+    medians = {name: statistics.median(t) for name, t in times.items()}
+    for name, m in medians.items():
+        ratio = "" if name == "official" else f"   {medians['official'] / m:.2f}× faster than official"
+        print(f"{name:26s} median {m:.3f} s/step over {len(times[name])} steps{ratio}")
+    print(f"same numbers (eval, same weights and batch): scores max rel diff {check['scores_max_rel']:.1e}, "
+          f"loss rel diff {check['loss_rel']:.1e}")
+    return {"agreement": check, "median_s": {k: round(v, 3) for k, v in medians.items()},
+            "steps_s": {k: [round(x, 3) for x in v] for k, v in times.items()},
+            "speedup_vs_official": {k: round(medians["official"] / v, 2) for k, v in medians.items() if k != "official"}}
+
+
 def interleaved(steps: dict, n: int) -> dict[str, list[float]]:
     """Seconds per call of each step function, called in turn n times after one warm-up call each."""
     times = {name: [] for name in steps}
@@ -163,18 +176,8 @@ def main(argv=None) -> int:
         bf16_net = cub_nets()[0]
         steps["zsl-bench bf16 autocast"] = training_step("ours", bf16_net, args.batch, bf16=True)
     times = interleaved(steps, max(5, args.steps))
-    medians = {name: statistics.median(t) for name, t in times.items()}
     result = {"batch": args.batch, "shape": [2048, 14, 14], "attributes": ATTRIBUTES, "classes": CLASSES,
-              "threads": torch.get_num_threads(), "torch": torch.__version__, "agreement": check,
-              "median_s": {k: round(v, 3) for k, v in medians.items()},
-              "steps_s": {k: [round(x, 3) for x in v] for k, v in times.items()},
-              "speedup_vs_official": {k: round(medians["official"] / v, 2) for k, v in medians.items()
-                                      if k != "official"}}
-    for name, m in medians.items():
-        ratio = "" if name == "official" else f"   {medians['official'] / m:.2f}× faster than official"
-        print(f"{name:26s} median {m:.3f} s/step over {len(times[name])} steps{ratio}")
-    print(f"same numbers (eval, same weights): scores max rel diff {check['scores_max_rel']:.1e}, "
-          f"loss rel diff {check['loss_rel']:.1e}")
+              "threads": torch.get_num_threads(), "torch": torch.__version__, **summarise(times, check)}
     if args.json:
         args.json.write_text(json.dumps(result, indent=1) + "\n")
     return 0

@@ -1,7 +1,7 @@
 """`zsl-bench regress`: rerun the CI configuration and fail when an accuracy moves beyond its tolerance.
 
 The CI configuration (`regress/params.yaml`) is the embedded default made small: every method, three
-seeds, defaults only, CPU, one thread (torch and BLAS): the backbone trained on it amplifies rounding
+seeds, defaults only, CPU, one thread (torch and BLAS) per run, the runs in a pool of one process per core: the backbone trained on it amplifies rounding
 differences, so with 1 vs 2 threads closed-form numbers moved by up to 1.8 points and DAZLE's S by 12;
 one thread makes the numbers independent of the machine's core count. Its numbers are pinned in `regress/golden.json` with one tolerance per method
 and metric, derived from the seed-to-seed spread measured when the file was written:
