@@ -85,10 +85,10 @@ def run_ci_configuration(params_file: Path, workdir: Path, progress: bool = True
                 if not (paths.features(dataset) / "index.json").is_file():
                     stages.backbone(dataset, params, paths, progress=progress)
                     stages.extract(dataset, params, paths, progress=progress)
-                # The runs in parallel, one single-threaded process per core: the same numbers as one after
-                # another (each run has one thread either way), in a fraction of the time.
+                # The runs in parallel, one single-threaded process per core (at most 8: each holds its
+                # features): the same numbers as one after another (one thread either way), sooner.
                 jobs = [replace(job, threads=1) for job in stages.train_jobs(dataset, params, paths)]
-                folders += launchers.local(jobs, {"workers": usable_cores()}, progress=progress,
+                folders += launchers.local(jobs, {"workers": min(8, usable_cores())}, progress=progress,
                                            desc=f"regress {dataset}")
                 for folder in folders:
                     stages.prune_slot(folder)
