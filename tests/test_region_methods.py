@@ -330,7 +330,7 @@ def test_the_ablation_reads_the_train_stage_run_when_it_is_the_official_configur
     paths = ProjectPaths(root)
     params = load_params(paths)
     params["train"]["methods"], params["train"]["seeds"] = ["mgmrn"], [0]
-    params["ablate"] = {"method": "mgmrn", "variants": ["levels1"], "seeds": [0]}
+    params["ablate"] = {"method": "mgmrn", "variants": ["levels1"], "seeds": [0, 1]}   # seed 1: not a train seed
     params["launch"] = {"launcher": "local", "workers": 2}
     assert stages.shares_train_run("synthetic", params)
     (trained,) = stages.train("synthetic", params, paths, progress=False)
@@ -339,8 +339,12 @@ def test_the_ablation_reads_the_train_stage_run_when_it_is_the_official_configur
     official_slot = paths.ablation_slot("synthetic", "mgmrn", 0)
     assert trained in folders and (trained / "record.json").stat().st_mtime_ns == stamp, "trained a second time"
     assert read_shared(official_slot) == paths.run_slot("synthetic", "mgmrn", 0) and not find_run_folders(official_slot)
+    # a seed the train stage does not run is trained by the ablation in its own slot, never in the train stage's
+    assert not paths.run_slot("synthetic", "mgmrn", 1).exists()
+    assert read_shared(paths.ablation_slot("synthetic", "mgmrn", 1)) is None
+    assert [r.method for r in find_records(paths.ablation_slot("synthetic", "mgmrn", 1))].count("mgmrn") == 1
     ablation = configured_records(params, paths)[1]
-    assert {r.folder for r in ablation if r.method == "mgmrn"} == {trained}
+    assert {r.folder for r in ablation if r.method == "mgmrn" and r.seed == 0} == {trained}
     assert {r.method for r in ablation} >= {"mgmrn", "mgmrn (A/A)", "mgmrn.levels1"}
 
     params["methods"]["mgmrn"] = {"search_space": {"synthetic": {"lr": [5e-3, 1e-3]}}}   # a real grid now

@@ -81,7 +81,7 @@ def _with_threads(jobs: list[Job], threads: int | None) -> list[Job]:
 # --- local: a process pool on this machine --------------------------------------------------------------
 
 def local(jobs: list[Job], settings: dict, progress: bool = True, desc: str = "runs", target=run_job) -> list[Path]:
-    """`launch.workers` runs at a time (null: one per core) in spawned processes, each with
+    """`launch.workers` runs at a time (null: `default_workers`) in spawned processes, each with
     cores // workers torch and BLAS threads (small models use two threads badly, two processes well)."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
@@ -91,12 +91,20 @@ def local(jobs: list[Job], settings: dict, progress: bool = True, desc: str = "r
     from zsl_bench.runtime import thread_count
 
     cores = thread_count()
-    workers = int(settings.get("workers") or cores)
+    workers = int(settings.get("workers") or default_workers(cores))
     jobs = _with_threads(jobs, max(1, cores // workers))
     with ProcessPoolExecutor(max_workers=min(workers, len(jobs)),
                              mp_context=multiprocessing.get_context("spawn")) as pool:
         return [Path(f) for f in tqdm(pool.map(target, jobs), total=len(jobs), unit="run",
                                       desc=f"{desc} ({workers} workers)", disable=not progress)]
+
+
+def default_workers(cores: int) -> int:
+    """`launch.workers: null`: one per core on a CPU machine; one in all where torch sees a GPU, which every
+    run would otherwise share (`multi_gpu` spreads runs over GPUs)."""
+    import torch
+
+    return 1 if torch.cuda.is_available() else cores
 
 
 # --- multi_gpu: one run per visible GPU at a time ----------------------------------------------------------

@@ -239,6 +239,7 @@ def ablation_jobs(dataset: str, params: dict, paths: ProjectPaths):
     store = FeatureStore(paths.features(dataset))
     jobs, skipped, why_not, shared = [], {}, {}, {}
     share = shares_train_run(dataset, params)
+    train_seeds = {int(s) for s in section(params, "train", "seeds")}   # only a seed the train stage runs
     for name, replicate, seed, slot in ablation_runs(dataset, params, paths):
         if name not in why_not:
             try:
@@ -253,7 +254,7 @@ def ablation_jobs(dataset: str, params: dict, paths: ProjectPaths):
         if why_not[name]:
             skipped[slot] = (name, why_not[name])
             continue
-        if share and name == section(params, "ablate", "method") and not replicate:
+        if share and name == section(params, "ablate", "method") and not replicate and seed in train_seeds:
             shared[slot] = paths.run_slot(dataset, name, seed)
             jobs.append(Job(run_request(dataset, name, seed, params), str(paths.root), str(shared[slot])))
             continue

@@ -60,7 +60,9 @@ def sae_encoder(x: np.ndarray, sample_signatures: np.ndarray, lam: float) -> np.
     Both Gram matrices are symmetric PSD, so with SSᵀ = U diag(p) Uᵀ and XXᵀ = V diag(q) Vᵀ the equation is
     diagonal in those bases: W = U [(1+λ) (Uᵀ S Xᵀ V)_ij / (p_i + λ q_j)] Vᵀ. The decompositions depend on
     the training set only, so a validation grid over λ computes them once (`_gram_bases`) and each λ costs
-    two matrix products; the result equals scipy's `solve_sylvester` to rounding (a test checks it)."""
+    two matrix products. Where the solution is unique (p_i + λ q_j > 0 for all i, j: XXᵀ of full rank, i.e. more
+    training images than feature dimensions, as on every dataset here) it equals scipy's `solve_sylvester` to
+    rounding (a test checks it); where it is not, both solve the equation but may differ in its null space."""
     p, u, q, v, c = _gram_bases(x, sample_signatures)
     return u @ ((1.0 + lam) * c / (p[:, None] + lam * q[None, :])) @ v.T
 
