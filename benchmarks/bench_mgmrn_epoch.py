@@ -94,7 +94,7 @@ def release_pattern():
 
     from methods.mgmrn import model
 
-    def whole_head(self, maps, only=None, held=None):
+    def whole_head(self, maps, only=None, kept=None):
         return full_forward(self, maps)   # every branch at every step, as the release's model(x)
 
     def grouping(self, x):

@@ -1,10 +1,11 @@
 """`zsl-bench regress`: rerun the CI configuration and fail when an accuracy moves beyond its tolerance.
 
 The CI configuration (`regress/params.yaml`) is the embedded default made small: every method, three
-seeds, defaults only, CPU, one thread (torch and BLAS) per run, the runs in a pool of one process per core: the backbone trained on it amplifies rounding
-differences, so with 1 vs 2 threads closed-form numbers moved by up to 1.8 points and DAZLE's S by 12;
-one thread makes the numbers independent of the machine's core count. Its numbers are pinned in `regress/golden.json` with one tolerance per method
-and metric, derived from the seed-to-seed spread measured when the file was written:
+seeds, defaults only, CPU, one thread (torch and BLAS) per run, the runs in a pool of one process per
+core. The backbone trained on it amplifies rounding differences, so with 1 vs 2 threads closed-form
+numbers moved by up to 1.8 points and DAZLE's S by 12; one thread makes the numbers independent of the
+machine's core count. Its numbers are pinned in `regress/golden.json` with one tolerance per method and
+metric, derived from the seed-to-seed spread measured when the file was written:
 
     tolerance = max(FLOOR, 2 · σ · √(2 / n))
 
@@ -88,10 +89,11 @@ def run_ci_configuration(params_file: Path, workdir: Path, progress: bool = True
                 # The runs in parallel, one single-threaded process per core (at most 8: each holds its
                 # features): the same numbers as one after another (one thread either way), sooner.
                 jobs = [replace(job, threads=1) for job in stages.train_jobs(dataset, params, paths)]
-                folders += launchers.local(jobs, {"workers": min(8, usable_cores())}, progress=progress,
-                                           desc=f"regress {dataset}")
-                for folder in folders:
+                made = launchers.local(jobs, {"workers": min(8, usable_cores())}, progress=progress,
+                                       desc=f"regress {dataset}")
+                for folder in made:
                     stages.prune_slot(folder)
+                folders += made
     finally:
         torch.set_num_threads(torch_threads)
         if previous is None:

@@ -155,12 +155,12 @@ class MgMRN(TorchMethod):
             batch = images if images is not None else self.inputs(train.x, idx)
             if hp["update"] == "sequential":   # a fresh forward and one step per branch, fine to coarse
                 # frozen maps: the coarser levels a step reads without gradient are computed once per update
-                # (MgMRNHead.forward's `held`; per micro-batch part)
-                held = {} if hp["mode"] == "maps" and set_to_none else None
+                # (MgMRNHead.forward's `kept`; per micro-batch part)
+                kept = {} if hp["mode"] == "maps" and set_to_none else None
                 for k in self.net["head"].branches:
                     loop.step(opt, lambda part, k=k: self.losses(
                         self.net["head"](self.features(self.part(batch, part)), only=k,
-                                         held=None if held is None else held.setdefault((part.start, part.stop), {}))[0],
+                                         kept=None if kept is None else kept.setdefault((part.start, part.stop), {}))[0],
                         y[part], seen_att)[k], len(idx), set_to_none)
             else:
                 loop.step(opt, lambda part: sum(self.losses(self.net["head"](self.features(self.part(batch, part)))[0],

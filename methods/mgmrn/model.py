@@ -186,14 +186,14 @@ class MgMRNHead(nn.Module):
                 out[k] = tuple(others)
         return out
 
-    def forward(self, maps: dict[int, torch.Tensor], only: int | None = None, held: dict | None = None):
+    def forward(self, maps: dict[int, torch.Tensor], only: int | None = None, kept: dict | None = None):
         """maps: branch → backbone features; returns per-branch attribute scores and attention.
 
         `only=k` computes what branch k's output depends on, nothing else: the same values and
         gradients as a full forward (the official sequential update takes one branch's loss per
         step), with stop-gradient sources evaluated without building a graph.
 
-        `held` (a dict the caller keeps across the sequential steps of one update on frozen maps) keeps
+        `kept` (a dict the caller keeps across the sequential steps of one update on frozen maps) keeps
         those stop-gradient sources for the later steps: a level coarser than the branch being stepped has
         not been stepped yet in this update (fine to coarse), so its output is the same tensor, bit for bit.
         Only valid when a step leaves the parameters it has no gradient for untouched (zero_grad "none").
@@ -205,16 +205,16 @@ class MgMRNHead(nn.Module):
         for k in self.branches:
             if k not in needed:
                 continue
-            reusable = held is not None and only is not None and k > only
+            reusable = kept is not None and only is not None and k > only
             if k in wanted or not self.stop_gradient:
                 s[k] = self.granularity[str(k)](maps[k])
-            elif reusable and k in held:
-                s[k] = held[k]
+            elif reusable and k in kept:
+                s[k] = kept[k]
             else:
                 with torch.no_grad():
                     s[k] = self.granularity[str(k)](maps[k])
                 if reusable:
-                    held[k] = s[k]
+                    kept[k] = s[k]
         held = {k: (v.detach() if self.stop_gradient else v) for k, v in s.items()}
         scores, attention = {}, {}
         for k in wanted:

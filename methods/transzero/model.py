@@ -31,7 +31,7 @@ def grid_geometry_embedding(h: int, w: int, dim: int = 64, wave_len: float = 100
     Cell (i, j) spans [i/h, (i+1)/h] × [j/w, (j+1)/w]; as in the official code the "size" is the
     relative extent plus 1 and offsets are clamped at 1e-3 before the log. With `batch`, the
     embedding is computed for each of `batch` copies of the grid ([batch, R, R, dim], in `dtype`),
-    which is what the official code does at every step (kept for the benchmark's baseline).
+    which is what the official code does at every step (a test checks each copy is the per-grid one).
     """
     lead = () if batch is None else (batch,)
     rows = (torch.arange(h, dtype=dtype).repeat_interleave(w) / h).expand(*lead, h * w)   # x_min, row-major
