@@ -31,7 +31,7 @@ def write_params(root: Path, methods=("eszsl", "ale"), seeds=(0, 1)) -> None:
         "backbone": {"synthetic": dict(TINY_BACKBONE)},
         "extract": {"synthetic": {"batch_size": 64, "levels": ["layer2", "layer3", "layer4"], "input_size": 64}},
         "train": {"methods": list(methods), "seeds": list(seeds), "folds": "auto", "selection_metric": "H",
-                  "search": True, "device": "cpu", "precision": "auto", "micro_batch": None},
+                  "search": True, "device": "cpu", "precision": "fp32", "micro_batch": None},
         "methods": {m: {} for m in (*methods, "mgmrn")},
         "ablate": {"method": "mgmrn", "variants": [], "seeds": [0]},
         "launch": {"launcher": "local", "workers": None},   # dvc.yaml's ablate stage tracks the section

@@ -1,5 +1,7 @@
 """The shared training loop's settings (micro-batches, precision, the batch stream's state) and the image
 DataLoader (per-image seeds: the same batch under any number of workers)."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -50,6 +52,32 @@ def test_precision_rules():
         resolve_precision("fp16", "cpu")
     with pytest.raises(ValueError, match="precision must be one of"):
         resolve_precision("fp8", "cpu")
+
+
+def test_the_default_precision_is_fp32_even_on_a_gpu_with_bf16(monkeypatch):
+    """Every official code trains in fp32: params.yaml's and a bare RunRequest's default resolve to fp32 on a
+    (simulated) bf16-capable GPU; only an explicit `auto` picks bf16 there."""
+    import torch
+
+    from zsl_bench.params import load_params
+    from zsl_bench.paths import ProjectPaths
+    from zsl_bench.runner import RunRequest
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    repo = ProjectPaths(Path(__file__).resolve().parents[1])
+    assert load_params(repo)["train"]["precision"] == "fp32"
+    assert resolve_precision(load_params(repo)["train"]["precision"], "cuda:0") == "fp32"
+    assert resolve_precision(RunRequest(dataset="CUB", method="dazle", seed=0).precision, "cuda:0") == "fp32"
+    assert resolve_precision("auto", "cuda:0") == "bf16"
+
+
+def test_tables_mark_a_precision_other_than_fp32():
+    from zsl_bench.report import method_label
+
+    row = {"method": "transzero", "hparams_searched": True}
+    assert method_label({**row, "precision": "fp32"}) == "transzero"
+    assert method_label({**row, "precision": "bf16"}) == "transzero (bf16)"
+    assert method_label({**row, "precision": "bf16/fp32", "hparams_searched": False}) == "transzero (bf16/fp32) †"
 
 
 def test_the_batch_stream_resumes_mid_epoch():

@@ -115,6 +115,11 @@ class RunRecord(dict):
         return float(self["_provenance"].get("resources", {}).get("peak_rss_mb", math.nan))
 
     @property
+    def precision(self) -> str:
+        """The training precision the run's torch fits used (fp32 for numpy methods and older records)."""
+        return self["config"].get("training", {}).get("precision", "fp32")
+
+    @property
     def searched(self) -> bool:
         """Whether hyperparameters were chosen among several configurations (not `--no-search`, not a
         one-point grid); epoch and γ are chosen on validation either way."""

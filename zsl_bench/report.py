@@ -37,9 +37,9 @@ def long_table(records: list[dict]):
             rows.append({"dataset": r.dataset, "method": r.method, "seed": r.seed, "policy": policy,
                          "uses_unseen_semantics": r.uses_unseen_semantics, "run_key": r.run_key, "wall_s": r.wall_s,
                          "searched": r.searched, "input": INPUT_REGIMES.get(r.input_kind, r.input_kind),
-                         **r.metrics[policy]})
+                         "precision": r.precision, **r.metrics[policy]})
     return pd.DataFrame(rows, columns=["dataset", "method", "seed", "policy", "uses_unseen_semantics", "run_key",
-                                       "wall_s", "searched", "input", *TABLE_METRICS])
+                                       "wall_s", "searched", "input", "precision", *TABLE_METRICS])
 
 
 def summary(df, policy: str, skipped: dict | None = None):
@@ -54,19 +54,28 @@ def summary(df, policy: str, skipped: dict | None = None):
             rows.append({"dataset": dataset, "method": method, **{f"{m}_{k}": math.nan for m in TABLE_METRICS
                                                                   for k in ("mean", "std")},
                          **{f"{m}_count": 0 for m in TABLE_METRICS}, "n": 0, "uses_unseen_semantics": None,
-                         "hparams_searched": True, "input": "", "note": f"skipped: {reason}"})
+                         "hparams_searched": True, "input": "", "precision": "fp32", "note": f"skipped: {reason}"})
     for (dataset, method), g in df[df["policy"] == policy].groupby(["dataset", "method"], sort=True):
         row = {"dataset": dataset, "method": method}
         for m in TABLE_METRICS:
             row[f"{m}_mean"], row[f"{m}_std"], row[f"{m}_count"] = mean_std(g[m].to_numpy())
         rows.append({**row, "n": g["seed"].nunique(), "uses_unseen_semantics": bool(g["uses_unseen_semantics"].iloc[0]),
-                     "hparams_searched": bool(g["searched"].all()), "input": g["input"].iloc[0], "note": ""})
+                     "hparams_searched": bool(g["searched"].all()), "input": g["input"].iloc[0],
+                     "precision": precision_label(g["precision"]), "note": ""})
     return pd.DataFrame(rows).sort_values(["dataset", "method"], kind="stable", ignore_index=True)
 
 
+def precision_label(values) -> str:
+    """The training precision of a group of runs: one name, or the names joined when the runs differ."""
+    return "/".join(sorted(set(values)))
+
+
 def method_label(row) -> str:
-    """The method's name in a table, marked when some of its runs searched no hyperparameters."""
-    return row["method"] + ("" if row["hparams_searched"] else f" {NOT_SEARCHED}")
+    """The method's name in a table, marked when some of its runs searched no hyperparameters and with its
+    training precision when that is not the official fp32 (a speed mode changes the numbers)."""
+    precision = row.get("precision") or "fp32"
+    return (row["method"] + ("" if precision == "fp32" else f" ({precision})")
+            + ("" if row["hparams_searched"] else f" {NOT_SEARCHED}"))
 
 
 @dataclass

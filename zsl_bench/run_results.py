@@ -37,6 +37,7 @@ class RunResult:
     predictions: Path | None
     searched: bool = True  # more than one hyperparameter configuration was tried on validation
     input_kind: str = ""   # what the method read: pooled vectors, maps (frozen backbone) or images (fine-tuned)
+    precision: str = "fp32"   # the torch fits' precision: anything else is marked next to the method in tables
     mlflow_run_id: str = ""   # set when read from MLflow with artifacts not on this disk (see `_with_predictions`)
 
     @classmethod
@@ -46,7 +47,7 @@ class RunResult:
                    uses_unseen_semantics=r.uses_unseen_semantics, wall_s=r.wall_s,
                    metrics={p: r.metrics(p) for p in SELECTION_POLICIES},
                    predictions=predictions if predictions.is_file() else None, searched=r.searched,
-                   input_kind=r["method_info"]["input_kind"])
+                   input_kind=r["method_info"]["input_kind"], precision=r.precision)
 
     @classmethod
     def from_mlflow_run(cls, run) -> "RunResult | None":
@@ -68,6 +69,7 @@ class RunResult:
                    predictions=predictions if predictions and predictions.is_file() else None,
                    searched=int(run.data.params.get("n_configs", 2)) > 1,
                    input_kind=run.data.params.get("input_kind", ""),
+                   precision=run.data.params.get("precision", "fp32"),
                    mlflow_run_id="" if artifacts else run.info.run_id)
 
 

@@ -36,7 +36,7 @@ class RunRequest:
     search_space: dict | None = None     # replaces the method's grid (params.yaml)
     replicate: int = 0                   # > 0: the same run with an independent random stream (the ablation's A/A)
     stage: str = "train"                 # "ablation": run in the ablate stage's pool, under its thread settings
-    precision: str = "auto"              # torch fits: auto | fp32 | bf16 | fp16 (training.resolve_precision)
+    precision: str = "fp32"              # torch fits: fp32 (the official codes') | bf16 | fp16 | auto (opt-in)
     micro_batch: int | None = None       # torch fits: most samples per forward (larger batches accumulate)
     loader_workers: int | None = None    # image methods: DataLoader workers (None: runtime.loader_workers())
 

@@ -136,7 +136,7 @@ def record_params(record: dict) -> dict[str, str]:
                    "selection_metric": record["config"]["selection_metric"],
                    "n_configs": str(len(record["config"]["configs"])),
                    "backbone": str(record["data"]["features"]["backbone"].get("arch")),
-                   "input_kind": record["method_info"]["input_kind"]})
+                   "input_kind": record["method_info"]["input_kind"], "precision": record.precision})
     return params
 
 

@@ -30,7 +30,9 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 def resolve_precision(requested: str, device: str) -> str:
-    """"auto": bf16 on a GPU that supports it, fp16 (with a gradient scaler) on an older one, fp32 on CPU."""
+    """`requested` as the loop runs it. fp32 is the default because every official code trains in fp32;
+    "auto" is an opt-in speed mode: bf16 on a GPU that supports it, fp16 (with a gradient scaler) on an
+    older one, fp32 on CPU."""
     if requested not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, not {requested!r}")
     cuda = str(device).startswith("cuda")
