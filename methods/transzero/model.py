@@ -64,8 +64,16 @@ class Dropout(nn.Module):
 def fold(w_q, b_q, w_k, b_k, w_v, b_v, w_o, b_o):
     """Attention's projections multiplied together (module docstring), for raw queries t and raw
     keys/values m: q·k_j = t · F.linear(m, kw, kb)_j + F.linear(m, ow, ob)_j and
-    out = weights @ F.linear(m, vw, vb) + b_o. Returns (kw, kb, ow, ob, vw, vb, b_o)."""
-    return (w_q.T @ w_k, w_q.T @ b_k, (w_k.T @ b_q)[None], (b_q @ b_k)[None], w_o @ w_v, w_o @ b_v, b_o)
+    out = weights @ F.linear(m, vw, vb) + b_o. Returns (kw, kb, ow, ob, vw, vb, b_o).
+
+    The products are formed in float64 and rounded once to the parameters' dtype: formed in float32 they
+    add a rounding the official computation does not have, and our float32 gradients drifted up to ten
+    times further from the float64 truth than the release's (tests/test_region_methods.py measures both).
+    They are d × d, so this costs little; autocast leaves float64 alone, and F.linear casts the results."""
+    dtype = w_q.dtype
+    w_q, b_q, w_k, b_k, w_v, b_v, w_o = (t.double() for t in (w_q, b_q, w_k, b_k, w_v, b_v, w_o))
+    folded = (w_q.T @ w_k, w_q.T @ b_k, (w_k.T @ b_q)[None], (b_q @ b_k)[None], w_o @ w_v, w_o @ b_v)
+    return (*(t.to(dtype) for t in folded), b_o)
 
 
 def folded_attention(folded, dropout: nn.Module, query, key, value, scale: float, penalty=None):
