@@ -29,7 +29,8 @@ def write_params(root: Path, methods=("eszsl", "ale"), seeds=(0, 1)) -> None:
         "datasets": ["synthetic"],
         "sources": {"synthetic": dict(TINY_SYNTHETIC)},
         "backbone": {"synthetic": dict(TINY_BACKBONE)},
-        "extract": {"synthetic": {"batch_size": 64, "levels": ["layer2", "layer3", "layer4"], "input_size": 64}},
+        "extract": {"synthetic": {"batch_size": 64, "levels": ["layer2", "layer3", "layer4"], "input_size": 64,
+                                  "extra_sizes": [48]}},   # APN's layer4@48 (its map_size on the embedded default)
         "train": {"methods": list(methods), "seeds": list(seeds), "folds": "auto", "selection_metric": "H",
                   "search": True, "device": "cpu", "precision": "fp32", "micro_batch": None},
         "methods": {m: {} for m in (*methods, "mgmrn")},

@@ -1,6 +1,7 @@
 """Real-dataset sources end to end over a local HTTP server, with archives in the real layouts."""
 import dataclasses
 import hashlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -203,3 +204,45 @@ def test_hdf5_maps_through_the_pipeline_stages(project_copy):
     assert not (paths.backbone("synthetic") / "weights.pt").exists(), "nothing is trained for an HDF5 source"
     store = FeatureStore(stages.extract("synthetic", params, paths, progress=False))
     np.testing.assert_array_equal(store.read([1, 0], "layer4"), maps[[1, 0]])
+
+
+def test_a_real_dataset_s_vector_methods_read_the_xlsa17_vectors_and_apn_its_224_px_grid(server, small_sizes, tmp_path,
+                                                                                          tiny_project):
+    """params.yaml's CUB extraction (at a small input size here) keeps the backbone's maps for the map methods
+    and serves xlsa17's published res101.mat vectors to every vector method, as their papers read them; APN
+    in map mode reads layer4 of the images at its official 224 px (7 × 7). `vectors: backbone` is the one
+    switch back to the extraction's own pooled vectors."""
+    from zsl_bench import features
+    from zsl_bench.data.xlsa17 import read_res101
+    from zsl_bench.evaluator import Evaluator
+    from zsl_bench.params import load_params
+    from zsl_bench.paths import ProjectPaths
+    from zsl_bench.registry import get_method
+
+    raw, prepared, downloads = project(tmp_path)
+    d = load_dataset(cub.prepare_source(raw / "CUB", prepared / "CUB", {"mirror": server.url}, progress=False,
+                                        downloads=downloads))
+    repo = ProjectPaths(Path(__file__).resolve().parents[1])
+    configured = load_params(repo)["extract"]["CUB"]
+    assert configured["vectors"] == "xlsa17_res101" and configured["extra_sizes"] == [224]
+    backbone = tiny_project / "data" / "backbones" / "synthetic"   # the fixture's images are the tiny project's
+
+    def store(**change):
+        spec = features.ExtractSpec.from_params({**configured, "input_size": 64, "batch_size": 64, **change})
+        return features.FeatureStore(features.extract(d, backbone, tmp_path / "features" / "CUB", spec, progress=False))
+
+    s = store()
+    read = lambda name, **hp: Evaluator.features_of(get_method(name), s, get_method(name).default_hparams("CUB", hp))
+    for name in ("eszsl", "sae", "ale", "fclswgan", "tfvaegan"):
+        assert read(name) == ("xlsa17_res101",), name
+    assert read("dazle") == ("layer4",) and read("mgmrn") == ("layer2", "layer3", "layer4")
+    assert read("apn") == ("layer4@224",) and s.shape("layer4@224")[2:] == (7, 7) and s.shape("layer4")[2:] == (2, 2)
+    assert read("apn", map_size=None) == ("layer4",)
+    published = read_res101(d.xlsa17_dir / "res101.mat", lambda p: p).features()
+    np.testing.assert_array_equal(s.read(np.arange(len(d.labels)), s.vectors), published.astype(np.float32))
+    assert s.shape("pooled")[1] != published.shape[1], "the backbone's own vectors are still there, apart"
+
+    s = store(vectors="backbone", extra_sizes=[])
+    assert read("eszsl") == ("pooled",) and "xlsa17_res101" not in s.names()
+    with pytest.raises(DataError, match=r"extract\.CUB\.extra_sizes: \[224\]"):
+        s.read([0], read("apn")[0])

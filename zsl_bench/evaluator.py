@@ -33,7 +33,6 @@ from zsl_bench.training import Distributed
 
 SELECTION_METRICS = ("H", "T1", "AUSUC")
 # which feature-store arrays a method reads: vectors whole, maps through a lazy view
-FEATURES_OF_INPUT = {"vector": ("pooled",), "map": ("layer4",), "maps": ("layer2", "layer3", "layer4")}
 
 
 def grid(default: dict, space: dict[str, list]) -> list[dict]:
@@ -137,7 +136,7 @@ class Evaluator:
         self.search_space = space if self.search != "none" else {}
         self.configs = (random_configs(default, space, int(self.search.split(":")[1]))
                         if self.search.startswith("random:") else grid(default, self.search_space))
-        self.features = self.features_of(method_cls)
+        self.features = self.features_of(method_cls, store, default)
         shapes = tuple(tuple(int(d) for d in store.shape(f)[1:]) for f in self.features)
         self.task = Task(dataset=dataset.name, attribute_names=tuple(dataset.attribute_names),
                          input_kind=method_cls.input_kind, input_shape=shapes[-1] if shapes else (3,),
@@ -147,9 +146,10 @@ class Evaluator:
         self.score_variants = {"": {}, **method_cls.score_variants}
 
     @staticmethod
-    def features_of(method_cls) -> tuple[str, ...]:
-        """The feature-store arrays a method reads ("image" methods read the dataset's images instead)."""
-        return FEATURES_OF_INPUT.get(method_cls.input_kind, ())
+    def features_of(method_cls, store, hparams: dict) -> tuple[str, ...]:
+        """The feature-store arrays a method reads with `hparams` ("image" methods read the dataset's images
+        instead); pooled vectors are the ones the store serves to vector methods (`FeatureStore.vectors`)."""
+        return tuple(store.vectors if name == "pooled" else name for name in method_cls.feature_arrays(hparams))
 
     def semantics(self, classes: np.ndarray) -> ClassSemantics:
         classes = np.asarray(classes)
@@ -159,7 +159,7 @@ class Evaluator:
     def inputs(self, rows: np.ndarray):
         """Pooled vectors as an array; maps as a lazy `MapView` (a map store need not fit in memory)."""
         if self.method_cls.input_kind == "vector":
-            return self.store.read(rows, "pooled")
+            return self.store.read(rows, self.features[0])
         if self.method_cls.input_kind == "image":
             from zsl_bench.images import ImageView
 

@@ -4,6 +4,9 @@
                     per array (file, format, shape, dtype, checksum)
     pooled.npy      N × D, global-average-pooled vectors, rows in the dataset's image order
     <level>.npy     N × C × H × W spatial maps of a backbone stage (`layer4`, or `layer2..4` for Mg-MRN)
+    <last>@<S>.npy  the last stage's maps with the images at S px (`extra_sizes`: APN's 224 px → 7 × 7 grid)
+    xlsa17_res101.npy  xlsa17's published ResNet-101 vectors beside the extracted ones (`vectors`): what
+                    the vector methods read where the papers did (index.json's `vectors` names the array)
 
 Plain `.npy` so any script can read it (`np.load(f, mmap_mode="r")`). Each image's map is one
 contiguous row ("chunked by image"); zsl-bench reads and writes rows with positioned file I/O rather
@@ -96,20 +99,43 @@ class NpyRows:
 
 # --- extraction ------------------------------------------------------------------------------------
 
+VECTOR_SOURCES = ("auto", "backbone", "xlsa17_res101")
+
+
 @dataclass(frozen=True)
 class ExtractSpec:
     levels: tuple[str, ...] = ()        # backbone stages to store as maps, e.g. ("layer4",)
     input_size: int | None = None       # default: the backbone's own input size
     crop: str = "none"                  # "none": whole image resized (xlsa17); "center": short side + centre crop
     batch_size: int = 128
+    # What the vector methods read: xlsa17's published res101.mat vectors (their papers' input), the
+    # backbone's pooled vectors, or auto = xlsa17's where the dataset was split by an xlsa17 release.
+    vectors: str = "auto"
+    # Further input sizes whose last-stage maps are stored as `<last>@<size>` (APN's official 224 px).
+    extra_sizes: tuple[int, ...] = field(default=(), metadata={"item": int})
 
     @classmethod
     def from_params(cls, params: dict) -> "ExtractSpec":
         spec = cls(levels=tuple(params.get("levels") or ()), input_size=params.get("input_size"),
-                   crop=params.get("crop", "none"), batch_size=int(params.get("batch_size", 128)))
+                   crop=params.get("crop", "none"), batch_size=int(params.get("batch_size", 128)),
+                   vectors=params.get("vectors", "auto"),
+                   extra_sizes=tuple(int(s) for s in params.get("extra_sizes") or ()))
         if spec.crop not in ("none", "center"):
             raise DataError(f"extract.crop must be 'none' or 'center', not {spec.crop!r}")
+        if spec.vectors not in VECTOR_SOURCES:
+            raise DataError(f"extract.vectors must be one of {', '.join(VECTOR_SOURCES)}, not {spec.vectors!r}")
         return spec
+
+
+def xlsa17_vectors(spec: ExtractSpec, dataset) -> Path | None:
+    """The res101.mat whose vectors the store serves to vector methods, or None for the backbone's own."""
+    release = dataset.xlsa17_dir / "res101.mat" if dataset.xlsa17_dir is not None else None
+    if spec.vectors == "backbone" or (spec.vectors == "auto" and (release is None or not release.is_file())):
+        return None
+    if release is None or not release.is_file():
+        raise DataError(f"extract.{dataset.name}.vectors: xlsa17_res101, but {dataset.name} was not split by an "
+                        "xlsa17 release (no res101.mat); use vectors: backbone")
+    return release
 
 
 def _stage_indices(model, levels: tuple[str, ...]) -> list[int]:
@@ -123,7 +149,8 @@ def _stage_indices(model, levels: tuple[str, ...]) -> list[int]:
 # Long on purpose: one streaming loop (prefetch, forward, positioned writes, resume bookkeeping) reads best whole.
 def extract(dataset, backbone_dir: Path, out: Path, spec: ExtractSpec = ExtractSpec(), progress: bool = True,
             stop_after_batches: int | None = None) -> Path:
-    """Pooled vectors (and maps of `spec.levels`) for every image, streamed to disk, resumable.
+    """Pooled vectors (and maps of `spec.levels`, and the last stage's maps at `spec.extra_sizes`) for every
+    image, streamed to disk, resumable; xlsa17's vectors beside them when `spec.vectors` asks for them.
 
     `stop_after_batches` interrupts on purpose (tests and benchmarks of resuming).
     """
@@ -135,6 +162,7 @@ def extract(dataset, backbone_dir: Path, out: Path, spec: ExtractSpec = ExtractS
 
     model, info = load_backbone(backbone_dir)
     size = spec.input_size or info["spec"]["input_size"]
+    vectors_from = xlsa17_vectors(spec, dataset)
     n = len(dataset.labels)
     out = Path(out)
     partial = out.with_name(f".{out.name}.partial")
@@ -148,6 +176,12 @@ def extract(dataset, backbone_dir: Path, out: Path, spec: ExtractSpec = ExtractS
                                             intermediates_only=True)
     shapes = {"pooled": (n, int(model.num_features))}
     shapes.update({lv: (n, *probe[i].shape[1:]) for i, lv in enumerate(spec.levels)})
+    last = len(model.feature_info) - 1
+    extra = {s: f"{model.feature_info[last]['module']}@{s}" for s in spec.extra_sizes}
+    for s, name in extra.items():
+        with torch.inference_mode():
+            grid = model.forward_intermediates(torch.zeros(1, 3, s, s), indices=[last], intermediates_only=True)[0]
+        shapes[name] = (n, *grid.shape[1:])
 
     start_row = 0
     if progress_file.is_file() and json.loads(progress_file.read_text()).get("config") == config_hash:
@@ -164,8 +198,8 @@ def extract(dataset, backbone_dir: Path, out: Path, spec: ExtractSpec = ExtractS
     starts = list(range(start_row, n, spec.batch_size))
 
     def load(lo):
-        return load_batch_for_backbone([dataset.image_path(r) for r in range(lo, min(lo + spec.batch_size, n))],
-                                       size, spec.crop)
+        images = [dataset.image_path(r) for r in range(lo, min(lo + spec.batch_size, n))]
+        return [load_batch_for_backbone(images, s, spec.crop) for s in (size, *extra)]
 
     bar = tqdm(starts, desc=f"extract {'+'.join(shapes)}", unit="batch", disable=not progress)
     done_batches = 0
@@ -174,7 +208,7 @@ def extract(dataset, backbone_dir: Path, out: Path, spec: ExtractSpec = ExtractS
         upcoming = pool.submit(load, starts[0]) if starts else None
         for i, lo in enumerate(bar):
             rows = range(lo, min(lo + spec.batch_size, n))
-            x = upcoming.result()
+            x, *smaller = upcoming.result()
             if i + 1 < len(starts):
                 upcoming = pool.submit(load, starts[i + 1])
             if indices:
@@ -185,6 +219,8 @@ def extract(dataset, backbone_dir: Path, out: Path, spec: ExtractSpec = ExtractS
             else:
                 pooled = model(x)
             files["pooled"].write(lo, pooled.numpy())
+            for name, xs in zip(extra.values(), smaller):
+                files[name].write(lo, model.forward_intermediates(xs, indices=[last], intermediates_only=True)[0].numpy())
             _write_progress(progress_file, config_hash, lo + len(rows))
             done_batches += 1
             if stop_after_batches is not None and done_batches >= stop_after_batches and lo + len(rows) < n:
@@ -192,12 +228,14 @@ def extract(dataset, backbone_dir: Path, out: Path, spec: ExtractSpec = ExtractS
     arrays = {k: {"file": f"{k}.npy", "format": "npy", "shape": list(f.shape), "dtype": np.dtype(STORE_DTYPE).name,
                   "sha256": sha256_file(f.path)} for k, f in files.items()}
     progress_file.unlink()
+    if vectors_from is not None:
+        arrays["xlsa17_res101"] = _write_res101(dataset, vectors_from, partial)
     write_json(partial / "index.json", {
         "dataset": dataset.name, "dataset_fingerprint": dataset.fingerprint(),
         "backbone": {k: info.get(k) for k in ("arch", "pretraining_data", "trained_on")},
         "backbone_spec": info["spec"], "input_size": size,
         "resize": "whole image, bilinear, no crop" if spec.crop == "none" else "short side, bilinear, centre crop",
-        "arrays": arrays,
+        "arrays": arrays, "vectors": "pooled" if vectors_from is None else "xlsa17_res101",
     })
     write_provenance(partial, provenance(out.parent, time.time() - started, resumed_from_row=start_row))
     if out.exists():
@@ -214,25 +252,36 @@ def _write_progress(path: Path, config_hash: str, rows_done: int) -> None:
     os.replace(tmp, path)
 
 
-def import_res101(dataset, res101_path: Path, out: Path, backbone_info: dict) -> Path:
-    """xlsa17's published ResNet-101 vectors as the pooled store (float32, as published in float64)."""
+def _res101_features(dataset, res101_path: Path) -> np.ndarray:
+    """xlsa17's published ResNet-101 vectors in the prepared dataset's row order (float32, as published in
+    float64), after checking the release's labels against the dataset's row for row."""
     from zsl_bench.data.xlsa17 import read_res101
 
     res = read_res101(res101_path, lambda s: s)
     if not np.array_equal(res.labels, dataset.labels):
         raise DataError(f"{res101_path}: labels differ from the prepared dataset {dataset.name} row for row "
                         "(another release, or another dataset?)")
-    feats = res.features()
+    return res.features()
+
+
+def _write_res101(dataset, res101_path: Path, folder: Path, name: str = "xlsa17_res101") -> dict:
+    """The published vectors as `<name>.npy` in `folder`; returns their index.json entry."""
+    feats = _res101_features(dataset, res101_path)
+    NpyRows.create(folder / f"{name}.npy", feats.shape, np.float32).write(0, feats)
+    return {"file": f"{name}.npy", "format": "npy", "shape": list(feats.shape), "dtype": "float32",
+            "sha256": sha256_file(folder / f"{name}.npy"), "source": str(res101_path.name)}
+
+
+def import_res101(dataset, res101_path: Path, out: Path, backbone_info: dict) -> Path:
+    """xlsa17's published ResNet-101 vectors as the pooled store (float32, as published in float64)."""
     with atomic_directory(out) as tmp:
-        rows = NpyRows.create(tmp / "pooled.npy", feats.shape, np.float32)
-        rows.write(0, feats)
+        entry = _write_res101(dataset, res101_path, tmp, "pooled")
         write_json(tmp / "index.json", {
             "dataset": dataset.name, "dataset_fingerprint": dataset.fingerprint(),
             "backbone": {k: backbone_info.get(k) for k in ("arch", "pretraining_data", "trained_on")},
             "backbone_spec": backbone_info["spec"], "input_size": 224,
             "resize": "as published by xlsa17 (224 px, no crop, Caffe ResNet-101)",
-            "arrays": {"pooled": {"file": "pooled.npy", "format": "npy", "shape": list(feats.shape),
-                                  "dtype": "float32", "sha256": sha256_file(tmp / "pooled.npy")}},
+            "arrays": {"pooled": {k: v for k, v in entry.items() if k != "source"}}, "vectors": "pooled",
         })
     return out
 
@@ -301,8 +350,18 @@ class FeatureStore:
     def _entry(self, name: str) -> dict:
         entry = self.index["arrays"].get(name)
         if entry is None:
-            raise DataError(f"{self.root / 'index.json'}: no '{name}' array (has {sorted(self.index['arrays'])})")
+            level, _, size = name.partition("@")
+            hint = (f"; `extract.{self.root.name}.extra_sizes: [{size}]` stores {level}'s maps at {size} px "
+                    "(then `dvc repro`)" if size else f"; `extract.{self.root.name}.levels` lists the stored maps"
+                    if name.startswith("layer") else "")
+            raise DataError(f"{self.root / 'index.json'}: no '{name}' array (has {sorted(self.index['arrays'])})"
+                            + hint)
         return entry
+
+    @property
+    def vectors(self) -> str:
+        """The array vector methods read: `pooled` (the backbone's) or `xlsa17_res101` (extract's `vectors`)."""
+        return self.index.get("vectors", "pooled")
 
     def unavailable(self, names) -> str | None:
         """Why this store can never hold `names`, or None: an imported source holds fixed arrays (a method

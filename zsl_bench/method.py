@@ -155,6 +155,8 @@ PARAMETER_COUNT = "parameter_count"   # `parameter_count()`: learned values and 
 ZSL_SCORER = "zsl_scorer"             # `score_zsl(x, unseen)`: T1 from a classifier over unseen classes only
 CAPABILITIES = {ATTENTION_MAPS: "attention_maps", PARAMETER_COUNT: "parameter_count",
                 ZSL_SCORER: "score_zsl"}   # capability → the method implementing it
+# The feature-store arrays each input kind reads ("pooled": the store's vectors, `FeatureStore.vectors`).
+FEATURES_OF_INPUT = {"vector": ("pooled",), "map": ("layer4",), "maps": ("layer2", "layer3", "layer4")}
 DEVICES = ("any", "cpu")               # "any": cuda when train.device allows; "cpu": numpy code, always CPU
 ANY_DATASET = "*"                      # a profile used for any dataset the method has no own profile for
 
@@ -227,6 +229,13 @@ class Method:
             raise ConfigError(f"method {cls.name} has no hyperparameter {', '.join(map(repr, unknown))}; "
                               f"its hyperparameters: {', '.join(sorted(hparams))}")
         return {**hparams, **overrides, **cls.variant_overrides}
+
+    @classmethod
+    def feature_arrays(cls, hparams: dict) -> tuple[str, ...]:
+        """The feature-store arrays a fit with `hparams` reads ("image" methods read the dataset's images).
+        By input kind; a method whose official network sees another resolution overrides it (APN reads
+        `layer4@224`, extracted at 224 px as `extract.<dataset>.extra_sizes` asks)."""
+        return FEATURES_OF_INPUT.get(cls.input_kind, ())
 
     @classmethod
     def search_space(cls, dataset: str) -> dict[str, list]:

@@ -32,7 +32,7 @@ def spec_of_dataclass(cls) -> dict:
     for f in fields(cls):
         default = f.default if f.default is not MISSING else None
         kind = type(default)
-        out[f.name] = ((int, float) if kind is float else listof(str) if kind is tuple else
+        out[f.name] = ((int, float) if kind is float else listof(f.metadata.get("item", str)) if kind is tuple else
                        (str, NONE) if default is None and f.name.endswith("file") else
                        (int, NONE) if default is None else kind)
     return out

@@ -82,11 +82,11 @@ class NotApplicable(DataError):
     """The method cannot run on this dataset's inputs at all (not a failed run: the stage records a skip)."""
 
 
-def check_applicable(method_cls, store) -> None:
-    """Raise NotApplicable when `store` can never hold the arrays the method reads."""
+def check_applicable(method_cls, store, hparams: dict) -> None:
+    """Raise NotApplicable when `store` can never hold the arrays the method reads with `hparams`."""
     from zsl_bench.evaluator import Evaluator
 
-    why = store.unavailable(Evaluator.features_of(method_cls))
+    why = store.unavailable(Evaluator.features_of(method_cls, store, hparams))
     if why:
         raise NotApplicable(f"{method_cls.name} {why}")
 
@@ -115,8 +115,9 @@ def execute(request: RunRequest, paths: ProjectPaths, progress: bool = True, slo
     dataset = load_dataset(paths.prepared(request.dataset))
     store = FeatureStore(paths.features(request.dataset))
     store.check_matches(dataset)
-    check_applicable(method_cls, store)
-    store.verify(Evaluator.features_of(method_cls))   # a damaged array stops the run before any training
+    hparams = method_cls.default_hparams(dataset.name, request.hparams)
+    check_applicable(method_cls, store, hparams)
+    store.verify(Evaluator.features_of(method_cls, store, hparams))   # a damaged array stops the run first
     device = "cpu" if method_cls.device == "cpu" else resolve_device(request.device)
     folds = resolve_folds(request.folds, dataset, store.index.get("backbone_spec") or {})
     dist = Distributed.current()

@@ -155,7 +155,8 @@ def train_jobs(dataset: str, params: dict, paths: ProjectPaths, with_skipped: bo
     seeds = [int(s) for s in section(params, "train", "seeds")]
     for method in section(params, "train", "methods"):
         try:
-            check_applicable(get_method(method), store)
+            check_applicable(get_method(method), store,
+                             get_method(method).default_hparams(dataset, run_request(dataset, method, 0, params).hparams))
         except NotApplicable as e:
             print(f"skipped {method} on {dataset}: {e}", file=sys.stderr)
             skipped.update({paths.run_slot(dataset, method, seed): (method, str(e)) for seed in seeds})
@@ -244,7 +245,7 @@ def ablation_jobs(dataset: str, params: dict, paths: ProjectPaths):
         if name not in why_not:
             try:
                 cls = get_method(name)
-                check_applicable(cls, store)
+                check_applicable(cls, store, cls.default_hparams(dataset, run_request(dataset, name, seed, params).hparams))
                 same = cls.identical_to_base()
                 why_not[name] = f"not run: identical to the official configuration here ({same})" if same else None
             except NotApplicable as e:

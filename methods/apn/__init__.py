@@ -22,6 +22,9 @@ COMMON = {
     "batches_per_epoch": 300, "epochs": 30, "betas": (0.5, 0.999), "lr_decay": 0.8, "lr_step": 10,
     "double_softmax": True, "xe": 1.0, "l_xe": 1.0,
     "image_size": 224, "backbone": "resnet101.tv_in1k", "pretrained": True, "weights_file": None,
+    # map mode: layer4 of the images at the official 224 px (7 × 7 cells, what the official network and the
+    # weights of its compactness loss see), not the 448 px store's 14 × 14; null reads the store's layer4
+    "map_size": 224,
     "frozen_layers": ("conv1", "bn1", "layer1"), "eval_batch_size": 64,
 }
 PAPER = {
@@ -36,8 +39,9 @@ PAPER = {
              "calibration_gamma": 0.7},
 }
 # The embedded default: CUB's losses on 3 × 3 layer4 maps, shorter, with learning rates a frozen backbone needs.
+# Its maps at half the store's 96 px, as 224 is half of 448: 48 px → 2 × 2 cells (the store's are 3 × 3).
 SYNTHETIC = {**PAPER["CUB"], "epochs": 10, "pretrain_epoch": 3, "pretrain_lr": 1e-2, "classifier_lr": 1e-3,
-             "image_size": 64, "backbone": "resnet10t", "pretrained": False, "eval_batch_size": 256}
+             "image_size": 64, "backbone": "resnet10t", "pretrained": False, "eval_batch_size": 256, "map_size": 48}
 
 # The official attribute groups (model/main.py L70-L88: data/<DS>/attri_groups_*.json, not in the repository).
 # CUB: the eight body parts, 0-based inclusive ranges as in the json (read in its copy DZ521111/ZsL-Temporary
@@ -75,6 +79,13 @@ class APN(OneMapMethod):
     search_spaces = {"*": {"l_attri": [1e-2, 5e-2, 1e-1]}, "synthetic": {"l_attri": [0.1, 1.0]}}
     variants = {"image": {"mode": "image", "input_kind": "image"}, "prototypes-off": {"l_xe": 0.0, "l_attri": 0.0,
                                                                                          "l_regular": 0.0, "cpt": 0.0}}
+
+    @classmethod
+    def feature_arrays(cls, hparams: dict) -> tuple[str, ...]:
+        """Map mode reads layer4 of the images at `map_size` px (`layer4@224`: the official 7 × 7 grid)."""
+        if cls.input_kind == "map" and hparams.get("map_size"):
+            return (f"layer4@{int(hparams['map_size'])}",)
+        return super().feature_arrays(hparams)
 
     def build_head(self, channels: int):
         from methods.apn.model import APNHead
