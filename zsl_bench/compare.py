@@ -35,6 +35,7 @@ class Row:
     n: int
     published: dict | None = None   # {"T1": .., "U": .., "S": .., "H": .., "source": ..}
     paper: dict[str, Cell] | None = None   # ours under the method's own published rule (T1, H), beside `published`
+    paper_t1_from: str = ""    # the variant the paper rule reads T1 from (PaperRule.t1_from), when not the method
     note: str = ""
 
 
@@ -86,8 +87,7 @@ def compare(results: list[RunResult], methods: list[str], dataset: str | None = 
                                   for k in TABLE_METRICS}, len(seeds),
                                  published=({**{k: pub.get(k) for k in ("T1", "U", "S", "H")}, "source": pub.source}
                                             if pub else None),
-                                 paper={k: _summary_cell([s[k] for s in _seed_values(results, ds, m, "paper").values()],
-                                                         None) for k in ("T1", "H")} if comp.real else None))
+                                 **(_paper_cells(results, ds, m) if comp.real else {})))
         base = methods[0]
         for other in methods[1:]:
             common = sorted(set(per_method[base]) & set(per_method[other]))
@@ -124,11 +124,30 @@ def _published_text(p: dict | None, real: bool) -> str:
     return f"{nums(['T1'])}; {nums(['U', 'S', 'H'])} ({p['source']})"
 
 
+def _paper_cells(results: list[RunResult], dataset: str, method: str) -> dict:
+    """Row fields of ours under the method's published rule: the `paper` policy's T1 and H, T1 from the
+    variant the rule names when the authors' ZSL runs used other settings (`PaperRule.t1_from`)."""
+    from zsl_bench.registry import get_method
+
+    rule = get_method(method).paper_rule
+    if rule is None:
+        return {"paper": None}
+    cells = {k: _summary_cell([s[k] for s in _seed_values(results, dataset, method, "paper").values()], None)
+             for k in ("T1", "H")}
+    source = f"{method}.{rule.t1_from}" if rule.t1_from and "." not in method else ""
+    if source:
+        values = [s["T1"] for s in _seed_values(results, dataset, source, "paper").values()]
+        cells["T1"] = (_summary_cell(values, None) if values else
+                       Cell(note=f"T1 from {source}, not run here: add it to train.methods"))
+    return {"paper": cells, "paper_t1_from": source}
+
+
 def _paper_text(row: Row) -> str:
     """Ours under the method's own published rule, the number to set beside `published`."""
-    if not row.paper or not row.paper["H"].n:
+    if not row.paper:
         return "— (no paper rule)"
-    return f"{row.paper['T1'].text()}; H {row.paper['H'].text()}"
+    t1 = row.paper["T1"].text() + (f" ({row.paper_t1_from})" if row.paper_t1_from and row.paper["T1"].n else "")
+    return f"{t1}; H {row.paper['H'].text()}"
 
 
 def _header_lines(comp: DatasetComparison, methods: list[str], where: str) -> list[str]:
