@@ -180,6 +180,10 @@ def test_fclswgan_s_paper_t1_comes_from_its_zsl_settings_variant():
         {"epochs": 54, "syn_num": 100, "classifier_lr": 5e-4}
     assert zsl.default_hparams("SUN", {"syn_num": 50})["syn_num"] == 50
     assert gzsl.paper_rule.t1_from == "zsl" and "`zsl` variant" in gzsl.paper_rule.describe(0.0)
+    apn = get_method("apn.zsl")   # APN's ZSL scripts too: CUB in episodes of 8 × 3, warm-up 4, regular 5e-6
+    assert {k: apn.default_hparams("CUB")[k] for k in ("sampler", "pretrain_epoch", "regular")} == \
+        {"sampler": "episodes", "pretrain_epoch": 4, "regular": 5e-6}
+    assert get_method("apn").default_hparams("CUB")["sampler"] == "shuffle" and apn.default_hparams("AWA2")["l_xe"] == 0
 
     def run(method, seed, t1, h):
         metrics = {p: {k: math.nan for k in TABLE_METRICS} for p in SELECTION_POLICIES}

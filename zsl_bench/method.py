@@ -181,6 +181,10 @@ class Method:
     # A dataset with neither is an error, never a silent fallback to another dataset's settings.
     profiles: ClassVar[dict[str, dict]] = {}
     search_spaces: ClassVar[dict[str, dict[str, list]]] = {}   # dataset (or ANY_DATASET) → grid
+    # Where the authors' ZSL numbers came from separate runs with other settings than their GZSL runs: those
+    # settings per dataset, applied when the hyperparameter `script` is "zsl" (a `zsl` variant sets it, and
+    # `PaperRule.t1_from` reads the paper's T1 from it). A dataset without an entry keeps its profile.
+    zsl_settings: ClassVar[dict[str, dict]] = {}
     variants: ClassVar[dict[str, dict]] = {}   # named settings: "<name>.<variant>" runs them
     variant: ClassVar[str | None] = None
     # Settings that change only `score` (not training): evaluated on the same fitted models and
@@ -232,6 +236,8 @@ class Method:
         if unknown:
             raise ConfigError(f"method {cls.name} has no hyperparameter {', '.join(map(repr, unknown))}; "
                               f"its hyperparameters: {', '.join(sorted(hparams))}")
+        if {**hparams, **overrides, **cls.variant_overrides}.get("script") == "zsl":
+            hparams = {**hparams, **cls.zsl_settings.get(base if base is not None else dataset, {})}
         return {**hparams, **overrides, **cls.variant_overrides}
 
     @classmethod

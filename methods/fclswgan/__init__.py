@@ -87,19 +87,9 @@ class FCLSWGAN(GenerativeMethod):
                      "AWA2": {"cls_weight": [0.01, 0.1], "syn_num": [600, 1800]},
                      "*": {"cls_weight": [0.01, 0.1], "syn_num": [100, 300]},
                      "synthetic": {}}   # the embedded default runs the defaults only (time goal of `dvc repro`)
-    # `fclswgan.zsl`: the generator trained with the official ZSL scripts' settings (ZSL_SCRIPTS)
+    # `fclswgan.zsl`: the generator trained with the official ZSL scripts' settings
+    zsl_settings = ZSL_SCRIPTS
     variants = {"zsl": {"script": "zsl"}}
-
-    @classmethod
-    def default_hparams(cls, dataset: str, overrides: dict | None = None) -> dict:
-        """The GZSL scripts' settings; with `script: zsl` the ZSL scripts' where they differ (a dataset
-        without a ZSL script, like the embedded default, keeps its profile), under the user's overrides."""
-        hparams = super().default_hparams(dataset, overrides)
-        if hparams["script"] != "zsl":
-            return hparams
-        mine = set(overrides or {}) - {"profile", "script"}
-        base = (overrides or {}).get("profile", dataset)
-        return {**hparams, **{k: v for k, v in ZSL_SCRIPTS.get(base, {}).items() if k not in mine}}
 
     def build_net(self):
         hp = self.hparams

@@ -49,7 +49,10 @@ class GEMZSL(OneMapMethod):
     paper_rule = PaperRule(checkpoint="test", calibration="fixed", separately=("T1", "H"),
                            source="osierboy/GEM-ZSL@8486b08 GEMZSL/engine/trainer.py:L160-L169 (after every epoch: "
                                   "best test T1 and best test H kept separately); inferencer.py:L53-L61 with the "
-                                  "config's TEST.GAMMA")
+                                  "config's TEST.GAMMA. Published runs used 4 GPUs (tools/train.sh) and scored "
+                                  "each rank's DistributedSampler shard only (data/build.py:L188-L201, no gather "
+                                  "in inferencer.py); rank 0's quarter of each test set picked the epoch and gave "
+                                  "the numbers (trainer.py:L157-L173). Ours: the whole test set")
     capabilities = frozenset({ATTENTION_MAPS, PARAMETER_COUNT})
     profiles = {**{ds: {**COMMON, **p} for ds, p in PAPER.items()}, "synthetic": {**COMMON, **SYNTHETIC}}
     # real datasets: λ1 over the values the official configs use; the embedded default: a wider pair
