@@ -271,3 +271,36 @@ def test_a_preempted_slurm_job_resumes_from_its_last_checkpoint(region_project, 
     resumed = read_provenance(Path(folder))["resumed"]
     assert len(resumed) == 1 and resumed[0]["done"] + resumed[0]["checkpoints"] >= 1, resumed
     assert not list(slot.glob(".*.partial")), "the journal is gone with the run's completion"
+
+
+def _note_process(job: Job) -> str:
+    """A local job that sleeps (seed 0 longest) and returns its process id, its threads and its end time."""
+    time.sleep(3.0 if job.request.seed == 0 else 0.0)
+    return f"{os.getpid()}:{job.threads}:{time.monotonic()}"
+
+
+def test_the_local_pool_keeps_its_workers_under_zsl_bench_threads_and_counts_runs_as_they_finish(
+        project_copy, monkeypatch):
+    """ZSL_BENCH_THREADS sets threads per run, never the number of runs in parallel (it used to make the pool
+    one worker); the bar moves when any run finishes, not only the first in list order."""
+    import tqdm
+
+    from zsl_bench import launchers
+
+    updates = []
+
+    class Bar(tqdm.tqdm):
+        def update(self, n=1):
+            updates.append(time.monotonic())
+            return super().update(n)
+
+    monkeypatch.setattr(tqdm, "tqdm", Bar)
+    monkeypatch.setattr("zsl_bench.runtime.usable_cores", lambda: 2)
+    monkeypatch.setattr(launchers, "default_workers", lambda cores: cores)   # a GPU machine picks 1
+    monkeypatch.setenv("ZSL_BENCH_THREADS", "1")
+    out = [str(p).split(":") for p in launchers.local(_jobs(project_copy), {"workers": None}, progress=True,
+                                                       target=_note_process)]
+    assert len({pid for pid, _, _ in out}) == 2, "two runs in parallel on two cores, whatever the thread variable"
+    assert {threads for _, threads, _ in out} == {"1"}
+    slow_end = float(out[0][2])
+    assert len(updates) == 2 and updates[0] < slow_end, "the quick second run was counted before the slow first"

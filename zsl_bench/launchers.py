@@ -81,22 +81,30 @@ def _with_threads(jobs: list[Job], threads: int | None) -> list[Job]:
 # --- local: a process pool on this machine --------------------------------------------------------------
 
 def local(jobs: list[Job], settings: dict, progress: bool = True, desc: str = "runs", target=run_job) -> list[Path]:
-    """`launch.workers` runs at a time (null: `default_workers`) in spawned processes, each with
-    cores // workers torch and BLAS threads (small models use two threads badly, two processes well)."""
+    """`launch.workers` runs at a time (null: `default_workers` of the usable cores) in spawned processes,
+    each with ZSL_BENCH_THREADS torch and BLAS threads when set, else cores // workers (small models use two
+    threads badly, two processes well). Runs in parallel and threads per run are two settings: the thread
+    variable never shrinks the pool. The bar counts runs as they finish, in any order; the folders come back
+    in the jobs' order."""
     import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures import ProcessPoolExecutor, as_completed
 
     from tqdm import tqdm
 
-    from zsl_bench.runtime import thread_count
+    from zsl_bench.runtime import THREADS_ENV, usable_cores
 
-    cores = thread_count()
+    cores = usable_cores()
     workers = int(settings.get("workers") or default_workers(cores))
-    jobs = _with_threads(jobs, max(1, cores // workers))
-    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)),
-                             mp_context=multiprocessing.get_context("spawn")) as pool:
-        return [Path(f) for f in tqdm(pool.map(target, jobs), total=len(jobs), unit="run",
-                                      desc=f"{desc} ({workers} workers)", disable=not progress)]
+    threads = int(os.environ[THREADS_ENV]) if os.environ.get(THREADS_ENV) else cores // workers
+    jobs = _with_threads(jobs, max(1, threads))
+    with ProcessPoolExecutor(max_workers=max(1, min(workers, len(jobs))),
+                             mp_context=multiprocessing.get_context("spawn")) as pool, \
+            tqdm(total=len(jobs), unit="run", desc=f"{desc} ({workers} workers)", disable=not progress) as bar:
+        futures = [pool.submit(target, job) for job in jobs]
+        for done in as_completed(futures):
+            done.result()   # a failed run stops the launch here, whichever finished first
+            bar.update()
+        return [Path(f.result()) for f in futures]
 
 
 def default_workers(cores: int) -> int:
