@@ -58,6 +58,18 @@ def test_errors_are_one_clear_line(tmp_path):
     assert out.returncode == 2 and "unknown method 'nope'" in out.stderr
     out = run("train", "--method", "eszsl", cwd=tmp_path)
     assert out.returncode == 2 and "run the prepare stage first" in out.stderr
+    # a dataset that does not exist is named as such, not as a stage to run (issue 27, item 6)
+    out = run("train", "--method", "eszsl", "--dataset", "NOSUCH", cwd=tmp_path)
+    assert out.returncode == 2 and "unknown dataset 'NOSUCH'; zsl-bench's datasets are" in out.stderr
+    assert "prepare stage" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    out = run("prepare", "NOSUCH", cwd=tmp_path)
+    assert out.returncode == 2 and "unknown dataset 'NOSUCH'" in out.stderr and "missing key" not in out.stderr
+    out = run("prepare", "CUB", cwd=tmp_path)   # a real dataset this params.yaml has no sections for
+    assert out.returncode == 2 and "no sources.CUB or backbone.CUB or extract.CUB section" in out.stderr
+    # negative seeds name no run slot: refused before anything is written (item 5)
+    out = run("train", "--method", "eszsl", "--seed", "-1", cwd=tmp_path)
+    assert out.returncode == 2 and "--seed must be a non-negative integer, not -1" in out.stderr
+    assert not (tmp_path / "runs").exists()
     out = run("compare", "eszsl", "ale", cwd=tmp_path)
     assert out.returncode == 1 and "no runs found" in out.stderr and "dvc repro" in out.stderr
 
@@ -82,6 +94,8 @@ BAD_PARAMS = [
     (lambda p: p["methods"].update(ale={"hparams": {"synthetic": {"lr": 0.1, "epoch": 3}}}),
      "methods.ale.hparams.synthetic: method ale has no hyperparameter 'epoch'"),
     (lambda p: p["methods"].pop("ale"), "missing methods.ale (write `ale: {}` under `methods:`"),
+    (lambda p: p["train"].update(seeds=[0, 1, -1]), "train.seeds must be non-negative integers"),
+    (lambda p: p["ablate"].update(seeds=[-2]), "ablate.seeds must be non-negative integers"),
 ]
 
 

@@ -128,6 +128,11 @@ def validate(params: dict, file: Path, check_methods: bool = True) -> dict:
     for k in ("methods", "seeds", "folds", "selection_metric", "search", "device", "precision", "micro_batch"):
         if k not in params["train"]:
             raise ConfigError(f"{file}: missing key train.{k}")
+    for where in ("train", "ablate"):
+        negative = [s for s in (params.get(where) or {}).get("seeds") or [] if isinstance(s, int) and s < 0]
+        if negative:
+            raise ConfigError(f"{file}: {where}.seeds must be non-negative integers (a run's slot is "
+                              f"seed<k>), not {negative}")
     from zsl_bench.evaluator import SELECTION_METRICS, search_mode
 
     folds = params["train"]["folds"]

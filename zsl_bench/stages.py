@@ -2,16 +2,40 @@
 `pipelines/` and the CLI both call these; the report stage is `report_stage.py`."""
 from __future__ import annotations
 
+import numbers
 from pathlib import Path
 
-from zsl_bench.io import DataError
+from zsl_bench.io import ConfigError, DataError
 from zsl_bench.params import section
 from zsl_bench.paths import ProjectPaths
+
+
+def check_dataset(dataset: str, params: dict) -> None:
+    """A dataset every stage can name: one of zsl-bench's sources (zsl_bench/data/), with its sections in
+    params.yaml. Otherwise one line saying which names exist or which section to add."""
+    from zsl_bench.data import available_sources
+
+    known = available_sources()
+    if dataset not in known:
+        raise ConfigError(f"unknown dataset {dataset!r}; zsl-bench's datasets are {', '.join(known)} "
+                          "(`zsl-bench datasets` shows what each needs)")
+    missing = [f"{s}.{dataset}" for s in ("sources", "backbone", "extract") if dataset not in (params.get(s) or {})]
+    if missing:
+        raise ConfigError(f"params.yaml: no {' or '.join(missing)} section for dataset {dataset} (the shipped "
+                          "params.yaml has one for each dataset: copy it from there)")
+
+
+def check_seed(seed: int, where: str = "--seed") -> int:
+    """Run seeds name run slots (`seed<k>`) and seed streams: non-negative integers."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ConfigError(f"{where} must be a non-negative integer, not {seed!r}")
+    return seed
 
 
 def prepare(dataset: str, params: dict, paths: ProjectPaths, progress: bool = True) -> Path:
     from zsl_bench.data import prepare_source
 
+    check_dataset(dataset, params)
     source_params = section(params, "sources", dataset)
     out = prepare_source(dataset, paths.raw(dataset), paths.prepared(dataset),
                          {k: v for k, v in source_params.items() if k != "attribute_embeddings"},
@@ -44,6 +68,7 @@ def backbone(dataset: str, params: dict, paths: ProjectPaths, progress: bool = T
     from zsl_bench.data.dataset import load_dataset
     from zsl_bench.runtime import limit_threads
 
+    check_dataset(dataset, params)
     spec = BackboneSpec.from_params(section(params, "backbone", dataset))
     if spec.source != "train_on_seen":  # pretrained weights, imported vectors or an HDF5 file: nothing to train
         return describe_untrained(spec, paths.backbone(dataset))
@@ -57,6 +82,7 @@ def extract(dataset: str, params: dict, paths: ProjectPaths, progress: bool = Tr
     from zsl_bench.io import read_json
     from zsl_bench.runtime import limit_threads
 
+    check_dataset(dataset, params)
     ds = load_dataset(paths.prepared(dataset))
     info = read_json(paths.backbone(dataset) / "backbone.json")
     source = info["spec"]["source"]
@@ -78,6 +104,8 @@ def run_request(dataset: str, method: str, seed: int, params: dict, search: bool
     from zsl_bench.method import method_overrides
     from zsl_bench.runner import RunRequest
 
+    check_dataset(dataset, params)
+    check_seed(seed)
     t = section(params, "train")
     overrides = method_overrides(params, method, dataset)
     folds = t["folds"] if t["folds"] == "auto" else tuple(int(k) for k in t["folds"])
@@ -150,6 +178,7 @@ def train_jobs(dataset: str, params: dict, paths: ProjectPaths, with_skipped: bo
     from zsl_bench.registry import get_method
     from zsl_bench.runner import NotApplicable, check_applicable
 
+    check_dataset(dataset, params)
     store = FeatureStore(paths.features(dataset))   # no features yet: one line naming the stage to run
     jobs, skipped = [], {}
     seeds = [int(s) for s in section(params, "train", "seeds")]
