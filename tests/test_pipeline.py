@@ -374,15 +374,25 @@ def test_report_writes_the_comparisons_params_yaml_names(trained_project):
     assert "[`comparisons.md`]" in (trained_project / "reports" / "README.md").read_text()
 
 
-def test_a_comparison_must_name_trained_methods(tmp_path):
+def test_a_comparison_of_methods_not_trained_is_skipped_with_one_line(trained_project):
+    """Restricting train.methods leaves the `compare` section valid (it was a config error that stopped every
+    command): the report skips a comparison naming a method that is not trained, saying which, and still
+    writes the others; a comparison of fewer than two methods, or an unknown key, is still an error."""
     from zsl_bench.io import ConfigError
     from zsl_bench.params import validate
 
-    write_params(tmp_path)
-    params = load_params(ProjectPaths(tmp_path))
-    params["compare"] = {"q": {"methods": ["eszsl", "mgmrn"], "question": ""}}
-    with pytest.raises(ConfigError, match=r"compare.q.methods must name two or more of train.methods \(mgmrn not there\)"):
-        validate(params, tmp_path / "params.yaml")
+    paths = ProjectPaths(trained_project)
+    params = load_params(paths)
+    params["compare"] = {"q": {"methods": ["eszsl", "mgmrn"], "question": ""},
+                         "r": {"methods": ["eszsl", "ale"], "question": ""}}
+    validate(params, trained_project / "params.yaml")
+    report_stage.report(params, paths)
+    text = (trained_project / "reports" / "comparisons.md").read_text()
+    assert "# q: eszsl vs mgmrn\n\n\n\n— skipped: mgmrn not in train.methods" in text
+    assert "# r: eszsl vs ale" in text and text.count("| Δ ale − eszsl") == 2
+    params["compare"] = {"q": {"methods": ["eszsl"], "question": ""}}
+    with pytest.raises(ConfigError, match="compare.q.methods must name two or more methods"):
+        validate(params, trained_project / "params.yaml")
     params["compare"] = {"q": {"methods": ["eszsl"], "sorted": True}}
     with pytest.raises(ConfigError, match="unknown key compare.q.sorted"):
-        validate(params, tmp_path / "params.yaml")
+        validate(params, trained_project / "params.yaml")

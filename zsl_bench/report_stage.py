@@ -146,6 +146,10 @@ def write_comparisons(params: dict, records: list, out_dir: Path, skipped: dict)
     for name, entry in (params.get("compare") or {}).items():
         methods = list(entry["methods"])
         parts += [f"# {name}: {' vs '.join(methods)}", "", entry.get("question", ""), ""]
+        missing = [m for m in methods if m not in params["train"]["methods"]]
+        if missing:
+            parts.append(f"— skipped: {', '.join(missing)} not in train.methods\n")
+            continue
         for policy in ("val", "paper"):
             comps = compare(results, methods, policy=policy, expected_seeds=seeds, skipped=skipped)
             table = "\n" + render_md(comps, methods, f"run records in runs/ ({len(results)} current runs)")
