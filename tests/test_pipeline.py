@@ -396,3 +396,19 @@ def test_a_comparison_of_methods_not_trained_is_skipped_with_one_line(trained_pr
     params["compare"] = {"q": {"methods": ["eszsl"], "sorted": True}}
     with pytest.raises(ConfigError, match="unknown key compare.q.sorted"):
         validate(params, trained_project / "params.yaml")
+
+
+def test_the_train_stage_keeps_runs_a_user_made_by_hand(trained_project, capfd):
+    """`zsl-bench train --seed 7` is one more run outside DVC (README): a train stage re-run keeps it and says
+    so in one line, while a slot the stage itself made and params.yaml no longer names is removed."""
+    paths = ProjectPaths(trained_project)
+    params = load_params(paths)
+    stages.train("synthetic", params, paths, progress=False)       # the stage makes (adopts) seeds 0 and 1
+    by_hand = stages.train_run("synthetic", "ale", 7, params, paths, progress=False)
+    params["train"]["seeds"] = [0]
+    capfd.readouterr()
+    stages.train("synthetic", params, paths, progress=False)
+    assert by_hand.is_dir(), "a run made by hand was deleted"
+    assert "kept 1 run slot(s) made outside params.yaml (ale/seed7)" in capfd.readouterr().err
+    assert not paths.run_slot("synthetic", "ale", 1).exists() and not paths.run_slot("synthetic", "eszsl", 1).exists()
+    assert paths.run_slot("synthetic", "eszsl", 0).is_dir()

@@ -137,9 +137,35 @@ def train(dataset: str, params: dict, paths: ProjectPaths, progress: bool = True
     for folder in folders:
         prune_slot(folder)   # folders of other keys (older code or settings) go once the current one is there
     slots = {f.parent for f in folders} | marked
-    for stale in [p for p in root.glob("*/seed*") if p.is_dir() and p not in slots]:
-        shutil.rmtree(stale)   # a method or seed no longer in params.yaml
+    made = _stage_slots(root)
+    kept = []
+    for stale in sorted(p for p in root.glob("*/seed*") if p.is_dir() and p not in slots):
+        if stale.relative_to(root).as_posix() in made:
+            shutil.rmtree(stale)   # the stage made it, and its method or seed is no longer in params.yaml
+        else:
+            kept.append(stale.relative_to(root).as_posix())   # a run asked for by hand (`zsl-bench train`)
+    if kept:
+        import sys
+
+        print(f"train {dataset}: kept {len(kept)} run slot(s) made outside params.yaml ({', '.join(kept)}); reports "
+              "name them and never average them; delete a folder to drop it", file=sys.stderr)
+    _stage_slots(root, sorted(p.relative_to(root).as_posix() for p in slots))
     return folders
+
+
+STAGE_SLOTS = ".stage_slots.json"   # runs/<dataset>/train/: the slots the train stage itself made
+
+
+def _stage_slots(root: Path, slots: list[str] | None = None) -> set[str]:
+    """The slots the train stage made (read), or record them (`slots`): the stage removes only those when
+    params.yaml stops naming them, never a run a user made by hand in a slot of their own."""
+    from zsl_bench.io import read_json, write_json
+
+    path = root / STAGE_SLOTS
+    if slots is not None:
+        write_json(path, {"slots": slots})
+        return set(slots)
+    return set(read_json(path)["slots"]) if path.is_file() else set()
 
 
 def train_run(dataset: str, method: str, seed: int, params: dict, paths: ProjectPaths,
