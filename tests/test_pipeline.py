@@ -208,7 +208,8 @@ def test_dvc_repro_runs_everything_then_nothing_and_stage_deps_cover_imports(tin
     assert "Running stage 'report'" in first
     assert (root / "reports" / "results.md").is_file()
     second = sh(sys.executable, "-m", "dvc", "repro")
-    assert "Running stage" not in second and "up to date" in second
+    # nothing re-runs but the mirror's check (always run: DVC skips the report stage when reports/ matches)
+    assert re.findall(r"Running stage '([^']+)'", second) == ["mirror"]
 
     def snapshot():
         files = [root / "dvc.lock", *sorted((root / "reports").rglob("*"))]
@@ -253,7 +254,7 @@ def test_dvc_repro_runs_everything_then_nothing_and_stage_deps_cover_imports(tin
     ran = sorted(set(re.findall(r"Running stage '([^']+)'", third)))
     # the ablate stage reads the train stage's runs (its official rows may be them), so it reruns too, finding
     # every one of its runs by its key
-    assert ran == ["ablate@synthetic", "report", "train@synthetic"], ran
+    assert ran == ["ablate@synthetic", "mirror", "report", "train@synthetic"], ran
     assert run_folders("eszsl") == eszsl_before, "an unchanged method was retrained, not found by its key"
     (old_sae,) = [p for p in (root / "runs" / "synthetic" / "train" / "sae" / "seed0").iterdir()   # the older key pruned
                   if json.loads((p / "record.json").read_text())["method"] == "sae"]   # (not its scoring variant)
@@ -412,3 +413,42 @@ def test_the_train_stage_keeps_runs_a_user_made_by_hand(trained_project, capfd):
     assert "kept 1 run slot(s) made outside params.yaml (ale/seed7)" in capfd.readouterr().err
     assert not paths.run_slot("synthetic", "ale", 1).exists() and not paths.run_slot("synthetic", "eszsl", 1).exists()
     assert paths.run_slot("synthetic", "eszsl", 0).is_dir()
+
+
+def test_the_mirror_stage_rebuilds_a_missing_mirror_and_is_a_no_op_when_current(trained_project):
+    """A fresh clone's `dvc repro` skips the report stage (the committed reports match), which used to leave
+    no MLflow mirror at all. The `mirror` stage (always run) rebuilds it from runs/ and reports/; run again it
+    adds nothing and keeps the same report run. (Each step in its own process, as DVC runs them.)"""
+    import os
+
+    import yaml
+    from mlflow.tracking import MlflowClient
+
+    from zsl_bench.run_results import from_mlflow
+    from zsl_bench.tracking import experiment_name
+
+    paths = ProjectPaths(trained_project)
+    params_file = trained_project / "params.yaml"
+    params = yaml.safe_load(params_file.read_text())
+    params["tracking"] = {"mlflow": True, "uri": None}
+    params_file.write_text(yaml.safe_dump(params))
+
+    def stage(name):
+        out = subprocess.run([sys.executable, "-m", f"pipelines.{name}"], cwd=trained_project, capture_output=True,
+                             text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(REPO)})
+        assert out.returncode == 0, out.stderr[-2000:]
+        return out.stderr
+
+    stage("report")
+    shutil.rmtree(paths.mlflow_artifacts, ignore_errors=True)
+    paths.mlflow_db.unlink()                                   # as in a fresh clone: reports/ but no mirror
+    assert "MLflow mirror: 4 run(s) added, 0 removed" in stage("mirror")
+    assert sorted((r.method, r.seed) for r in from_mlflow(paths.tracking_uri)) == \
+        [("ale", 0), ("ale", 1), ("eszsl", 0), ("eszsl", 1)]
+    client = MlflowClient(tracking_uri=paths.tracking_uri)
+    exp = client.get_experiment_by_name(experiment_name())
+    reports_run = lambda: [r.info.run_id for r in client.search_runs([exp.experiment_id])   # noqa: E731
+                           if r.data.tags.get("report_dataset") == "synthetic"]
+    first = reports_run()
+    assert len(first) == 1
+    assert "MLflow mirror: 0 run(s) added, 0 removed" in stage("mirror") and reports_run() == first

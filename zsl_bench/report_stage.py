@@ -131,6 +131,23 @@ def report(params: dict, paths: ProjectPaths, progress: bool = True) -> list[Pat
     return written
 
 
+def mirror(params: dict, paths: ProjectPaths) -> tuple[int, int] | None:
+    """DVC's `mirror` stage, run on every `dvc repro` (`always_changed`): the MLflow mirror is derived state,
+    like a cache, and DVC skips the report stage whenever reports/ matches (a fresh clone: the committed
+    reports do), so this verifies the mirror against runs/ and reports/ and repairs what is missing or stale
+    (seconds when it is current). Returns (created, deleted), or None with `tracking.mlflow: false`."""
+    if not section(params, "tracking", "mlflow"):
+        print("MLflow mirror: off (params.yaml tracking.mlflow: false)", file=sys.stderr)
+        return None
+    from zsl_bench.tracking import configured_uri, ui_hint
+
+    reports = sorted(p for p in paths.reports.rglob("*") if p.is_file()) if paths.reports.is_dir() else []
+    created, deleted = mlflow_sync(paths, reports=reports or None, params=params)
+    print(f"MLflow mirror: {created} run(s) added, {deleted} removed; {ui_hint(configured_uri(params, paths))}",
+          file=sys.stderr)
+    return created, deleted
+
+
 def write_comparisons(params: dict, records: list, out_dir: Path, skipped: dict) -> Path:
     """reports/comparisons.md: for each `compare.<name>` of params.yaml, `zsl-bench compare`'s tables of its
     methods on the current runs (mean ± std, paired Δ per seed with 95 % bootstrap intervals over test

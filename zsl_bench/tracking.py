@@ -301,18 +301,26 @@ def sync(records: list[dict], tracking_uri: str, artifact_root: Path, reports: l
 
 def _log_report(dataset: str, files: list[Path], tracking_uri: str, artifact_root: Path,
                protocol_version: str = PROTOCOL_VERSION) -> str:
-    """One run per dataset named `report/<dataset>` holding the tables and figures; replaced each time. Of
-    concurrent writers the one that started last wins: each deletes only report runs older than its own."""
+    """One run per dataset named `report/<dataset>` holding the tables and figures; replaced when they
+    changed (a finished report run with the same files' digest is kept as it is). Of concurrent writers the
+    one that started last wins: each deletes only report runs older than its own."""
+    import hashlib
+
     from mlflow.exceptions import MlflowException
 
     c = client(tracking_uri)
     exp_id = ensure_experiment(tracking_uri, artifact_root, protocol_version)
+    digest = hashlib.sha256(b"".join(f.name.encode() + b"\0" + f.read_bytes() for f in sorted(files))).hexdigest()
+    for old in _search(c, exp_id, f"tags.report_dataset = '{dataset}'"):
+        if old.data.tags.get("reports_digest") == digest and old.info.status == "FINISHED":
+            return old.info.run_id   # the mirror already holds these very files
     run = c.create_run(exp_id, run_name=f"report/{dataset}",
                        tags={"report_dataset": dataset, "protocol_version": protocol_version})
     mine = (run.info.start_time, run.info.run_id)
     try:
         for f in files:
             c.log_artifact(run.info.run_id, str(f), artifact_path="figures" if f.suffix == ".png" else None)
+        c.set_tag(run.info.run_id, "reports_digest", digest)   # after the files: a partial run never matches
         c.set_terminated(run.info.run_id)
     except MlflowException:
         if c.get_run(run.info.run_id).info.lifecycle_stage != "deleted":
