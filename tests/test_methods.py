@@ -51,6 +51,33 @@ def test_eszsl_closed_form_is_the_minimiser_of_its_objective(toy, convention, of
         assert eszsl_objective(V + 1e-3 * rng.normal(size=V.shape), x, y, s, alpha, gamma, off) > base
 
 
+def test_eszsl_shares_its_eigenbases_across_the_grid_and_equals_the_two_solves():
+    """The eigenbasis form (decompositions once per training set) equals the two D × D solves at every
+    point of the default 7 × 7 log-grid, both target conventions, to 1e-8 relative; the bases are computed
+    once for the whole grid, and again for another training set."""
+    import methods.eszsl as eszsl
+
+    rng = np.random.default_rng(0)
+    x, s, y = rng.random((300, 64)), rng.random((20, 24)), rng.integers(0, 20, 300)
+    calls = []
+    real_eigh = np.linalg.eigh
+    eszsl.np.linalg.eigh = lambda a: calls.append(a.shape) or real_eigh(a)
+    try:
+        for targets, off in (("01", 0.0), ("pm1", -1.0)):
+            for la in range(-3, 4):
+                for lg in range(-3, 4):
+                    alpha, gamma = 10.0 ** la, 10.0 ** lg
+                    left = np.linalg.solve(x.T @ x + alpha * np.eye(64), x.T @ eszsl_targets(y, 20, off) @ s)
+                    solved = np.linalg.solve((s.T @ s + gamma * np.eye(24)).T, left.T).T
+                    got = eszsl_closed_form(x, y, s, alpha, gamma, targets=targets)
+                    assert np.abs(got - solved).max() <= 1e-8 * np.abs(solved).max(), (targets, la, lg)
+        assert len(calls) == 4, "one pair of decompositions per training set and target convention"
+        eszsl_closed_form(x[:200], y[:200], s, 1.0, 1.0)
+        assert len(calls) == 6
+    finally:
+        eszsl.np.linalg.eigh = real_eigh
+
+
 def test_eszsl_targets_by_hand():
     """Two samples x = 1, 2 of classes with signatures 1, 2 (D = A = 1), α = γ = 1: (XᵀX + α)⁻¹ = 1/6 and
     (SᵀS + γ)⁻¹ = 1/6. With {0, 1} targets XᵀYS = 1·1 + 2·2 = 5, so V = 5/36 (the default, the authors'
