@@ -64,9 +64,14 @@ def test_wrong_checksum_is_a_clear_error_and_no_file_is_left_under_the_final_nam
 
 
 def test_unreachable_host_says_what_to_do(tmp_path):
-    r = RemoteFile("x.zip", urls=("http://127.0.0.1:9/x.zip",))
-    with pytest.raises(DownloadError, match=r"(?s)could not download x.zip.*127.0.0.1:9.*--mirror URL"):
-        fetch(r, tmp_path / "dl", progress=False, retries=0, timeout=5)
+    """Offline: one line naming each host and why, what to do (nothing to delete: nothing was downloaded),
+    and no empty download folder left behind."""
+    r = RemoteFile("x.zip", urls=("http://127.0.0.1:9/x.zip", "http://127.0.0.2:9/x.zip"))
+    with pytest.raises(DownloadError, match=r"could not download x.zip \(127.0.0.1:9: .*; 127.0.0.2:9: .*\)\. "
+                                            r"Try another host with `--mirror URL`") as e:
+        fetch(r, tmp_path / "data" / "dl", progress=False, retries=0, timeout=5)
+    assert "\n" not in str(e.value) and "Delete it" not in str(e.value)
+    assert not (tmp_path / "data").exists()
 
 
 def test_mirror_is_tried_first_then_the_official_url(server, tmp_path):

@@ -27,6 +27,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 from zsl_bench.io import DataError, atomic_directory
 
@@ -132,8 +133,9 @@ def verify(path: Path, remote: RemoteFile, folder: Path | None = None) -> tuple[
             "no published checksum; sha256 recorded at this first download"), h["sha256"]
 
 
-def _advice(remote: RemoteFile) -> str:
-    return (f"Delete it and try again, try another host with `--mirror URL` (a folder holding {remote.name}), "
+def _advice(remote: RemoteFile, have_file: bool = True) -> str:
+    again = "Delete it and try again, try" if have_file else "Try"
+    return (f"{again} another host with `--mirror URL` (a folder holding {remote.name}), "
             f"or give a copy you already have with `--from PATH`.")
 
 
@@ -141,6 +143,7 @@ def fetch(remote: RemoteFile, folder: Path, mirror: str | None = None, from_path
           progress: bool = True, retries: int = 5, timeout: float = 60.0) -> Path:
     """Return the verified local copy of `remote` in `folder`, downloading or copying it if needed."""
     folder = Path(folder)
+    created = [p for p in (folder, *folder.parents) if not p.exists()]   # innermost first
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / remote.name
     if from_path is not None:
@@ -157,7 +160,7 @@ def fetch(remote: RemoteFile, folder: Path, mirror: str | None = None, from_path
         try:
             _download_with_resume(url, part, remote, progress, retries, timeout)
         except DownloadError as e:
-            errors.append(f"{url}: {e}")
+            errors.append(f"{urlparse(url).netloc or url}: {e}")
             continue
         os.replace(part, final)
         try:
@@ -167,7 +170,11 @@ def fetch(remote: RemoteFile, folder: Path, mirror: str | None = None, from_path
             raise
         _record(folder, remote.name, final, sha, how, url)
         return final
-    raise DownloadError(f"could not download {remote.name}:\n  " + "\n  ".join(errors) + f"\n{_advice(remote)}")
+    for new in created:   # nothing was downloaded: leave no empty folder behind that this call made
+        if new.is_dir() and not any(new.iterdir()):
+            new.rmdir()
+    raise DownloadError(f"could not download {remote.name} ({'; '.join(errors)}). "
+                        f"{_advice(remote, have_file=part.exists())}")
 
 
 def _adopt(source: Path, remote: RemoteFile, folder: Path) -> Path:
