@@ -71,7 +71,7 @@ def test_errors_are_one_clear_line(tmp_path):
     assert out.returncode == 2 and "--seed must be a non-negative integer, not -1" in out.stderr
     assert not (tmp_path / "runs").exists()
     out = run("compare", "eszsl", "ale", cwd=tmp_path)
-    assert out.returncode == 1 and "no runs found" in out.stderr and "dvc repro" in out.stderr
+    assert out.returncode == 1 and "no runs of eszsl, ale found" in out.stderr and "dvc repro" in out.stderr
 
 
 @pytest.mark.parametrize("stage", ["prepare", "backbone", "extract"])

@@ -3,6 +3,7 @@ import csv
 import io
 import json
 import math
+import re
 import subprocess
 import sys
 
@@ -11,6 +12,7 @@ import pytest
 
 from zsl_bench import bootstrap, metrics
 from zsl_bench.compare import RENDERERS, compare
+from zsl_bench.params import load_params
 from zsl_bench.paths import ProjectPaths
 from zsl_bench.protocol import TABLE_METRICS
 from zsl_bench.selection import SELECTION_POLICIES
@@ -165,6 +167,41 @@ def test_compare_cli_prints_the_table(trained_project):
                          capture_output=True, text=True, cwd=trained_project)
     assert out.returncode == 0, out.stderr
     assert "Δ ale − eszsl" in out.stdout and "95 % paired bootstrap" in out.stdout and "ddof = 1" in out.stdout
+
+
+def test_no_runs_is_one_answer_from_either_source_and_creates_no_mirror(trained_project):
+    """`compare` without runs of the methods exits 1 with one line, with or without --dataset/--selection,
+    from records or MLflow; asking an absent MLflow mirror does not create an empty mlflow.db; and for one
+    table both sources' headers count the same runs (those of the table, not every run they hold)."""
+    def compare_cli(*args):
+        return subprocess.run([sys.executable, "-m", "zsl_bench.cli", "compare", *args], capture_output=True,
+                              text=True, cwd=trained_project)
+
+    paths = ProjectPaths(trained_project)
+    for args in (("sae", "dazle"), ("sae", "dazle", "--dataset", "synthetic", "--selection", "paper"),
+                 ("eszsl", "ale", "--source", "mlflow"),
+                 ("eszsl", "ale", "--source", "mlflow", "--dataset", "synthetic", "--selection", "paper")):
+        out = compare_cli(*args)
+        assert out.returncode == 1 and "no runs of" in out.stderr and "dvc repro" in out.stderr, (args, out.stderr)
+        assert len(out.stderr.strip().splitlines()) == 1
+    assert not paths.mlflow_db.exists(), "asking an absent mirror created an empty mlflow.db"
+
+    from zsl_bench.records import find_records
+    from zsl_bench.tracking import sync
+
+    import yaml
+
+    from zsl_bench.stages import train_run
+
+    params = yaml.safe_load((trained_project / "params.yaml").read_text())
+    params["train"]["methods"].append("sae")
+    params["methods"]["sae"] = {}
+    (trained_project / "params.yaml").write_text(yaml.safe_dump(params))
+    for seed in (0, 1):   # configured runs of a method outside the table: not counted in its header
+        train_run("synthetic", "sae", seed, load_params(paths), paths, progress=False)
+    sync(find_records(paths.runs), paths.tracking_uri, paths.mlflow_artifacts)
+    outs = [compare_cli("eszsl", "ale", "--source", src, "--format", "md").stdout for src in ("records", "mlflow")]
+    assert [re.search(r"\((\d+) runs\)", out).group(1) for out in outs] == ["4", "4"], outs
 
 
 def test_fclswgan_s_paper_t1_comes_from_its_zsl_settings_variant():

@@ -188,13 +188,18 @@ def _compare(args) -> int:
     if notice:
         print(notice, file=sys.stderr)
     seeds = (params.get("train") or {}).get("seeds")
-    comps = compare(results, args.methods, dataset=args.dataset, policy=args.selection,
-                    expected_seeds=len(seeds) if seeds else None, skipped=skipped)
-    if not comps:
-        print(f"zsl-bench compare: no runs found ({where}): run `dvc repro` (or `zsl-bench train`) first",
+    # Runs of these methods (on --dataset): the header counts the runs the table is made of, whatever the
+    # source, and no run of any of them (and no recorded skip) is the same answer with or without --dataset.
+    used = [r for r in results if r.method in args.methods and args.dataset in (None, r.dataset)]
+    if not used and not any(m in args.methods and args.dataset in (None, d) for d, m in skipped):
+        print(f"zsl-bench compare: no runs of {', '.join(args.methods)}"
+              f"{f' on {args.dataset}' if args.dataset else ''} found ({where}): run `dvc repro` (or "
+              f"`zsl-bench train`) first{'; the MLflow mirror is built by dvc repro' if source == 'mlflow' else ''}",
               file=sys.stderr)
         return 1
-    print(RENDERERS[args.format](comps, args.methods, where), end="")
+    comps = compare(results, args.methods, dataset=args.dataset, policy=args.selection,
+                    expected_seeds=len(seeds) if seeds else None, skipped=skipped)
+    print(RENDERERS[args.format](comps, args.methods, f"{where} ({len(used)} runs)"), end="")
     return 0
 
 

@@ -81,8 +81,13 @@ def _local_path(uri: str | None) -> Path | None:
 
 
 def from_mlflow(tracking_uri: str, protocol_version: str = PROTOCOL_VERSION) -> list[RunResult]:
+    """The mirrored runs; none, and nothing created, when a local SQLite mirror does not exist yet (MLflow would
+    make an empty database just by being asked)."""
     from zsl_bench.tracking import client
 
+    parsed = urlparse(tracking_uri)
+    if parsed.scheme == "sqlite" and parsed.path and not Path(unquote(parsed.path)[1:]).exists():
+        return []   # sqlite:///relative or sqlite:////absolute: the file path follows the third slash
     c = client(tracking_uri)
     exp = c.get_experiment_by_name(experiment_name(protocol_version))
     runs = c.search_runs([exp.experiment_id], max_results=50000) if exp else []
@@ -139,4 +144,4 @@ def load_results(runs_dir: Path, tracking_uri: str | None, source: str = "auto",
     results = sorted(newest_per_seed(results), key=lambda r: (r.dataset, r.method, r.seed))
     if uri:
         results = [_with_predictions(r, uri) for r in results]
-    return results, f"{where} ({len(results)} runs)"
+    return results, where
