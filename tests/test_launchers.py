@@ -304,3 +304,23 @@ def test_the_local_pool_keeps_its_workers_under_zsl_bench_threads_and_counts_run
     assert {threads for _, threads, _ in out} == {"1"}
     slow_end = float(out[0][2])
     assert len(updates) == 2 and updates[0] < slow_end, "the quick second run was counted before the slow first"
+
+
+def test_two_identical_train_commands_train_once(project_copy):
+    """Two `zsl-bench train` of the same run at once: one trains, the other says it waits and then reads the
+    same folder (trained once: one run folder, the waiter's output points at it, no journal left)."""
+    import subprocess
+    import sys
+
+    exe = Path(sys.executable).parent / "zsl-bench"
+    cmd = [str(exe), "train", "--method", "ale", "--seed", "3"]
+    procs = [subprocess.Popen(cmd, cwd=project_copy, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-1500:] for o in outs]
+    folders = {o[0].strip().splitlines()[-1] for o in outs}
+    assert len(folders) == 1
+    waited = [o[1] for o in outs if "is making this run; waiting for it" in o[1]]
+    assert len(waited) == 1, "exactly one of the two waited for the other"
+    slot = project_copy / "runs" / "synthetic" / "train" / "ale" / "seed3"
+    assert [p.name for p in slot.iterdir()] == [Path(folders.pop()).name]

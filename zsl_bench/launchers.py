@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -41,6 +42,43 @@ class Job:
         return f"{r.method}{' (A/A)' if r.replicate else ''} on {r.dataset}, seed {r.seed}"
 
 
+LOCKS = ".zsl-bench-locks"   # below the project root (git-ignored, outside every DVC output)
+
+
+@contextmanager
+def slot_lock(root: Path, slot: Path):
+    """One process at a time makes a run slot: a second identical `zsl-bench train` (or job) waits for the
+    first, saying so in one line, and then finds its run by its key instead of training it again (on a GPU
+    cluster that is hours). An advisory `flock` on a file under <root>/.zsl-bench-locks; released when the
+    process ends, however it ends. Under torchrun only rank 0 takes it (every rank runs the same slot)."""
+    if int(os.environ.get("RANK", "0")) != 0:
+        yield
+        return
+    import fcntl
+    import hashlib
+    import socket
+
+    locks = Path(root) / LOCKS
+    locks.mkdir(parents=True, exist_ok=True)
+    name = hashlib.sha256(str(Path(slot).resolve()).encode()).hexdigest()[:16]
+    with open(locks / f"{name}.lock", "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            print(f"{slot}: {holder} is making this run; waiting for it, then reading its result", file=sys.stderr)
+            fcntl.flock(f, fcntl.LOCK_EX)
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()} on {socket.gethostname()}")
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def run_job(job: Job) -> str:
     """The one entry point of every job, in whatever process runs it: the thread rule, then the run (or the
     folder found by its key). A job logs its imports for its stage, train or ablate (tests check dvc.yaml's
@@ -51,7 +89,8 @@ def run_job(job: Job) -> str:
     from zsl_bench.runtime import limit_threads
 
     limit_threads(job.threads)
-    folder = str(execute(job.request, ProjectPaths(Path(job.root)), progress=False, slot=Path(job.slot)))
+    with slot_lock(Path(job.root), Path(job.slot)):
+        folder = str(execute(job.request, ProjectPaths(Path(job.root)), progress=False, slot=Path(job.slot)))
     log_imports({"ablation": "ablate"}.get(job.request.stage, job.request.stage), [job.request.dataset])
     return folder
 

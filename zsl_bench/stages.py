@@ -179,9 +179,13 @@ def train_run(dataset: str, method: str, seed: int, params: dict, paths: Project
     from zsl_bench.runner import NotApplicable, execute
     from zsl_bench.runtime import limit_threads
 
+    from zsl_bench.launchers import slot_lock
+
     limit_threads()
+    request = run_request(dataset, method, seed, params)
     try:
-        folder = execute(run_request(dataset, method, seed, params), paths, progress=progress)
+        with slot_lock(paths.root, paths.run_slot(dataset, method, seed)):
+            folder = execute(request, paths, progress=progress)
     except NotApplicable as e:
         print(f"skipped {method} on {dataset} (seed {seed}): {e}", file=sys.stderr)
         return write_skipped(paths.run_slot(dataset, method, seed), method, dataset, str(e))
