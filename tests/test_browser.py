@@ -66,15 +66,17 @@ def _browser():
     return sync_playwright()
 
 
-def test_mlflow_ui_from_the_home_page_shows_the_runs_table_in_percent(mlflow_ui):
+def test_mlflow_ui_from_the_home_page_groups_runs_by_method_and_shows_val_h_in_percent(mlflow_ui):
     """As a user would: open the home page, choose "Model training" (MLflow 3 opens in GenAI mode; the
-    switch is the step `tracking.ui_hint` names), follow the experiment's link, then open one run."""
+    switch is the step `tracking.ui_hint` names), follow the experiment's link to the runs table (short run
+    names, the dataset in its Dataset column), group the runs by the `method` tag, add the val.H column and
+    read it (each run's, and MLflow's mean per group), then open one run and read its metrics."""
     from zsl_bench.records import find_records
     from zsl_bench.tracking import experiment_name
 
     url, paths = mlflow_ui
-    records = {f"{r.method}/{r.dataset}/seed{r.seed}": r for r in find_records(paths.runs)}
-    assert set(records) == {f"{m}/synthetic/seed{s}" for m in ("eszsl", "ale") for s in (0, 1)}
+    records = {f"{r.method} s{r.seed}": r for r in find_records(paths.runs)}
+    assert set(records) == {f"{m} s{s}" for m in ("eszsl", "ale") for s in (0, 1)}
     with _browser() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-dev-shm-usage"])
         page = browser.new_page(viewport={"width": 1600, "height": 1000})
@@ -85,12 +87,30 @@ def test_mlflow_ui_from_the_home_page_shows_the_runs_table_in_percent(mlflow_ui)
         for name in [*records, "report/synthetic"]:
             page.get_by_role("link", name=name).first.wait_for()
         assert "/runs" in page.url, page.url
+        page.get_by_text("synthetic (", exact=False).first.wait_for()   # the Dataset column: an MLflow dataset input
 
-        name = "eszsl/synthetic/seed0"
+        if page.get_by_role("button", name="Close").count():   # MLflow 3.17's assistant panel takes the width
+            page.get_by_role("button", name="Close").first.click()
+        page.get_by_role("button", name="Group by").click()
+        page.get_by_text("method", exact=True).first.click()
+        page.keyboard.press("Escape")
+        page.get_by_role("button", name="Columns", exact=True).click()
+        page.get_by_placeholder("Search").last.fill("val.H")
+        page.get_by_text("val.H", exact=True).first.click()
+        page.keyboard.press("Escape")
+        for method in ("ale", "eszsl"):
+            page.get_by_text(f"Group: {method}", exact=True).first.wait_for()
+        table = page.inner_text("body")
+
+        name = "eszsl s0"
         page.get_by_role("link", name=name).first.click()
         page.get_by_text("val.H", exact=True).first.wait_for()
         text = page.inner_text("body")
         browser.close()
+    for method in ("ale", "eszsl"):
+        hs = [records[f"{method} s{s}"].metrics("val")["H"] for s in (0, 1)]
+        assert all(f"{h:g}" in table for h in hs), f"{method}'s val.H {hs} not in the grouped table"
+        assert f"{sum(hs) / 2:.3f}"[:-1] in table, f"{method}'s group mean of val.H not shown"
     shown = {k: float(v) for k, v in re.findall(r"\b(val\.(?:T1|U|S|H|AUSUC))\s+([-\d.]+)", text)}
     expected = {f"val.{k}": v for k, v in records[name].metrics("val").items()}
     assert shown == expected, f"the run page shows {shown}, the record (in %) holds {expected}"

@@ -111,11 +111,19 @@ def test_mlflow_mirror_lists_runs_once(trained_project):
     runs = client.search_runs([exp.experiment_id])
     assert len(runs) == 4
     run = next(x for x in runs if x.data.tags["method"] == "ale" and x.data.tags["seed"] == "0")
-    assert run.info.run_name == "ale/synthetic/seed0"
+    assert run.info.run_name == "ale s0"
     assert run.data.tags["selection"] == "val" and run.data.tags["protocol_version"]
     rec = next(x for x in records if x["method"] == "ale" and x["seed"] == 0)
     assert run.data.metrics["val.H"] == rec.metrics("val")["H"] == round(100 * rec["selection"]["val"]["metrics"]["H"], 4)
     assert run.data.metrics["val.gamma"] == rec["selection"]["val"]["metrics"]["gamma"]   # γ is not a percent
+    # what a reader of the runs table needs at once: the headline under short names, tags to group by, and
+    # the dataset as an MLflow dataset input (the Dataset column and its filter)
+    assert {k: run.data.metrics[k] for k in ("T1", "U", "S", "H", "AUSUC")} == rec.metrics("val")
+    assert {k: run.data.tags[k] for k in ("method", "dataset", "seed", "input", "backbone", "precision")} == \
+        {"method": "ale", "dataset": "synthetic", "seed": "0", "input": "vector", "backbone": "resnet10t",
+         "precision": "fp32"}
+    (given,) = run.inputs.dataset_inputs
+    assert (given.dataset.name, given.dataset.digest) == ("synthetic", rec["data"]["dataset_fingerprint"][:16])
 
 
 def test_a_failed_write_leaves_no_run_folder(tmp_path, monkeypatch):

@@ -19,6 +19,7 @@ machine mirrored (`HOST_TAG`) and whose record folder is gone, never another wri
 """
 from __future__ import annotations
 
+import json
 import os
 import socket
 import time
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
-from zsl_bench.protocol import PROTOCOL_VERSION, as_percent
+from zsl_bench.protocol import PROTOCOL_VERSION, TABLE_METRICS, as_percent
 from zsl_bench.selection import SELECTION_POLICIES
 
 if TYPE_CHECKING:
@@ -37,7 +38,9 @@ if TYPE_CHECKING:
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 DESCRIPTION = ("zsl-bench runs, one per run record (runs/). Metrics `<policy>.<metric>` are in percent, "
                "as in reports/; `<policy>.gamma` is the calibration offset; `wall_s` in seconds.")
-MIRROR_VERSION = "5"   # bump when what a mirrored run holds changes: `sync` then replaces older runs
+MIRROR_VERSION = "6"   # bump when what a mirrored run holds changes: `sync` then replaces older runs
+HEADLINE = "val"       # its metrics are also logged under their short names (T1, U, S, H, AUSUC): the columns
+                       # a reader looks for first; every policy's stay as `<policy>.<metric>`
 NOT_PERCENT = ("gamma",)   # selection metrics that are not accuracies
 COMPLETE_TAG = "zsl_bench.mirror_complete"   # written last; a run without it was interrupted
 HOST_TAG = "zsl_bench.mirror_host"   # the machine whose record folder a run mirrors (absent: this machine)
@@ -125,6 +128,7 @@ def record_metrics(record) -> dict[str, float]:
         for k, v in (record["selection"].get(policy) or {}).get("metrics", {}).items():
             if isinstance(v, (int, float)):
                 out[f"{policy}.{k}"] = float(v) if k in NOT_PERCENT else as_percent(v)
+    out.update({k: out[f"{HEADLINE}.{k}"] for k in TABLE_METRICS if f"{HEADLINE}.{k}" in out})
     out.update(wall_s=record.wall_s, peak_rss_mb=record.peak_rss_mb)
     return {k: v for k, v in out.items() if v == v}   # MLflow gets no NaN
 
@@ -141,7 +145,12 @@ def record_params(record: dict) -> dict[str, str]:
 
 
 def record_tags(record: dict) -> dict[str, str]:
+    """Tags a reader groups and filters by in the UI: method, dataset, seed, input regime, backbone,
+    precision (and the bookkeeping the mirror itself needs)."""
+    features = record["data"]["features"]
     return {"method": record["method"], "dataset": record["dataset"], "seed": str(record["seed"]),
+            "input": record["method_info"]["input_kind"], "backbone": str(features["backbone"].get("arch")),
+            "precision": record.precision, "features": ",".join(features.get("arrays", [])),
             "selection": "val", "protocol_version": record["protocol_version"], "run_key": record["run_key"],
             "uses_unseen_semantics": str(record["method_info"]["uses_unseen_semantics"]).lower(),
             "created_unix": repr(record.created_unix), "zsl_bench.mirror_version": MIRROR_VERSION,
@@ -150,8 +159,21 @@ def record_tags(record: dict) -> dict[str, str]:
 
 
 def run_name(record: dict) -> str:
-    where = "/ablation" if record.stage == "ablation" else ""
-    return f"{record.method}/{record['dataset']}{where}/seed{record['seed']}"
+    """Short enough for the runs table's name column: the method and seed (the dataset has its own column,
+    the MLflow dataset input), `abl.` for an ablation run."""
+    where = " abl." if record.stage == "ablation" else ""
+    return f"{record.method} s{record['seed']}{where}"
+
+
+def dataset_input(record: dict):
+    """The record's dataset as an MLflow dataset input (the runs table's Dataset column and its filter): name,
+    the prepared dataset's fingerprint as digest, its features folder as source."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    source = json.dumps({"uri": record["data"]["features"]["path"]})
+    return DatasetInput(Dataset(name=record["dataset"], digest=record["data"]["dataset_fingerprint"][:16],
+                                source_type="local", source=source),
+                        tags=[InputTag("mlflow.data.context", "train")])
 
 
 def _search(c, exp_id: str, filter_string: str) -> list:
@@ -216,6 +238,7 @@ def _write_run(c, exp_id: str, record) -> None:
     c.log_batch(run.info.run_id,
                 metrics=[Metric(k, v, end or int(time.time() * 1000), 0) for k, v in record_metrics(record).items()],
                 params=[Param(k, v) for k, v in record_params(record).items()])
+    c.log_inputs(run.info.run_id, datasets=[dataset_input(record)])
     folder = Path(record["_folder"])
     for name in ("record.json", "predictions.npz"):
         if (folder / name).is_file():
