@@ -460,3 +460,17 @@ def test_the_mirror_stage_rebuilds_a_missing_mirror_and_is_a_no_op_when_current(
     first = reports_run()
     assert len(first) == 1
     assert "MLflow mirror: 0 run(s) added, 0 removed" in stage("mirror") and reports_run() == first
+
+
+def test_a_scoring_variant_s_record_states_the_settings_its_numbers_used(project_copy):
+    """`sae.raw-w` scores SAE's fitted models with W as fitted: its record says `w_norm: none` wherever it
+    lists a configuration (every policy's hparams, config.configs), not the method's `rows`."""
+    paths = ProjectPaths(project_copy)
+    folder = stages.train_run("synthetic", "sae", 0, load_params(paths), paths, progress=False)
+    by_method = {r["method"]: r for r in find_records(folder.parent)}
+    variant, base = by_method["sae.raw-w"], by_method["sae"]
+    for record, w_norm in ((variant, "none"), (base, "rows")):
+        listed = [record["hparams"]["val"], record["hparams"]["last"], *record["config"]["configs"],
+                  *(c for policy in ("paper", "oracle") for c in record["hparams"].get(policy, {}).values())]
+        assert {c["w_norm"] for c in listed} == {w_norm}, (record["method"], listed)
+    assert variant["score_variant_of"]["overrides"] == {"w_norm": "none"}

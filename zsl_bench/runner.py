@@ -150,7 +150,8 @@ def execute(request: RunRequest, paths: ProjectPaths, progress: bool = True, slo
     for variant, variant_out in out.score_variants.items():
         # Same fitted models, another scoring rule: its own record, beside the method's in the same slot.
         name = f"{request.method}.{variant}"
-        variant_record = {**_record_of(variant_out, dataset), **shared, "method": name,
+        variant_record = {**_with_overrides(_record_of(variant_out, dataset), shared,
+                                            method_cls.score_variants[variant]), "method": name,
                           "run_key": run_key({**key_spec, "method": name}),
                           "score_variant_of": {"method": request.method, "run_key": key,
                                                "overrides": method_cls.score_variants[variant]}}
@@ -194,6 +195,19 @@ def _shared_record(request: RunRequest, paths: ProjectPaths, evaluator, out, dev
                               "backbone": store.index["backbone"], "input_size": store.index["input_size"]}},
         "environment": environment(device),
     }
+
+
+def _with_overrides(own: dict, shared: dict, overrides: dict) -> dict:
+    """A scoring variant's record: every configuration it lists (`hparams` per policy, `config.configs`)
+    carries the variant's scoring overrides, so the record states once what its numbers were computed with
+    (`score_variant_of.overrides` says what differs from the method's own record)."""
+    def apply(config: dict) -> dict:
+        return {**config, **overrides}
+
+    hparams = {policy: apply(c) if policy in ("val", "last") else {m: apply(x) for m, x in c.items()}
+               for policy, c in own["hparams"].items()}
+    config = {**shared["config"], "configs": [apply(c) for c in shared["config"]["configs"]]}
+    return {**own, **shared, "hparams": hparams, "config": config}
 
 
 def _record_of(out, dataset) -> dict:
