@@ -13,14 +13,14 @@ from zsl_bench.paths import ProjectPaths
 def check_dataset(dataset: str, params: dict) -> None:
     """A dataset every stage can name: one of zsl-bench's sources (zsl_bench/data/), with its sections in
     params.yaml. Otherwise one line saying which names exist or which section to add."""
-    from zsl_bench.data import available_sources
-
-    known = available_sources()
-    if dataset not in known:
-        raise ConfigError(f"unknown dataset {dataset!r}; zsl-bench's datasets are {', '.join(known)} "
-                          "(`zsl-bench datasets` shows what each needs)")
     missing = [f"{s}.{dataset}" for s in ("sources", "backbone", "extract") if dataset not in (params.get(s) or {})]
-    if missing:
+    if missing:   # only now ask which datasets exist (that imports every source: not on a stage's own path)
+        from zsl_bench.data import available_sources
+
+        known = available_sources()
+        if dataset not in known:
+            raise ConfigError(f"unknown dataset {dataset!r}; zsl-bench's datasets are {', '.join(known)} "
+                              "(`zsl-bench datasets` shows what each needs)")
         raise ConfigError(f"params.yaml: no {' or '.join(missing)} section for dataset {dataset} (the shipped "
                           "params.yaml has one for each dataset: copy it from there)")
 
