@@ -1,6 +1,7 @@
 #!/usr/bin/env python
 """The classic baselines on CUB-sized vectors: wall time of one whole run each (validation search over the
-method's grid, refit on trainval, test), one thread, as the train stage runs them on the xlsa17 release.
+method's grid on every validation fold `train.folds: auto` uses — all three on a real dataset —, refit on
+trainval, test), one thread, as the train stage runs them on the xlsa17 release.
 
 The dataset is CUB's real split (../shared/zsl-metadata/CUB: att_splits.mat, class lists, per-image index)
 with random 2048-d features carrying the class signal in place of res101.mat: same sizes, same work, so the
@@ -36,20 +37,23 @@ def main(argv=None) -> int:
     sys.path.insert(0, str(REPO))
     from tests.real_layouts import cub_vector_fixture
     from zsl_bench.evaluator import Evaluator
+    from zsl_bench.protocol import resolve_folds
     from zsl_bench.registry import get_method
     from zsl_bench.runtime import limit_threads
 
     limit_threads()
     with tempfile.TemporaryDirectory() as tmp:
         d, store = cub_vector_fixture(args.metadata, Path(tmp), feature_dim=args.dim)
+        folds = resolve_folds("auto", d, store.index.get("backbone_spec") or {})   # what a real run uses
         print(f"| method | configurations searched | wall time (s) | T1 | H (random features) |\n|---|---|---|---|---|")
         for method in args.methods:
             start = time.time()
-            out = Evaluator(d, store, get_method(method), seed=0, progress=False).run()
+            out = Evaluator(d, store, get_method(method), seed=0, folds=folds, progress=False).run()
             m = out.selection["val"]["metrics"]
             print(f"| {method} | {len(out.configs)} | {time.time() - start:.0f} | {100 * m['T1']:.1f} | "
                   f"{100 * m['H']:.1f} |", flush=True)
-    print(f"\n{len(d.labels)} images ({len(d.splits['trainval'])} trainval), {args.dim}-d, {args.threads} thread(s), "
+    print(f"\n{len(d.labels)} images ({len(d.splits['trainval'])} trainval), {args.dim}-d, validation folds "
+          f"{', '.join(map(str, folds))}, {args.threads} thread(s), "
           f"{os.cpu_count()} cores on this machine")
     return 0
 
