@@ -144,10 +144,13 @@ def test_unknown_source_and_missing_params_fail_clearly(tmp_path):
     paths = ProjectPaths(tmp_path)
     params = load_params(paths)
     params["sources"]["nowhere"] = {}
-    with pytest.raises(DataError, match="unknown dataset source 'nowhere'; available: .*synthetic"):
+    with pytest.raises(DataError, match="unknown dataset 'nowhere'; zsl-bench's datasets are .*synthetic"):
         stages.prepare("nowhere", params, paths, progress=False)
-    with pytest.raises(DataError, match="missing key backbone.nowhere"):
+    with pytest.raises(DataError, match="unknown dataset 'nowhere'"):
         stages.backbone("nowhere", params, paths, progress=False)
+    params["sources"]["CUB"] = {}
+    with pytest.raises(DataError, match=r"params.yaml: no backbone.CUB or extract.CUB section for dataset CUB"):
+        stages.backbone("CUB", params, paths, progress=False)
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(DataError, match="params.yaml: not found"):
