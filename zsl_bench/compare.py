@@ -18,7 +18,8 @@ from zsl_bench.latex import escape, latex_table
 from zsl_bench.metrics import mean_std
 from zsl_bench.protocol import TABLE_METRICS
 from zsl_bench.registry import published
-from zsl_bench.report import NOT_SEARCHED, NOT_SEARCHED_NOTE, POLICY_TITLES, STD_NOTE, Cell, precision_label
+from zsl_bench.report import (NOT_SEARCHED, NOT_SEARCHED_NOTE, POLICY_TITLES, STD_NOTE, Cell, method_label,
+                              precision_label)
 from zsl_bench.run_results import RunResult
 
 CI_NOTE = (f"Δ = other − {{base}} per seed, mean ± std over the seeds both ran; [low, high] = 95 % paired bootstrap "
@@ -78,11 +79,11 @@ def compare(results: list[RunResult], methods: list[str], dataset: str | None = 
         for m in methods:
             seeds = per_method[m]
             pub = published(m, ds) if comp.real else None
-            searched = all(r.searched for r in results if r.dataset == ds and r.method == m)
+            mine = [r for r in results if r.dataset == ds and r.method == m]
             why = skipped.get((ds, m))
-            precision = precision_label(r.precision for r in results if r.dataset == ds and r.method == m) or "fp32"
-            label = m + ("" if precision == "fp32" else f" ({precision})")
-            comp.rows.append(Row("method", label if searched else f"{label} {NOT_SEARCHED}",
+            label = method_label({"method": m, "hparams_searched": all(r.searched for r in mine),
+                                  "precision": precision_label(r.precision for r in mine)})
+            comp.rows.append(Row("method", label,
                                  {k: _summary_cell([s[k] for s in seeds.values()], expected_seeds, why)
                                   for k in TABLE_METRICS}, len(seeds),
                                  published=({**{k: pub.get(k) for k in ("T1", "U", "S", "H")}, "source": pub.source}

@@ -206,6 +206,7 @@ def train_jobs(dataset: str, params: dict, paths: ProjectPaths, with_skipped: bo
     from zsl_bench.features import FeatureStore
     from zsl_bench.launchers import Job
     from zsl_bench.registry import get_method
+    from zsl_bench.method import method_overrides
     from zsl_bench.runner import NotApplicable, check_applicable
 
     check_dataset(dataset, params)
@@ -214,8 +215,8 @@ def train_jobs(dataset: str, params: dict, paths: ProjectPaths, with_skipped: bo
     seeds = [int(s) for s in section(params, "train", "seeds")]
     for method in section(params, "train", "methods"):
         try:
-            check_applicable(get_method(method), store,
-                             get_method(method).default_hparams(dataset, run_request(dataset, method, 0, params).hparams))
+            cls = get_method(method)
+            check_applicable(cls, store, cls.default_hparams(dataset, method_overrides(params, method, dataset)["hparams"]))
         except NotApplicable as e:
             print(f"skipped {method} on {dataset}: {e}", file=sys.stderr)
             skipped.update({paths.run_slot(dataset, method, seed): (method, str(e)) for seed in seeds})
@@ -294,6 +295,7 @@ def ablation_jobs(dataset: str, params: dict, paths: ProjectPaths):
     from zsl_bench.features import FeatureStore
     from zsl_bench.launchers import Job
     from zsl_bench.registry import get_method
+    from zsl_bench.method import method_overrides
     from zsl_bench.runner import NotApplicable, check_applicable
 
     store = FeatureStore(paths.features(dataset))
@@ -304,7 +306,7 @@ def ablation_jobs(dataset: str, params: dict, paths: ProjectPaths):
         if name not in why_not:
             try:
                 cls = get_method(name)
-                check_applicable(cls, store, cls.default_hparams(dataset, run_request(dataset, name, seed, params).hparams))
+                check_applicable(cls, store, cls.default_hparams(dataset, method_overrides(params, name, dataset)["hparams"]))
                 same = cls.identical_to_base()
                 why_not[name] = f"not run: identical to the official configuration here ({same})" if same else None
             except NotApplicable as e:
