@@ -74,7 +74,7 @@ class OfficialDAZLE(nn.Module):
 
 
 def nets():
-    from methods.dazle import build_dazle
+    from zsl_bench_methods.dazle import build_dazle
 
     torch.manual_seed(0)
     w2v = torch.as_tensor(np.random.default_rng(0).normal(size=(ATTRIBUTES, 300)), dtype=torch.float32)

@@ -92,7 +92,7 @@ def release_pattern():
 
     import torch
 
-    from methods.mgmrn import model
+    from zsl_bench_methods.mgmrn import model
 
     def whole_head(self, maps, only=None, kept=None):
         return full_forward(self, maps)   # every branch at every step, as the release's model(x)

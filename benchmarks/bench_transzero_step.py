@@ -46,7 +46,7 @@ def cub_batch(batch: int, seed: int = 0):
 
 def cub_nets():
     """Our TransZeroNet with the CUB config and the official copy with the same parameters."""
-    from methods.transzero.model import TransZeroNet
+    from zsl_bench_methods.transzero.model import TransZeroNet
 
     torch.manual_seed(0)
     w2v = torch.as_tensor(np.random.default_rng(0).normal(size=(ATTRIBUTES, 300)), dtype=torch.float32)

@@ -1,7 +1,7 @@
 """DVC stage `ablate@<dataset>` (see dvc.yaml)."""
 import sys
 
-from pipelines._common import run_stage
+from zsl_bench_pipelines._common import run_stage
 from zsl_bench import stages
 
 if __name__ == "__main__":

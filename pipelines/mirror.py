@@ -1,5 +1,5 @@
 """DVC stage `mirror` (see dvc.yaml): the MLflow mirror checked against runs/ and reports/ on every dvc repro."""
-from pipelines._common import run_stage
+from zsl_bench_pipelines._common import run_stage
 from zsl_bench import report_stage
 
 if __name__ == "__main__":

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from methods.apn.model import APNHead, compactness as apn_compactness, decorrelation, group_lasso
-from methods.gemzsl.model import GEMHead, attribute_decorrelation, compactness as gem_compactness
-from methods.msdn.model import MSDNNet, distillation
-from methods.rezsl.model import AttentionHead, remse_weights
+from zsl_bench_methods.apn.model import APNHead, compactness as apn_compactness, decorrelation, group_lasso
+from zsl_bench_methods.gemzsl.model import GEMHead, attribute_decorrelation, compactness as gem_compactness
+from zsl_bench_methods.msdn.model import MSDNNet, distillation
+from zsl_bench_methods.rezsl.model import AttentionHead, remse_weights
 from tests.test_region_methods import one_step_lowers
 from zsl_bench.blocks import AllClassTargets, attribute_groups_by_name
 from zsl_bench.method import ClassSemantics, Task

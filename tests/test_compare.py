@@ -15,7 +15,7 @@ from zsl_bench.compare import RENDERERS, compare
 from zsl_bench.params import load_params
 from zsl_bench.paths import ProjectPaths
 from zsl_bench.protocol import TABLE_METRICS
-from zsl_bench.selection import SELECTION_POLICIES
+from zsl_bench.policies import SELECTION_POLICIES
 from zsl_bench.run_results import RunResult, from_mlflow, load_results
 
 

@@ -51,7 +51,7 @@ def test_curve_data_is_the_metrics_curve_and_the_point_is_the_recorded_operating
     for r in records:
         pred = r.predictions()
         d = fdata.seen_unseen_data(pred)
-        curve = seen_unseen_curve(spread_standardise(pred.scores_val), pred.labels, pred.seen_class_mask)
+        curve = seen_unseen_curve(spread_standardise(pred.arrays["scores_val"]), pred.labels, pred.seen_class_mask)
         np.testing.assert_array_equal(d["U"], 100 * curve.U)
         np.testing.assert_array_equal(d["S"], 100 * curve.S)
         m = r["selection"]["val"]["metrics"]
@@ -69,7 +69,7 @@ def test_unseen_per_class_accuracy_is_the_zsl_setting(runs):
         unseen_cols = np.flatnonzero(~pred.seen_class_mask)
         np.testing.assert_array_equal(ids, pred.class_ids[unseen_cols])
         assert list(names) == list(pred.class_names[unseen_cols])
-        assert np.nanmean(acc) == pytest.approx(zsl_top1(pred.scores_val, pred.labels, pred.seen_class_mask))
+        assert np.nanmean(acc) == pytest.approx(zsl_top1(pred.arrays["scores_val"], pred.labels, pred.seen_class_mask))
         assert np.nanmean(acc) == pytest.approx(r["selection"]["val"]["metrics"]["T1"])
 
 
@@ -116,7 +116,7 @@ def test_rebuilt_models_reproduce_the_recorded_val_scores_and_views(runs):
         pred = r.predictions()
         method, evaluator = rebuild_method(r, paths)
         scores = method.score(evaluator.inputs(pred.image_rows), evaluator.semantics(pred.class_ids))
-        np.testing.assert_allclose(scores, pred.scores_val, rtol=1e-4, atol=1e-4, err_msg=name)
+        np.testing.assert_allclose(scores, pred.arrays["scores_val"], rtol=1e-4, atol=1e-4, err_msg=name)
         views = r.views()
         maps = method.attention_maps(evaluator.inputs(views["rows"]), views["weights"])
         for key, m in zip(views["map_names"], views["maps"]):
@@ -182,7 +182,7 @@ def test_one_attribute_weight_gives_that_attributes_own_attention_cell_by_cell(r
             elif name == "transzero":
                 raw = {"decoder attention": method.net.attribute_scores(method.tensor(x.read(np.arange(3))[0]))[1]}
             else:
-                from methods.mgmrn import BRANCH_NAMES
+                from zsl_bench_methods.mgmrn import BRANCH_NAMES
 
                 _, att = method.net["head"](method.inputs(x, np.arange(3)))
                 raw = {BRANCH_NAMES[k]: a for k, a in att.items()}

@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from methods.ale import ALE, ranking_loss_gradient
-from methods.eszsl import ESZSL, eszsl_closed_form
-from methods.sae import sae_encoder
+from zsl_bench_methods.ale import ALE, ranking_loss_gradient
+from zsl_bench_methods.eszsl import ESZSL, eszsl_closed_form
+from zsl_bench_methods.sae import sae_encoder
 from zsl_bench.evaluator import Evaluator, grid
 from zsl_bench.features import FeatureStore
 from zsl_bench.io import ConfigError
@@ -55,7 +55,7 @@ def test_eszsl_shares_its_eigenbases_across_the_grid_and_equals_the_two_solves()
     """The eigenbasis form (decompositions once per training set) equals the two D × D solves at every
     point of the default 7 × 7 log-grid, both target conventions, to 1e-8 relative; the bases are computed
     once for the whole grid, and again for another training set."""
-    import methods.eszsl as eszsl
+    import zsl_bench_methods.eszsl as eszsl
 
     rng = np.random.default_rng(0)
     x, s, y = rng.random((300, 64)), rng.random((20, 24)), rng.integers(0, 20, 300)
@@ -92,7 +92,7 @@ def test_sae_scores_with_w_rows_normalised_by_hand():
     """W = [[3, 4], [0, 2]] (attribute rows) normalised is [[0.6, 0.8], [0, 1]] (the authors' NormalizeFea(W)).
     S→F, class s = (1, 1): decoded sW = (0.6, 1.8), cos with x = (1, 0) is 0.6/√3.6; raw W gives (3, 6) and
     3/√45 (`sae.raw-w`). F→S, x = (0, 1): xWᵀ = (0.8, 1) → cos with s = (1, 0) is 0.8/√1.64; raw 4/√20."""
-    from methods.sae import SAE
+    from zsl_bench_methods.sae import SAE
 
     sae = SAE.__new__(SAE)
     sae.W = np.array([[3.0, 4.0], [0.0, 2.0]])

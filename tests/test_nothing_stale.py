@@ -239,7 +239,7 @@ def subprocess_run_train(root):
     import subprocess
 
     shutil.rmtree(root / "runs" / "synthetic" / "train" / "sae", ignore_errors=True)
-    return subprocess.run([sys.executable, "-m", "pipelines.train", "synthetic", "eszsl", "3"], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "zsl_bench_pipelines.train", "synthetic", "eszsl", "3"], capture_output=True,
                           text=True, cwd=root)
 
 
@@ -280,7 +280,7 @@ def test_a_method_code_change_moves_every_view(tmp_path):
     site = tmp_path / "site" / "ridge_method-0.1.dist-info"   # what pip writes for an entry point
     site.mkdir(parents=True)
     (site / "METADATA").write_text("Metadata-Version: 2.1\nName: ridge-method\nVersion: 0.1\n")
-    (site / "entry_points.txt").write_text("[zsl_bench.methods]\nridge = methods.ridge:Ridge\n")
+    (site / "entry_points.txt").write_text("[zsl_bench.methods]\nridge = zsl_bench_methods.ridge:Ridge\n")
     write_params(root, methods=("ridge",), seeds=(0, 1))
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["ablate"] = {"method": "ridge", "variants": ["strong"], "seeds": [0]}

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from methods.mgmrn.model import SCAM, MgMRNHead
+from zsl_bench_methods.mgmrn.model import SCAM, MgMRNHead
 from zsl_bench.blocks import AllClassMapMethod
 from zsl_bench.method import ClassSemantics, FitContext, Task, TrainData
 from zsl_bench.registry import get_method

@@ -204,7 +204,7 @@ def test_a_third_party_package_adds_a_method_with_one_entry_point(plugin_site, p
     params["train"]["methods"], params["train"]["seeds"] = ["meanatt"], [0]
     params["methods"]["meanatt"] = {}
     (project_copy / "params.yaml").write_text(yaml.safe_dump(params))
-    ran = subprocess.run([sys.executable, "-m", "pipelines.train", "synthetic", "meanatt", "0"],
+    ran = subprocess.run([sys.executable, "-m", "zsl_bench_pipelines.train", "synthetic", "meanatt", "0"],
                          capture_output=True, text=True, env=env, cwd=project_copy)
     assert ran.returncode == 0, ran.stderr
     from zsl_bench.records import find_records

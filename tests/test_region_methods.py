@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from methods.mgmrn.model import BRANCHES, GroupingUnit, MgMRNHead
-from methods.transzero.model import AttributeDecoder, BatchDropout, Dropout, TransZeroNet, grid_geometry_embedding
+from zsl_bench_methods.mgmrn.model import BRANCHES, GroupingUnit, MgMRNHead
+from zsl_bench_methods.transzero.model import AttributeDecoder, BatchDropout, Dropout, TransZeroNet, grid_geometry_embedding
 from zsl_bench.io import ConfigError
 from zsl_bench.method import ClassSemantics, Task
 from zsl_bench.registry import get_method

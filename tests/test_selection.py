@@ -1,4 +1,4 @@
-"""The selection policies and calibrations (zsl_bench/selection.py) and the protocol rules they rest on."""
+"""The selection policies and calibrations (zsl_bench/policies.py, zsl_bench/traces.py) and the protocol rules they rest on."""
 from __future__ import annotations
 
 
@@ -10,7 +10,7 @@ from zsl_bench.io import ConfigError
 from zsl_bench.method import Method, PaperRule
 from zsl_bench.metrics import gzsl_accuracies, seen_unseen_curve
 from zsl_bench.protocol import resolve_folds, spread_standardise
-from zsl_bench.selection import (POLICIES, SELECTION_POLICIES, Plan, RunContext, SelectionPolicy,
+from zsl_bench.policies import (POLICIES, SELECTION_POLICIES, Plan, RunContext, SelectionPolicy,
                                  metrics_from_traces, validation_choice, fixed_point)
 
 
@@ -85,6 +85,15 @@ def test_val_numbers_do_not_move_when_the_refit_rescales_its_scores(data, a, b):
     assert raw_rule != pytest.approx(base.selection["val"]["metrics"]["H"], abs=1e-3)
 
 
+def record_of(out, rule=Ridge.paper_rule) -> dict:
+    """The parts of a record.json that policies read, from an evaluator output."""
+    import dataclasses
+
+    return {"traces": {"validation": out.validation_trace, "test": out.test_trace},
+            "config": {"selection_metric": "H", "folds": [1]}, "selection": out.selection,
+            "method_info": {"paper_rule": dataclasses.asdict(rule) if rule else None}}
+
+
 def test_every_policy_is_computed_from_the_traces_alone(data):
     """What the evaluator recorded for each policy is what the policy reads off the traces, with no model or
     score; and the scores it kept (predictions) give the same numbers."""
@@ -98,7 +107,8 @@ def test_every_policy_is_computed_from_the_traces_alone(data):
         assert from_traces["metrics"] == out.selection[name]["metrics"], name
         assert from_traces["points"] == out.selection[name]["points"], name
     p = Predictions(**{k: out.predictions[k] for k in ("labels", "class_ids", "class_names", "seen_class_mask",
-                                                        "unseen_sample_mask", "image_rows")}, arrays=out.predictions)
+                                                        "unseen_sample_mask", "image_rows")}, arrays=out.predictions,
+                    record=record_of(out))
     for name in SELECTION_POLICIES:
         scores, gamma = p.scores(name, "H")
         assert gzsl_accuracies(scores, p.labels, p.seen_class_mask, gamma).H == pytest.approx(

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from zsl_bench.selection import HEADLINE_POLICY, SELECTION_POLICIES   # numpy only: --help stays fast
+from zsl_bench.policies import HEADLINE_POLICY, SELECTION_POLICIES   # numpy only: --help stays fast
 
 DESCRIPTION = """\
 zsl-bench: zero-shot learning benchmarks under one honest protocol (GBU proposed split; per-class

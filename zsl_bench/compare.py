@@ -18,6 +18,7 @@ from zsl_bench.latex import escape, latex_table
 from zsl_bench.metrics import mean_std
 from zsl_bench.protocol import TABLE_METRICS
 from zsl_bench.registry import published
+from zsl_bench.policies import HEADLINE_POLICY
 from zsl_bench.report import (NOT_SEARCHED, NOT_SEARCHED_NOTE, POLICY_TITLES, STD_NOTE, Cell, method_label,
                               precision_label)
 from zsl_bench.run_results import RunResult
@@ -66,7 +67,7 @@ def _scores(results: list[RunResult], dataset: str, method: str, policy: str) ->
             for r in results if r.dataset == dataset and r.method == method and r.predictions is not None}
 
 
-def compare(results: list[RunResult], methods: list[str], dataset: str | None = None, policy: str = "val",
+def compare(results: list[RunResult], methods: list[str], dataset: str | None = None, policy: str = HEADLINE_POLICY,
             expected_seeds: int | None = None, synthetic: tuple[str, ...] = ("synthetic",),
             skipped: dict | None = None) -> list[DatasetComparison]:
     """`skipped`: (dataset, method) → why that method did not run there (its cells say so)."""

@@ -27,7 +27,8 @@ from zsl_bench.method import ZSL_SCORER, ClassSemantics, FitContext, Method, Tas
 from zsl_bench import model_views
 from zsl_bench.metrics import gzsl_accuracies, seen_unseen_curve, zsl_top1
 from zsl_bench.protocol import Phase, spread_standardise, test_phase, validation_phase
-from zsl_bench.selection import HEADLINE_POLICY, POLICIES, Keeper, RunContext, mean_over_folds, selection_entry, test_row
+from zsl_bench.policies import HEADLINE_POLICY, POLICIES, Keeper, RunContext, gamma_space, selection_entry
+from zsl_bench.traces import mean_over_folds, test_row
 from zsl_bench.runtime import seed_hash
 from zsl_bench.training import Distributed
 
@@ -361,12 +362,11 @@ class Evaluator:
                 rows = {m: traces[v][keepers[v].best[(name, m)][1]] for m in ("T1", "H", "AUSUC")}
                 selection[name] = selection_entry(plan, rows)
                 predictions[f"gamma_{name}"] = np.float64(selection[name]["metrics"]["gamma"])
-                # The space γ applies in: spread-standardised for `val` (and `oracle` where that space won).
-                spread = plan.calibration == "val" or (plan.calibration == "best" and rows["H"]["space_best"] == "spread")
-                predictions[f"calibration_{name}"] = np.str_("spread" if spread else "raw")
+                predictions[f"calibration_{name}"] = np.str_(gamma_space(plan, rows["H"]))
             predictions.update(keepers[v].predictions())
-            chosen = _row_at(validation[v], selection["val"]["config_id"], selection["val"]["epoch"])
-            selection["val"]["validation"] = {k: chosen[k] for k in ("T1", "H", "U", "S", "gamma", "AUSUC")}
+            head = selection[HEADLINE_POLICY]
+            chosen = _row_at(validation[v], head["config_id"], head["epoch"])
+            head["validation"] = {k: chosen[k] for k in ("T1", "H", "U", "S", "gamma", "AUSUC")}
             parameters, views = kept[""]["description"]
             outputs[v] = RunOutput(selection=selection, validation_trace=validation[v],
                                    validation_folds=validation_folds[v], test_trace=traces[v],

@@ -107,7 +107,7 @@ class FitContext:
         return self._unseen
 
 
-# How authors picked the checkpoint they report, for the `paper` selection policy (selection.py).
+# How authors picked the checkpoint they report, for the `paper` selection policy (policies.py).
 PAPER_CHECKPOINTS = ("test", "validation")
 # How authors calibrated GZSL: "fixed" γ = default_calibration_gamma (raw score units), "zero" (none),
 # "test-grid" (the γ with the best test H on a grid of `gamma_step`, swept from 0 outwards).

@@ -6,7 +6,7 @@ GBU proposed split (protocol.md §1.5, §7):
   score `foldK_val_seen` ∪ `foldK_val_unseen` over trainclassesK ∪ valclassesK. val_seen is a fixed,
   seeded share of each train class's images, stored on disk; it mirrors how PS built test_seen.
 
-The selection policies (val, paper, oracle, last) and the calibrations they use live in selection.py; here
+The selection policies (val, paper, oracle, last) and the calibrations they use live in policies.py (the calibrations in traces.py); here
 is the space the `val` policy's γ lives in (`spread_standardise`) and which validation folds a run may use
 (`resolve_folds`).
 """

@@ -30,7 +30,6 @@ import numpy as np
 
 from zsl_bench.io import DataError, atomic_directory, canonical_json, read_json, sha256_bytes, write_json
 from zsl_bench.protocol import TABLE_METRICS, as_percent, spread_standardise
-from zsl_bench.selection import HEADLINE_POLICY
 from zsl_bench.provenance import read_provenance, write_provenance
 
 SCHEMA_VERSION = 4   # 4: selection policies incl. paper, validation folds, per-calibration traces; 3: time, memory and host moved to provenance.json; 2: `model` and views.npz
@@ -41,7 +40,8 @@ SHARED_FILE = "shared.json"   # a slot whose run is another stage's run of the s
 REPLICATE_LABEL = " (A/A)"   # a rerun of a configuration with an independent random stream
 # Keys every record has, as (path, what it is), checked when a record is read.
 REQUIRED = (("schema_version", "format version"), ("method", "method name"), ("dataset", "dataset name"),
-            ("seed", "run seed"), ("run_key", "content key"), ("selection", "metrics per selection policy"),
+            ("seed", "run seed"), ("run_key", "content key"), ("traces", "validation and test traces"),
+            ("selection", "the checkpoints whose test scores the run kept"),
             ("hparams", "chosen hyperparameters"), ("config", "run configuration"),
             ("method_info", "what the method declares"), ("data", "dataset and feature fingerprints"),
             ("environment", "software and device"), ("model", "parameter counts"))
@@ -65,8 +65,8 @@ class RunRecord(dict):
             raise DataError(f"{path}: schema version {raw.get('schema_version')}, this zsl-bench reads "
                             f"{SCHEMA_VERSION}; rerun the run (`dvc repro`) to rewrite it")
         missing = [f"{k} ({what})" for k, what in REQUIRED if k not in raw]
-        missing += [f"selection.{p}.metrics" for p in (HEADLINE_POLICY, "oracle", "last")   # paper: where declared
-                    if "metrics" not in (raw.get("selection") or {}).get(p, {})]
+        missing += [f"traces.{k} (every policy reads it)" for k in ("validation", "test")
+                    if not (raw.get("traces") or {}).get(k)]
         if missing:
             raise DataError(f"{path}: incomplete record, missing {', '.join(missing)}; delete the folder and rerun")
         record = cls(raw)
@@ -134,14 +134,21 @@ class RunRecord(dict):
         """For a scoring variant (same fitted models, another readout): the method it was read off."""
         return (self.get("score_variant_of") or {}).get("method")
 
+    def policy(self, policy: str) -> dict | None:
+        """`policy`'s entry read off this run's traces by the policy as it is now (policies.evaluate: the one
+        way every view gets a policy's numbers); None where it does not apply."""
+        from zsl_bench.policies import evaluate
+
+        return evaluate(self, policy)
+
     def metrics(self, policy: str) -> dict[str, float]:
         """The table metrics under `policy`, in percent (`protocol.as_percent`; NaN where the run has none, e.g.
         `paper` for a method that declares no paper rule)."""
-        m = (self["selection"].get(policy) or {}).get("metrics", {})
+        m = (self.policy(policy) or {}).get("metrics", {})
         return {k: as_percent(m.get(k, math.nan)) for k in TABLE_METRICS}
 
     def predictions(self) -> "Predictions":
-        return Predictions.load(self.folder / PREDICTIONS_FILE)
+        return Predictions.load(self.folder / PREDICTIONS_FILE, self)
 
     def views(self) -> dict[str, np.ndarray] | None:
         """views.npz (model_views.py), or None for a method without attention maps."""
@@ -162,15 +169,20 @@ class Predictions:
     unseen_sample_mask: np.ndarray
     image_rows: np.ndarray
     arrays: dict = field(default_factory=dict)   # the per-policy arrays above
+    record: dict | None = None                   # the run's record.json: which checkpoint each array holds
 
     @classmethod
-    def load(cls, path: Path) -> "Predictions":
+    def load(cls, path: Path, record: dict | None = None) -> "Predictions":
+        """predictions.npz at `path`, with its run's record (default: record.json beside it, as in a run folder
+        and in an MLflow run's artifacts)."""
         z = _load_npz(path)
-        common = [f.name for f in fields(cls) if f.name != "arrays"]
-        missing = [k for k in (*common, f"scores_{HEADLINE_POLICY}", f"gamma_{HEADLINE_POLICY}") if k not in z]
+        if record is None and (Path(path).parent / RECORD_FILE).is_file():
+            record = read_json(Path(path).parent / RECORD_FILE)
+        common = [f.name for f in fields(cls) if f.name not in ("arrays", "record")]
+        missing = [k for k in common if k not in z]
         if missing:
             raise DataError(f"{path}: no array {', '.join(missing)} (written by an older zsl-bench?); rerun the run")
-        p = cls(**{k: z[k] for k in common}, arrays={k: z[k] for k in z if k not in common})
+        p = cls(**{k: z[k] for k in common}, arrays={k: z[k] for k in z if k not in common}, record=record)
         n, c = len(p.labels), len(p.class_ids)
         for name, a in p.arrays.items():
             if name.startswith("scores_") and a.shape != (n, c):
@@ -179,27 +191,15 @@ class Predictions:
         return cls(**{**p.__dict__, "seen_class_mask": p.seen_class_mask.astype(bool),
                       "unseen_sample_mask": p.unseen_sample_mask.astype(bool)})
 
-    @property
-    def policies(self) -> list[str]:
-        return [k[len("gamma_"):] for k in self.arrays if k.startswith("gamma_")]
-
-    @property
-    def scores_val(self) -> np.ndarray:
-        return self.arrays[f"scores_{HEADLINE_POLICY}"]
-
     def scores(self, policy: str, metric: str = "H") -> tuple[np.ndarray, float]:
-        """(scores, γ) a policy used for `metric`: T1 from the ZSL scorer's matrix when the method has one;
-        H in the space its γ applies to (spread-standardised for `val`, and for `oracle` where that won), so argmax(scores − γ · seen) is its
-        prediction; AUSUC from raw scores, as defined."""
-        if f"scores_{policy}" not in self.arrays:
-            raise DataError(f"no {policy!r} scores in this predictions file (policies: {', '.join(self.policies)})")
-        if metric == "T1" and f"scores_zsl_{policy}" in self.arrays:
-            return self.arrays[f"scores_zsl_{policy}"], 0.0
-        scores = self.arrays.get(f"scores_{policy}_{metric}", self.arrays[f"scores_{policy}"])
-        gamma = float(self.arrays[f"gamma_{policy}"])
-        if metric == "H" and str(self.arrays.get(f"calibration_{policy}", "")) == "spread":
-            scores = spread_standardise(scores)
-        return scores, gamma
+        """(scores, γ) with which `policy` reaches `metric` (policies.scores_at: T1 from the ZSL scorer's matrix
+        when the method has one; H in the units its γ applies in, so argmax(scores − γ · seen) is its
+        prediction; AUSUC from raw scores)."""
+        from zsl_bench.policies import scores_at
+
+        if self.record is None:
+            raise DataError("predictions.npz without its record.json: which checkpoint each array holds is unknown")
+        return scores_at(self.record, self.arrays, policy, metric)
 
 
 def _load_npz(path: Path) -> dict[str, np.ndarray]:

@@ -153,6 +153,7 @@ def write_comparisons(params: dict, records: list, out_dir: Path, skipped: dict)
     methods on the current runs (mean ± std, paired Δ per seed with 95 % bootstrap intervals over test
     images), under the headline `val` selection and under each method's own `paper` rule."""
     from zsl_bench.compare import compare, render_md
+    from zsl_bench.policies import COMPARISON_POLICIES
     from zsl_bench.records import newest_per_seed
     from zsl_bench.run_results import RunResult
 
@@ -167,7 +168,7 @@ def write_comparisons(params: dict, records: list, out_dir: Path, skipped: dict)
         if missing:
             parts.append(f"— skipped: {', '.join(missing)} not in train.methods\n")
             continue
-        for policy in ("val", "paper"):
+        for policy in COMPARISON_POLICIES:
             comps = compare(results, methods, policy=policy, expected_seeds=seeds, skipped=skipped)
             table = "\n" + render_md(comps, methods, f"run records in runs/ ({len(results)} current runs)")
             parts.append(table.replace("\n## ", f"\n## {policy} · ") if comps else f"— no runs of {', '.join(methods)}\n")

@@ -3,8 +3,8 @@
 Both sources give the same `RunResult`s (a test checks), so `compare` answers the same either way.
 Run records are the default and the truth; MLflow is read through `MlflowClient` only (never its
 tables directly), for a team's tracking server whose runs are not on this disk. A run's predictions.npz
-(for the bootstrap intervals) is read in place from a local artifact store, and downloaded once from a
-server into a cache (`prediction_cache`; a complete run's artifacts never change).
+(for the bootstrap intervals, with the record.json beside it) is read in place from a local artifact store,
+and downloaded once from a server into a cache (`prediction_cache`; a complete run's artifacts never change).
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from zsl_bench.protocol import PROTOCOL_VERSION, TABLE_METRICS
-from zsl_bench.selection import SELECTION_POLICIES
+from zsl_bench.policies import POLICIES
 from zsl_bench.records import RunRecord, newest_per_seed
 from zsl_bench.tracking import experiment_name
 
@@ -45,7 +45,7 @@ class RunResult:
         predictions = r.folder / "predictions.npz"
         return cls(dataset=r.dataset, method=r.method, seed=r.seed, run_key=r.run_key, created_unix=r.created_unix,
                    uses_unseen_semantics=r.uses_unseen_semantics, wall_s=r.wall_s,
-                   metrics={p: r.metrics(p) for p in SELECTION_POLICIES},
+                   metrics={p: r.metrics(p) for p in POLICIES},
                    predictions=predictions if predictions.is_file() else None, searched=r.searched,
                    input_kind=r["method_info"]["input_kind"], precision=r.precision)
 
@@ -65,7 +65,7 @@ class RunResult:
                    uses_unseen_semantics=tags.get("uses_unseen_semantics") == "true",
                    wall_s=float(metrics.get("wall_s", math.nan)),
                    metrics={p: {k: float(metrics.get(f"{p}.{k}", math.nan)) for k in TABLE_METRICS}
-                            for p in SELECTION_POLICIES},
+                            for p in POLICIES},
                    predictions=predictions if predictions and predictions.is_file() else None,
                    searched=int(run.data.params.get("n_configs", 2)) > 1,
                    input_kind=run.data.params.get("input_kind", ""),
@@ -108,12 +108,13 @@ def _with_predictions(result: RunResult, tracking_uri: str) -> RunResult:
     from zsl_bench.tracking import client
 
     target = prediction_cache() / result.mlflow_run_id / "predictions.npz"
-    if not target.is_file():
+    if not target.is_file():   # with its record.json, which says which checkpoint each array holds
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".download-", dir=target.parent))
         try:
-            os.replace(client(tracking_uri).download_artifacts(result.mlflow_run_id, "predictions.npz", str(tmp)),
-                       target)
+            for name in ("record.json", "predictions.npz"):   # predictions.npz last: its presence means both
+                os.replace(client(tracking_uri).download_artifacts(result.mlflow_run_id, name, str(tmp)),
+                           target.parent / name)
         except (MlflowException, OSError):
             return result   # the run has no predictions.npz: compare says so in its cells
         finally:

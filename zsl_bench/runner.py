@@ -1,10 +1,12 @@
 """One run end to end: load the dataset and features, evaluate, write the run folder (records.py).
 Mirroring into MLflow is not done here: `tracking.sync` is its one writer (report stage, `zsl-bench train`).
 
-A run's identity (its key) covers everything that can change its numbers: the protocol, the method and its
-resolved configurations and overrides, the dataset and feature fingerprints, the seed, and the code — the
-harness version, the library modules every run goes through (`RUN_LIBRARY`) and the method's own folder.
-A run made by older code is never reused: it has another key.
+A run's identity (its key) covers everything that can change its trained models and recorded traces: the
+protocol, the method and its resolved configurations and overrides, the dataset and feature fingerprints, the
+seed, and the code — the harness version and the meaning of every project module the run loads
+(code_identity.py), the method's own included. Not the selection policies, which only read the traces
+(policies.py): a new policy retrains nothing. A run made by other code is never reused: it has another key.
+`plan_run` computes a key without training (`zsl-bench status` compares it with the runs on disk).
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from pathlib import Path
 
 from zsl_bench.io import DataError
 from zsl_bench.paths import ProjectPaths
+from zsl_bench.policies import HEADLINE_POLICY
 from zsl_bench.protocol import PROTOCOL_VERSION, resolve_folds
 from zsl_bench.provenance import provenance
 from zsl_bench.records import SCHEMA_VERSION, environment, find_run_folders, run_key, write_run
@@ -41,41 +44,12 @@ class RunRequest:
     loader_workers: int | None = None    # image methods: DataLoader workers (None: runtime.loader_workers())
 
 
-# The library files a run executes and whose change can move its numbers: the train stage's deps in dvc.yaml
-# less stages.py, paths.py and launchers.py (tests/test_nothing_stale.py keeps the two lists equal).
-RUN_LIBRARY = ("zsl_bench/blocks.py", "zsl_bench/data/__init__.py", "zsl_bench/data/dataset.py",
-               "zsl_bench/evaluator.py", "zsl_bench/feature_generation.py", "zsl_bench/features.py",
-               "zsl_bench/images.py", "zsl_bench/io.py",
-               "zsl_bench/journal.py", "zsl_bench/method.py", "zsl_bench/metrics.py", "zsl_bench/model_views.py",
-               "zsl_bench/protocol.py", "zsl_bench/provenance.py", "zsl_bench/records.py", "zsl_bench/registry.py",
-               "zsl_bench/runner.py", "zsl_bench/runtime.py", "zsl_bench/selection.py", "zsl_bench/training.py")
-
-
-def _files_digest(root: Path, files) -> str:
-    h = hashlib.sha256()
-    for f in sorted(files):
-        h.update(Path(f).relative_to(root).as_posix().encode() + b"\0" + Path(f).read_bytes() + b"\0")
-    return h.hexdigest()[:16]
-
-
-def method_code_files(method_cls) -> tuple[Path, list[Path]]:
-    """(root, files) of a method's own code: every .py file of its package folder (a package), or its
-    module file (a single-module plugin)."""
-    module_file = Path(sys.modules[method_cls.__module__].__file__).resolve()
-    if module_file.name != "__init__.py":
-        return module_file.parent, [module_file]
-    folder = module_file.parent
-    return folder, [p for p in folder.rglob("*.py") if "__pycache__" not in p.parts]
-
-
 def code_fingerprint(method_cls) -> dict:
-    """What a run's key knows of the code: harness version, library digest, method-code digest."""
-    from zsl_bench import __version__
+    """What a run's key knows of the code: the harness version and the meaning digest of every project module
+    a run of the method loads (code_identity.run_code)."""
+    from zsl_bench.code_identity import run_code
 
-    root = Path(__file__).resolve().parents[1]
-    method_root, method_files = method_code_files(method_cls)
-    return {"harness": __version__, "library": _files_digest(root, (root / f for f in RUN_LIBRARY)),
-            "method": _files_digest(method_root, method_files)}
+    return run_code(method_cls)
 
 
 class NotApplicable(DataError):
@@ -96,36 +70,41 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def execute(request: RunRequest, paths: ProjectPaths, progress: bool = True, slot: Path | None = None) -> Path:
-    """Run (or find, if already done) the run folder for `request` in `slot` (default: its train-stage slot);
-    returns its path. A run of the same key that was interrupted (killed, preempted) continues from its last
-    checkpoint (journal.py). Under torchrun every process trains; rank 0 alone writes."""
+@dataclass
+class PlannedRun:
+    """A request resolved against the dataset and feature store: its key and everything the key was made of
+    (`key_spec`, kept in the record so `zsl-bench status` can say what changed), ready to train."""
+    request: RunRequest
+    key: str
+    key_spec: dict
+    folder: Path
+    evaluator: object
+    device: str
+
+
+def plan_run(request: RunRequest, paths: ProjectPaths, progress: bool = True, slot: Path | None = None) -> PlannedRun:
+    """Resolve `request` (method, dataset, feature store, configurations, code) into its key, training nothing."""
     from zsl_bench.data.dataset import load_dataset
     from zsl_bench.evaluator import Evaluator
     from zsl_bench.features import FeatureStore
-    from zsl_bench.journal import RunJournal, journal_folder
     from zsl_bench.method import TrainSettings
     from zsl_bench.registry import get_method
-    from zsl_bench.runtime import init_distributed, loader_workers, resolve_device
+    from zsl_bench.runtime import loader_workers, resolve_device
     from zsl_bench.training import Distributed, resolve_precision
 
-    start = time.time()
-    init_distributed()
     method_cls = get_method(request.method)
     dataset = load_dataset(paths.prepared(request.dataset))
     store = FeatureStore(paths.features(request.dataset))
     store.check_matches(dataset)
     hparams = method_cls.default_hparams(dataset.name, request.hparams)
     check_applicable(method_cls, store, hparams)
-    store.verify(Evaluator.features_of(method_cls, store, hparams))   # a damaged array stops the run first
     device = "cpu" if method_cls.device == "cpu" else resolve_device(request.device)
     folds = resolve_folds(request.folds, dataset, store.index.get("backbone_spec") or {})
-    dist = Distributed.current()
     settings = TrainSettings(precision=resolve_precision(request.precision, device), micro_batch=request.micro_batch,
                              loader_workers=loader_workers() if request.loader_workers is None else request.loader_workers)
     evaluator = Evaluator(dataset, store, method_cls, seed=request.seed, folds=folds,
                           selection_metric=request.selection_metric, search=request.search, device=device,
-                          progress=progress and dist.is_main, hparams=request.hparams,
+                          progress=progress and Distributed.current().is_main, hparams=request.hparams,
                           search_space=request.search_space, replicate=request.replicate, settings=settings)
     key_spec = {"protocol_version": PROTOCOL_VERSION, "method": request.method, "dataset": request.dataset,
                 "dataset_fingerprint": dataset.fingerprint(), "features_sha256": [store.fingerprint(f) for f in evaluator.features],
@@ -137,14 +116,34 @@ def execute(request: RunRequest, paths: ProjectPaths, progress: bool = True, slo
                 "code": code_fingerprint(method_cls)}
     key = run_key(key_spec)
     folder = (slot or paths.run_slot(request.dataset, request.method, request.seed)) / key
+    return PlannedRun(request, key, key_spec, folder, evaluator, device)
+
+
+def execute(request: RunRequest, paths: ProjectPaths, progress: bool = True, slot: Path | None = None) -> Path:
+    """Run (or find, if already done) the run folder for `request` in `slot` (default: its train-stage slot);
+    returns its path. A run of the same key that was interrupted (killed, preempted) continues from its last
+    checkpoint (journal.py). Under torchrun every process trains; rank 0 alone writes."""
+    from zsl_bench.journal import RunJournal, journal_folder
+    from zsl_bench.runtime import init_distributed
+    from zsl_bench.training import Distributed
+
+    start = time.time()
+    init_distributed()
+    planned = plan_run(request, paths, progress, slot)
+    evaluator, key_spec, key, folder, device = (planned.evaluator, planned.key_spec, planned.key, planned.folder,
+                                                planned.device)
+    dataset, store, method_cls = evaluator.dataset, evaluator.store, evaluator.method_cls
     if folder in find_run_folders(folder.parent):
         return folder  # done before: content-addressed, so identical
+    store.verify(evaluator.features)   # a damaged array stops the run first
+    dist = Distributed.current()
 
     journal = RunJournal(journal_folder(folder), writer=dist.is_main)
     out = evaluator.run(journal)
     if not dist.is_main:
         return folder
-    shared = {**_shared_record(request, paths, evaluator, out, device), "code": key_spec["code"]}
+    shared = {**_shared_record(request, paths, evaluator, out, device), "code": key_spec["code"],
+              "key_spec": {k: v for k, v in key_spec.items() if k != "code"}}
     when = provenance(paths.root, time.time() - start, peak_rss_mb(), resumed=journal.resumed,
                       processes=dist.world)
     for variant, variant_out in out.score_variants.items():
@@ -204,24 +203,32 @@ def _with_overrides(own: dict, shared: dict, overrides: dict) -> dict:
     def apply(config: dict) -> dict:
         return {**config, **overrides}
 
-    hparams = {policy: apply(c) if policy in ("val", "last") else {m: apply(x) for m, x in c.items()}
+    hparams = {policy: {m: apply(x) for m, x in c.items()} if _per_metric(c) else apply(c)
                for policy, c in own["hparams"].items()}
     config = {**shared["config"], "configs": [apply(c) for c in shared["config"]["configs"]]}
     return {**own, **shared, "hparams": hparams, "config": config}
 
 
+def _configs_of(entry: dict, configs: list[dict]) -> dict:
+    by_metric = {m: configs[p["config_id"]] for m, p in entry["points"].items()}
+    return by_metric if len({p["config_id"] for p in entry["points"].values()}) > 1 else configs[entry["config_id"]]
+
+
+def _per_metric(c: dict) -> bool:
+    return bool(c) and all(isinstance(v, dict) for v in c.values()) and set(c) <= {"T1", "H", "AUSUC"}
+
+
 def _record_of(out, dataset) -> dict:
     """The parts of a record that come from one evaluator output."""
-    chosen = out.configs[out.selection["val"]["config_id"]]
+    chosen = out.configs[out.selection[HEADLINE_POLICY]["config_id"]]
     return {
         "attribute_embeddings": {
             "available": {k: {f: v for f, v in e.items() if f in ("source", "git_blob", "shape")}
                           for k, e in dataset.meta.get("attribute_embeddings", {}).items()},
             "used": chosen.get("attribute_embedding"),
         },
-        "hparams": {"val": chosen, "last": out.configs[0],
-                    **{policy: {m: out.configs[p["config_id"]] for m, p in out.selection[policy]["points"].items()}
-                       for policy in ("paper", "oracle") if policy in out.selection}},
+        # Per policy of the run's time: its configuration, or one per metric where they differ (`oracle`).
+        "hparams": {policy: _configs_of(entry, out.configs) for policy, entry in out.selection.items()},
         "selection": out.selection,
         "traces": {"validation": out.validation_trace, "validation_folds": out.validation_folds,
                    "test": out.test_trace},

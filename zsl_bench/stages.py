@@ -171,7 +171,7 @@ def _stage_slots(root: Path, slots: list[str] | None = None) -> set[str]:
 def train_run(dataset: str, method: str, seed: int, params: dict, paths: ProjectPaths,
               progress: bool = True) -> Path:
     """One run of the train stage in its slot, in this process (by hand, or under torchrun:
-    `python -m pipelines.train DATASET METHOD SEED`). A complete run folder of the same key is adopted, not
+    `python -m zsl_bench_pipelines.train DATASET METHOD SEED`). A complete run folder of the same key is adopted, not
     retrained; folders of other keys are removed once the current one is there."""
     import sys
 

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 from zsl_bench.protocol import PROTOCOL_VERSION, TABLE_METRICS, as_percent
-from zsl_bench.selection import SELECTION_POLICIES
+from zsl_bench.policies import HEADLINE_POLICY, POLICIES, evaluate
 
 if TYPE_CHECKING:
     from zsl_bench.paths import ProjectPaths
@@ -39,7 +39,7 @@ EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 DESCRIPTION = ("zsl-bench runs, one per run record (runs/). Metrics `<policy>.<metric>` are in percent, "
                "as in reports/; `<policy>.gamma` is the calibration offset; `wall_s` in seconds.")
 MIRROR_VERSION = "6"   # bump when what a mirrored run holds changes: `sync` then replaces older runs
-HEADLINE = "val"       # its metrics are also logged under their short names (T1, U, S, H, AUSUC): the columns
+HEADLINE = HEADLINE_POLICY       # its metrics are also logged under their short names (T1, U, S, H, AUSUC): the columns
                        # a reader looks for first; every policy's stay as `<policy>.<metric>`
 NOT_PERCENT = ("gamma",)   # selection metrics that are not accuracies
 COMPLETE_TAG = "zsl_bench.mirror_complete"   # written last; a run without it was interrupted
@@ -124,8 +124,8 @@ def ui_hint(tracking_uri: str, protocol_version: str = PROTOCOL_VERSION) -> str:
 def record_metrics(record) -> dict[str, float]:
     """A RunRecord's metrics as mirrored: accuracies in percent, γ as is, time and memory when known."""
     out = {}
-    for policy in SELECTION_POLICIES:
-        for k, v in (record["selection"].get(policy) or {}).get("metrics", {}).items():
+    for policy in POLICIES:
+        for k, v in (evaluate(record, policy) or {}).get("metrics", {}).items():
             if isinstance(v, (int, float)):
                 out[f"{policy}.{k}"] = float(v) if k in NOT_PERCENT else as_percent(v)
     out.update({k: out[f"{HEADLINE}.{k}"] for k in TABLE_METRICS if f"{HEADLINE}.{k}" in out})
@@ -134,8 +134,10 @@ def record_metrics(record) -> dict[str, float]:
 
 
 def record_params(record: dict) -> dict[str, str]:
-    params = {f"val.{k}": str(v) for k, v in record["hparams"]["val"].items()}
-    params.update({f"default.{k}": str(v) for k, v in record["hparams"]["last"].items()})
+    configs = record["config"]["configs"]
+    chosen = configs[evaluate(record, HEADLINE_POLICY)["config_id"]]
+    params = {f"{HEADLINE_POLICY}.{k}": str(v) for k, v in chosen.items()}
+    params.update({f"default.{k}": str(v) for k, v in configs[0].items()})
     params.update({"folds": ",".join(map(str, record["config"]["folds"])), "search": record["config"]["search"],
                    "selection_metric": record["config"]["selection_metric"],
                    "n_configs": str(len(record["config"]["configs"])),
@@ -151,7 +153,7 @@ def record_tags(record: dict) -> dict[str, str]:
     return {"method": record["method"], "dataset": record["dataset"], "seed": str(record["seed"]),
             "input": record["method_info"]["input_kind"], "backbone": str(features["backbone"].get("arch")),
             "precision": record.precision, "features": ",".join(features.get("arrays", [])),
-            "selection": "val", "protocol_version": record["protocol_version"], "run_key": record["run_key"],
+            "selection": HEADLINE_POLICY, "protocol_version": record["protocol_version"], "run_key": record["run_key"],
             "uses_unseen_semantics": str(record["method_info"]["uses_unseen_semantics"]).lower(),
             "created_unix": repr(record.created_unix), "zsl_bench.mirror_version": MIRROR_VERSION,
             "stage": record.stage, "replicate": str(record.get("replicate", 0)), "mlflow.runName": run_name(record),

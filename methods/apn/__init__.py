@@ -98,7 +98,7 @@ class APN(OneMapMethod):
         return super().feature_arrays(hparams)
 
     def build_head(self, channels: int):
-        from methods.apn.model import APNHead
+        from zsl_bench_methods.apn.model import APNHead
 
         return APNHead(channels, self.task.n_attributes, self.hparams["global_pool"])
 
@@ -149,7 +149,7 @@ class APN(OneMapMethod):
     def loss(self, out, y, seen_att):
         import torch.nn.functional as F
 
-        from methods.apn.model import compactness, decorrelation
+        from zsl_bench_methods.apn.model import compactness, decorrelation
 
         hp = self.hparams
         target = seen_att[y]

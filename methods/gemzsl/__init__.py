@@ -60,7 +60,7 @@ class GEMZSL(OneMapMethod):
     variants = {"image": {"mode": "image", "input_kind": "image"}}
 
     def build_head(self, channels: int):
-        from methods.gemzsl.model import GEMHead
+        from zsl_bench_methods.gemzsl.model import GEMHead
 
         return GEMHead(channels, self.attribute_embedding())
 
@@ -81,7 +81,7 @@ class GEMZSL(OneMapMethod):
     def loss(self, out, y, seen_att):
         import torch.nn.functional as F
 
-        from methods.gemzsl.model import attribute_decorrelation, compactness
+        from zsl_bench_methods.gemzsl.model import attribute_decorrelation, compactness
 
         hp = self.hparams
         total = (F.cross_entropy(self.class_scores(out, seen_att), y)

@@ -77,7 +77,7 @@ class MgMRN(TorchMethod):
     def build_net(self):
         import torch.nn as nn
 
-        from methods.mgmrn.model import MgMRNHead
+        from zsl_bench_methods.mgmrn.model import MgMRNHead
 
         hp = self.hparams
         backbone = None

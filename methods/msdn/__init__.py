@@ -52,14 +52,14 @@ class MSDN(AllClassMapMethod):
     score_variants = SCORE_VARIANTS
 
     def build_net(self):
-        from methods.msdn.model import MSDNNet
+        from zsl_bench_methods.msdn.model import MSDNNet
 
         return MSDNNet(self.task.input_shape[0], self.attribute_embedding(), self.hparams["normalize_V"])
 
     def loss(self, maps, y, targets: AllClassTargets):
         import torch.nn.functional as F
 
-        from methods.msdn.model import distillation
+        from zsl_bench_methods.msdn.model import distillation
 
         hp = self.hparams
         z1, z2, _ = self.net(maps, targets.all_att)

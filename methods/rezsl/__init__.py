@@ -51,7 +51,7 @@ class ReZSL(OneMapMethod):
                 "remse-off": {"remse_p": 0.0, "remse_p2": 0.0}}
 
     def build_head(self, channels: int):
-        from methods.rezsl.model import AttentionHead
+        from zsl_bench_methods.rezsl.model import AttentionHead
 
         hp = self.hparams
         return AttentionHead(channels, self.attribute_embedding(), int(hp["mid"]), int(hp["hidden"]), hp["ratio"])
@@ -62,7 +62,7 @@ class ReZSL(OneMapMethod):
     def loss(self, out, y, seen_att):
         import torch.nn.functional as F
 
-        from methods.rezsl.model import remse_weights
+        from zsl_bench_methods.rezsl.model import remse_weights
 
         hp = self.hparams
         pred, target = out["attributes"].float(), seen_att[y]

@@ -57,7 +57,7 @@ class TransZero(AllClassMapMethod):
     profiles = {**{ds: {**COMMON, **p} for ds, p in PAPER.items()}, "synthetic": {**COMMON, **SYNTHETIC}}
 
     def build_net(self):
-        from methods.transzero.model import TransZeroNet
+        from zsl_bench_methods.transzero.model import TransZeroNet
 
         hp = self.hparams
         return TransZeroNet(self.task.input_shape[0], self.attribute_embedding(), hp["d"], hp["d_ff"], hp["dropout"],

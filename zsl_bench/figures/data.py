@@ -10,8 +10,9 @@ import numpy as np
 
 from zsl_bench.metrics import mean_std
 from zsl_bench.records import Predictions, RunRecord
+from zsl_bench.policies import HEADLINE_POLICY
 
-POLICY = "val"                   # figures show the headline policy
+POLICY = HEADLINE_POLICY         # figures show the headline policy
 
 
 def seen_unseen_data(pred: Predictions) -> dict:
@@ -38,7 +39,7 @@ def unseen_per_class_accuracy(pred: Predictions) -> tuple[np.ndarray, np.ndarray
     seen = np.asarray(pred.seen_class_mask, dtype=bool)
     unseen_cols = np.flatnonzero(~seen)
     rows = np.asarray(pred.unseen_sample_mask, dtype=bool)
-    scores = np.asarray(pred.scores("val", "T1")[0], dtype=np.float64)[rows][:, unseen_cols]
+    scores = np.asarray(pred.scores(POLICY, "T1")[0], dtype=np.float64)[rows][:, unseen_cols]
     predictions = unseen_cols[np.argmax(scores, axis=1)]
     acc = per_class_accuracy(pred.labels[rows], predictions, unseen_cols)
     return pred.class_ids[unseen_cols], pred.class_names[unseen_cols], acc

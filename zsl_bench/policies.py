@@ -1,11 +1,14 @@
-"""Selection policies and calibrations: which checkpoint and which γ a reported number comes from.
+"""Selection policies: which checkpoint and which γ a reported number comes from, read off a run's traces.
 
-A run records, for every checkpoint of its sweeps, the metrics under every calibration (`CALIBRATIONS`):
-the validation trace (mean over the validation folds) and the test trace. A selection policy is a named
-object that picks from those traces alone (`SelectionPolicy.targets`: per metric, a filter and a key
-maximised over the test trace), so a new policy's numbers can be computed from existing records without
-retraining (`metrics_from_traces`). The evaluator streams the same targets over the test sweep to keep
-the selected checkpoints' scores for predictions.npz (`Keeper`).
+A run records, for every checkpoint of its sweeps, the metrics under every calibration (traces.py): the
+validation trace (mean over the validation folds) and the test trace. A policy is a named object that picks
+from those traces alone (`SelectionPolicy.plan`: per table metric, a filter and a key maximised over the test
+trace). Policies are evaluations of a run, not part of it: a run's key leaves this module out
+(code_identity.READS_TRACES_ONLY), and every view — report, compare, MLflow, regress — reads a policy's
+numbers through `evaluate(record, policy)`, so a new or changed policy fills every table from existing runs.
+The evaluator streams the same plans over the test sweep to keep the selected checkpoints' scores
+(`Keeper`); a policy added later finds its scores where it selects a checkpoint some policy of the run's
+time kept (`scores_at`), and says what is missing where not.
 
 Policies (add one = one class and one line in POLICIES, in the order tables show them):
 - `val`    the headline: configuration, epoch and γ chosen on validation; γ in units of each image's score
@@ -23,67 +26,7 @@ from typing import Callable
 
 import numpy as np
 
-from zsl_bench.metrics import gzsl_accuracies, seen_unseen_curve
-from zsl_bench.protocol import spread_standardise
-
-GZSL_KEYS = ("U", "S", "H", "gamma")
-
-
-@dataclass(frozen=True)
-class Calibration:
-    """How γ is chosen for a checkpoint's GZSL numbers; `suffix` names its columns in a trace row."""
-    name: str
-    suffix: str
-    title: str
-
-
-CALIBRATIONS = {c.name: c for c in (
-    Calibration("best", "", "γ maximising H on these very scores (exact, raw or spread units, whichever is higher)"),
-    Calibration("zero", "_gamma0", "γ = 0 (no calibration)"),
-    Calibration("fixed", "_fixed", "γ = the method's default (raw score units)"),
-    Calibration("grid", "_grid", "γ maximising test H on the paper rule's grid (raw units, swept from 0)"),
-    Calibration("val", "_val", "γ of the checkpoint chosen on validation, in units of each image's score spread"),
-)}
-
-
-def gzsl_columns(calibration: str, u: float, s: float, h: float, gamma: float) -> dict:
-    sfx = CALIBRATIONS[calibration].suffix
-    return {f"U{sfx}": u, f"S{sfx}": s, f"H{sfx}": h, f"gamma{sfx}": gamma}
-
-
-def read_gzsl(row: dict, calibration: str) -> dict:
-    sfx = CALIBRATIONS[calibration].suffix
-    return {k: row.get(f"{k}{sfx}", math.nan) for k in GZSL_KEYS}
-
-
-def test_row(scores: np.ndarray, labels: np.ndarray, is_seen_class: np.ndarray, *, t1: float,
-             default_gamma: float, grid_step: float, val_gamma: float | None) -> dict:
-    """Every calibration's U/S/H/γ of one test checkpoint, and its AUSUC (raw scores, exact)."""
-    curve = seen_unseen_curve(scores, labels, is_seen_class)
-    z = spread_standardise(scores)
-    row = {"T1": t1, "AUSUC": curve.auc()}
-
-    def at(name, gamma, s=scores):
-        g = gzsl_accuracies(s, labels, is_seen_class, gamma)
-        row.update(gzsl_columns(name, g.U, g.S, g.H, float(gamma)))
-
-    # The test-best γ in both spaces a policy can calibrate in, so `oracle` bounds `val` from above too.
-    spread_curve = seen_unseen_curve(z, labels, is_seen_class)
-    spread_wins = spread_curve.H.max() > curve.H.max()
-    if spread_wins:
-        at("best", spread_curve.best_gamma(), z)
-    else:
-        at("best", curve.best_gamma())
-    row["space_best"] = "spread" if spread_wins else "raw"
-    at("zero", 0.0)
-    at("fixed", default_gamma)
-    at("grid", curve.best_gamma_on_grid(grid_step))
-    if val_gamma is None:
-        row.update(gzsl_columns("val", math.nan, math.nan, math.nan, math.nan))
-    else:
-        at("val", val_gamma, z)
-    return row
-
+from zsl_bench.traces import CALIBRATIONS, read_gzsl
 
 # ---- what a policy picks -------------------------------------------------------------------------------------
 
@@ -199,6 +142,7 @@ class Last(SelectionPolicy):
 POLICIES: dict[str, SelectionPolicy] = {p.name: p for p in (Val(), Paper(), Oracle(), Last())}
 SELECTION_POLICIES = tuple(POLICIES)      # the order tables show them in
 HEADLINE_POLICY = "val"
+COMPARISON_POLICIES = (HEADLINE_POLICY, "paper")   # comparisons.md: the headline beside each method's own rule
 METRIC_TARGETS = ("T1", "H", "AUSUC")
 
 
@@ -290,37 +234,84 @@ class Keeper:
         return out
 
 
-# ---- validation over several folds -------------------------------------------------------------------------
-
-def best_mean_gamma(curves: list) -> tuple[float, float, float, float]:
-    """(γ, mean U, mean S, mean H) at the γ maximising the folds' mean H (curves of spread-standardised
-    scores); among equal mean H the γ closest to 0; γ = 0 when every H is 0. One fold: its own best γ."""
-    from zsl_bench.metrics import harmonic_mean
-
-    candidates = np.unique(np.concatenate([c.gammas for c in curves] + [[0.0]]))
-    us = [c.at(candidates) for c in curves]
-    u = np.mean([x[0] for x in us], axis=0)
-    s = np.mean([x[1] for x in us], axis=0)
-    h = np.mean([harmonic_mean(*x) for x in us], axis=0)
-    if h.max() <= 0:
-        i = int(np.flatnonzero(candidates == 0.0)[0])
-    else:
-        best = np.flatnonzero(np.isclose(h, h.max(), rtol=0, atol=1e-12))
-        i = int(best[np.argmin(np.abs(candidates[best]))])
-    return float(candidates[i]), float(u[i]), float(s[i]), float(h[i])
+def gamma_space(plan: Plan, h_row: dict) -> str:
+    """The units γ applies in for a plan's H: "spread" (each image's score spread, protocol.spread_standardise)
+    for `val`, and for the test-best calibration where that space won on this row; else "raw"."""
+    spread = plan.calibration == "val" or (plan.calibration == "best" and h_row.get("space_best") == "spread")
+    return "spread" if spread else "raw"
 
 
-def mean_over_folds(fold_rows: dict[int, list[dict]], curves: dict[tuple, list]) -> list[dict]:
-    """The validation trace selection reads: per checkpoint, T1 and AUSUC averaged over the folds, and U, S,
-    H at the γ that maximises the mean H (`best_mean_gamma`). `curves[(config_id, epoch)]`: one per fold."""
-    by_point = [{(x["config_id"], x["epoch"]): x for x in rows} for rows in fold_rows.values()]
-    out = []
-    for r in next(iter(fold_rows.values())):
-        point = (r["config_id"], r["epoch"])
-        per_fold = [rows[point] for rows in by_point]
-        gamma, u, s, h = best_mean_gamma(curves[point])
-        out.append({"config_id": r["config_id"], "epoch": r["epoch"], "folds": len(per_fold),
-                    **{k: float(np.mean([x[k] for x in per_fold])) for k in ("T1", "AUSUC", "U_gamma0", "S_gamma0",
-                                                                           "H_gamma0")},
-                    "U": u, "S": s, "H": h, "gamma": gamma})
+# ---- every view's one way to a policy's numbers ---------------------------------------------------------------
+
+def context_of(record) -> RunContext:
+    """What a policy may read of a run record besides its test trace."""
+    from zsl_bench.method import PaperRule
+
+    rule = record["method_info"].get("paper_rule")
+    return RunContext(validation=record["traces"]["validation"], selection_metric=record["config"]["selection_metric"],
+                      folds=tuple(record["config"]["folds"]), paper_rule=PaperRule(**rule) if rule else None)
+
+
+def evaluate(record, policy: str) -> dict | None:
+    """The record entry of `policy` (metrics as fractions, the checkpoint of each metric, how it was selected,
+    γ's units) computed from the run's recorded traces with the policy as it is now; None where the policy does
+    not apply (e.g. `paper` for a method without a paper rule). Raises KeyError for an unknown policy."""
+    cache = getattr(record, "__dict__", {}).setdefault("evaluated_policies", {})   # RunRecord: once per read
+    if policy not in cache:
+        plan = POLICIES[policy].plan(context_of(record))
+        picked = pick_rows(plan, record["traces"]["test"]) if plan else None
+        if picked is None:
+            cache[policy] = None
+        else:
+            rows = {m: row for m, (i, row) in picked.items()}
+            cache[policy] = {**selection_entry(plan, rows), "gamma_space": gamma_space(plan, rows["H"])}
+    return cache[policy]
+
+
+def missing_traces(record) -> list[str]:
+    """The traces a policy needs that `record` lacks (a record of an older format): views name them."""
+    traces = record.get("traces") or {}
+    return [f"traces.{k}" for k in ("validation", "test") if not traces.get(k)]
+
+
+def kept_checkpoints(record) -> dict[tuple[str, tuple], str]:
+    """Which test scores the run kept, by what they are and where: ("raw" | "zsl", (config_id, epoch)) → the
+    predictions.npz array. The run kept its time's policies' picks (the record's `selection`)."""
+    out = {}
+    for name, entry in (record.get("selection") or {}).items():
+        points = {m: (p["config_id"], p["epoch"]) for m, p in entry.get("points", {}).items()}
+        for metric, point in points.items():
+            own = f"scores_{name}_{metric}" if metric != "H" and points[metric] != points.get("H") else f"scores_{name}"
+            out.setdefault(("raw", point), own)
+        if "T1" in points:
+            out.setdefault(("zsl", points["T1"]), f"scores_zsl_{name}")
     return out
+
+
+def scores_at(record, arrays: dict, policy: str, metric: str) -> tuple[np.ndarray, float]:
+    """(scores, γ) with which `policy` reaches its `metric` on this run, from predictions.npz's `arrays`: T1 from
+    the ZSL scorer's matrix when the method has one; H in the units its γ applies in, so argmax(scores − γ ·
+    seen) is its prediction; AUSUC from raw scores. A policy newer than the run finds the scores wherever a
+    policy of the run's time kept that checkpoint; elsewhere a DataError says which checkpoint is missing."""
+    from zsl_bench.io import DataError
+    from zsl_bench.protocol import spread_standardise
+
+    entry = evaluate(record, policy)
+    if entry is None:
+        raise DataError(f"policy {policy!r} does not apply to this run")
+    point = (entry["points"][metric]["config_id"], entry["points"][metric]["epoch"])
+    kept = kept_checkpoints(record)
+    name = (kept.get(("zsl", point)) if metric == "T1" else None)
+    if name not in arrays:
+        name = kept.get(("raw", point))
+    if name not in arrays:
+        raise DataError(f"{record.get('_folder', 'this run')}: no test scores kept at the checkpoint {policy!r} "
+                        f"selects for {metric} (configuration {point[0]}, epoch {point[1]}): the run predates the "
+                        "policy; its numbers come from the traces, its intervals need the run redone")
+    scores = arrays[name]
+    if metric == "T1" and name.startswith("scores_zsl_"):
+        return scores, 0.0
+    if metric == "H":
+        gamma = float(entry["metrics"]["gamma"])
+        return (spread_standardise(scores) if entry["gamma_space"] == "spread" else scores), gamma
+    return scores, 0.0
