@@ -55,7 +55,7 @@ def method_step(name: str, device, precision: str, smoke: bool):
     """(one training step as a function of nothing, its batch size) for the method `name`."""
     import torch
 
-    from zsl_bench.blocks import AllClassMapMethod, AllClassTargets, OneMapMethod
+    from zsl_bench.map_families import AllClassMapMethod, AllClassTargets, OneMapMethod
     from zsl_bench.method import ClassSemantics, FitContext, Task, TrainSettings
     from zsl_bench.training import TrainLoop
 
@@ -101,14 +101,14 @@ def method_step(name: str, device, precision: str, smoke: bool):
     if isinstance(m, AllClassMapMethod):
         sem = lambda rows: ClassSemantics(semantics.class_ids[rows], semantics.att[rows], semantics.original[rows])  # noqa: E731
         targets = AllClassTargets.build(m, sem(slice(0, seen)), sem(slice(seen, None)), hp["logit_offset"])
-        from zsl_bench.blocks import make_optimizer
+        from zsl_bench.torch_methods import make_optimizer
 
         opt = make_optimizer(hp["optimizer"], [p for p in m.net.parameters() if p.requires_grad], hp["lr"],
                              hp["weight_decay"], hp["momentum"])
         loop = TrainLoop(ctx, m.net, opt, device=device)
         return (lambda: loop.step(opt, lambda part: m.loss(x[part], y[part], targets), batch)), batch
     # Mg-MRN: its official update, one step per branch on a fresh forward
-    from zsl_bench.blocks import make_optimizer
+    from zsl_bench.torch_methods import make_optimizer
 
     opt = make_optimizer(hp["optimizer"], m.net.parameters(), hp["lr"], hp["weight_decay"], hp["momentum"])
     loop = TrainLoop(ctx, m.net, opt, device=device)

@@ -81,7 +81,7 @@ def plain_transzero(method, train, ctx) -> None:
 
 def plain_mgmrn(method, train, ctx) -> None:
     """MgMRN.fit (maps mode, sequential update) before the shared loop."""
-    from zsl_bench.blocks import class_balanced_batches, make_optimizer, torch_generator
+    from zsl_bench.torch_methods import class_balanced_batches, make_optimizer, torch_generator
 
     hp = method.hparams
     torch_generator(ctx.seed)

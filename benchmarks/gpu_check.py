@@ -41,7 +41,7 @@ HERE = Path(__file__).resolve().parent
 def mgmrn_image(device, arch: str, size: int, precision: str, seed: int = 0, width: float = 1.0):
     """(net, loop, one-batch update, stream) of Mg-MRN image mode through the shared loop."""
     from zsl_bench_methods.mgmrn.model import MgMRNHead
-    from zsl_bench.blocks import level_backbone
+    from zsl_bench.torch_methods import level_backbone
     from zsl_bench.method import FitContext, TrainSettings
     from zsl_bench.training import BatchStream, TrainLoop
 

@@ -4,19 +4,16 @@ from __future__ import annotations
 import sys
 
 from zsl_bench.errors import guarded
+from zsl_bench.import_log import log_imports
 from zsl_bench.params import load_params
 from zsl_bench.paths import ProjectPaths
-from zsl_bench.import_log import forget_imports_since, log_imports
 
 
 def run_stage(fn, *args) -> None:
     """Call a stage with the project's params under zsl_bench.errors' policy (user errors: one line, exit 2)."""
     def call():
         paths = ProjectPaths.here()
-        checked_from = set(sys.modules)
-        params = load_params(paths)
-        forget_imports_since(checked_from)   # tests only: see zsl_bench.import_log
-        fn(*args, params, paths)
+        fn(*args, load_params(paths), paths)
 
     code = guarded(f"stage {fn.__name__}", call)
     log_imports(fn.__name__, args)

@@ -67,7 +67,24 @@ def pipeline_checkout(root: Path) -> Path:
         shutil.copy(REPO / f, root)
     for sub in ("pipelines", "zsl_bench", "methods"):
         shutil.copytree(REPO / sub, root / sub, ignore=shutil.ignore_patterns("__pycache__"))
+    # The copied folders under the names pip installs them as (pyproject.toml's package-dir), so that a process
+    # with checkout_env(root) imports this checkout's code, not the editable install's.
+    names = checkout_imports(root)
+    names.mkdir(exist_ok=True)
+    for name, folder in (("zsl_bench", "zsl_bench"), ("zsl_bench_methods", "methods"), ("zsl_bench_pipelines", "pipelines")):
+        (names / name).symlink_to(root / folder, target_is_directory=True)
     return root
+
+
+def checkout_imports(root: Path) -> Path:
+    return root.parent / f"{root.name}-imports"
+
+
+def checkout_env(root: Path, *more_paths) -> dict:
+    """os.environ for a process that runs a `pipeline_checkout` copy's code (with `more_paths` on PYTHONPATH)."""
+    import os
+
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(checkout_imports(root)), *map(str, more_paths)])}
 
 
 def copy_project(src: Path, dst: Path) -> Path:

@@ -9,7 +9,7 @@ from zsl_bench_methods.gemzsl.model import GEMHead, attribute_decorrelation, com
 from zsl_bench_methods.msdn.model import MSDNNet, distillation
 from zsl_bench_methods.rezsl.model import AttentionHead, remse_weights
 from tests.test_region_methods import one_step_lowers
-from zsl_bench.blocks import AllClassTargets, attribute_groups_by_name
+from zsl_bench.map_families import AllClassTargets, attribute_groups_by_name
 from zsl_bench.method import ClassSemantics, Task
 from zsl_bench.registry import get_method
 

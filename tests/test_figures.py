@@ -8,7 +8,7 @@ import torch
 
 from zsl_bench.protocol import spread_standardise
 from zsl_bench import figures, model_views
-from zsl_bench.blocks import attribute_weighted_attention
+from zsl_bench.map_families import attribute_weighted_attention
 from zsl_bench.figures import data as fdata, plots, style
 from zsl_bench.metrics import seen_unseen_curve, zsl_top1
 from zsl_bench.records import RunRecord

@@ -212,7 +212,7 @@ def test_params_check_the_launch_section(tmp_path, launch, message):
     params["launch"] = launch
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     with pytest.raises(ConfigError, match=f"^{tmp_path / 'params.yaml'}: {message}"):
-        load_params(ProjectPaths(tmp_path), check_methods=False)
+        load_params(ProjectPaths(tmp_path))
 
 
 def test_ablate_workers_moved_to_launch(tmp_path):
@@ -228,11 +228,11 @@ def test_ablate_workers_moved_to_launch(tmp_path):
     params = yaml.safe_load((tmp_path / "params.yaml").read_text())
     del params["launch"]
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    assert launch_settings(load_params(ProjectPaths(tmp_path), check_methods=False))["launcher"] == "local"
+    assert launch_settings(load_params(ProjectPaths(tmp_path)))["launcher"] == "local"
     params["ablate"]["workers"] = 2
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     with pytest.raises(ConfigError, match="unknown key ablate.workers; allowed: method, variants, seeds"):
-        load_params(ProjectPaths(tmp_path), check_methods=False)
+        load_params(ProjectPaths(tmp_path))
 
 
 def test_the_defaults_in_code_are_params_yaml_s():

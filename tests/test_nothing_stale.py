@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import REPO, pipeline_checkout
+from tests.conftest import REPO, checkout_env, pipeline_checkout
 from zsl_bench import regress
 from zsl_bench.method import Method
 from zsl_bench.registry import _REGISTRY, register_method
-from zsl_bench.runner import RUN_LIBRARY, RunRequest, code_fingerprint, execute
+from zsl_bench.runner import RunRequest, code_fingerprint, execute
 
 PLUGIN = '''
 import numpy as np
@@ -53,6 +53,7 @@ def load_plugin(folder, target: str) -> type[Method]:
 
 
 def test_changing_a_methods_code_changes_its_runs_identity_and_the_run_is_not_reused(project_copy, tmp_path):
+    from zsl_bench.code_identity import changed_modules
     from zsl_bench.paths import ProjectPaths
     from zsl_bench.records import RunRecord
 
@@ -62,12 +63,11 @@ def test_changing_a_methods_code_changes_its_runs_identity_and_the_run_is_not_re
     first = execute(request, paths, progress=False)
     assert execute(request, paths, progress=False) == first, "same code, same everything: reused"
     after = load_plugin(tmp_path, "2.0 * train.semantics.att[train.y] - 0.5")   # the method's code changed
-    assert code_fingerprint(after)["method"] != code_before["method"]
-    assert code_fingerprint(after)["library"] == code_before["library"]
+    assert changed_modules(code_before, code_fingerprint(after)) == [(tmp_path / "ridge_plugin.py").as_posix()]
     second = execute(request, paths, progress=False)
     assert second != first and second.parent == first.parent
     old, new = RunRecord.read(first), RunRecord.read(second)
-    assert old["code"]["method"] != new["code"]["method"]
+    assert changed_modules(old["code"], new["code"]) == [(tmp_path / "ridge_plugin.py").as_posix()]
     assert old.metrics("val") != new.metrics("val"), "the new code's numbers, not the old run's"
 
 
@@ -75,17 +75,71 @@ def test_variants_share_their_base_methods_code():
     from zsl_bench.registry import get_method
 
     assert code_fingerprint(get_method("mgmrn.levels1")) == code_fingerprint(get_method("mgmrn"))
-    assert code_fingerprint(get_method("mgmrn"))["method"] != code_fingerprint(get_method("dazle"))["method"]
+    assert code_fingerprint(get_method("mgmrn")) != code_fingerprint(get_method("dazle"))
 
 
-def test_run_library_is_the_train_stages_code():
-    """RUN_LIBRARY (what run keys hash) and the train stage's deps in dvc.yaml name the same library files."""
+def test_the_train_and_ablate_stages_deps_are_the_code_their_runs_hash():
+    """dvc.yaml's code deps of the stages that run methods come from code_identity.stage_code, the closure
+    run keys hash (`python scripts/dvc_deps.py` rewrites them)."""
     import yaml
 
-    deps = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["train"]["do"]["deps"]
-    library = {d for d in deps if d.startswith("zsl_bench/")} - {"zsl_bench/stages.py", "zsl_bench/paths.py",
-                                                                  "zsl_bench/launchers.py"}
-    assert library == set(RUN_LIBRARY)
+    from zsl_bench.code_identity import stage_code
+
+    stages_ = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    for stage in ("train", "ablate"):
+        deps = stages_[stage]["do"]["deps"]
+        listed = sorted(d for d in deps if d.startswith(("zsl_bench/", "pipelines/")))
+        expected = stage_code(f"zsl_bench_pipelines.{stage}")
+        assert listed == expected, (f"dvc.yaml {stage}: run `python scripts/dvc_deps.py` (missing "
+                                    f"{sorted(set(expected) - set(listed))}, extra {sorted(set(listed) - set(expected))})")
+        assert "methods" in deps or "methods/${ablate.method}" in deps
+
+
+@pytest.fixture
+def source_copy(tmp_path, monkeypatch):
+    """The project's source folders copied to tmp_path, with code_identity reading them there."""
+    from zsl_bench import code_identity
+
+    for sub in ("zsl_bench", "methods", "pipelines"):
+        shutil.copytree(REPO / sub, tmp_path / sub, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(code_identity, "ROOT", tmp_path)
+    return tmp_path
+
+
+def _keys_now() -> dict[str, str]:
+    """The code part of every registered method's run key, read from the source as it is now."""
+    from zsl_bench.records import run_key
+    from zsl_bench.registry import available_methods, get_method
+
+    return {m: run_key(code_fingerprint(get_method(m))) for m in available_methods()}
+
+
+def test_a_docstring_or_comment_edit_rekeys_nothing_a_policy_retrains_nothing(source_copy):
+    before = _keys_now()
+    provenance = source_copy / "zsl_bench" / "provenance.py"
+    text = provenance.read_text()
+    start = text.index('"""') + 3
+    provenance.write_text(text[:start] + "Reworded. " + text[start:] + "\n# a comment at the end\n")
+    blocks = source_copy / "zsl_bench" / "map_families.py"
+    blocks.write_text(blocks.read_text().replace("\n\n\n", "\n\n\n# a comment between definitions\n\n\n", 1))
+    policies = source_copy / "zsl_bench" / "policies.py"   # a new policy: executed by runs, part of no key
+    policies.write_text(policies.read_text() + "\n\nclass Newest(Last):\n    name = 'newest'\n")
+    assert _keys_now() == before
+
+
+def test_a_one_character_change_rekeys_exactly_the_runs_that_import_the_module(source_copy):
+    from zsl_bench.code_identity import run_modules
+    from zsl_bench.registry import available_methods, get_method
+
+    before = _keys_now()
+    blocks = source_copy / "zsl_bench" / "map_families.py"
+    text = blocks.read_text()
+    i = text.index("1e-300")   # a constant in executed code: one character changes
+    blocks.write_text(text[:i] + "1e-301" + text[i + 6:])
+    after = _keys_now()
+    importers = {m for m in available_methods() if "zsl_bench.map_families" in run_modules(get_method(m).__module__)}
+    assert {m for m in before if before[m] != after[m]} == importers
+    assert {"dazle", "transzero", "mgmrn"} <= importers and not importers & {"eszsl", "sae", "ale", "fclswgan"}
 
 
 def test_regress_reads_only_the_runs_of_this_code(trained_project, tmp_path):
@@ -104,7 +158,8 @@ def test_regress_reads_only_the_runs_of_this_code(trained_project, tmp_path):
     record["run_key"] = "0000000000000000"
     when = json.loads((stale / "provenance.json").read_text())
     (stale / "provenance.json").write_text(json.dumps({**when, "created_unix": when["created_unix"] + 1e6}))
-    record["selection"]["val"]["metrics"]["H"] = 0.99
+    for row in record["traces"]["test"]:   # numbers no current run has: seen if the stale folder were read
+        row.update({k: 0.99 for k in row if k.startswith(("H", "T1"))})
     (stale / "record.json").write_text(json.dumps(record))
     code, text = regress.regress(repo, trained_project, progress=False)
     assert code == 0 and "all numbers within tolerance" in text, text
@@ -289,8 +344,8 @@ def test_a_method_code_change_moves_every_view(tmp_path):
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     (root / "regress").mkdir()
     shutil.copy(root / "params.yaml", root / "regress" / "params.yaml")
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "HOME": str(tmp_path),
-           "PYTHONPATH": str(site.parent), "MLFLOW_TRACKING_URI": ""}
+    env = {**checkout_env(root, site.parent), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+           "HOME": str(tmp_path), "MLFLOW_TRACKING_URI": ""}
 
     def sh(*cmd, ok=(0,)):
         out = subprocess.run(cmd, cwd=root, capture_output=True, text=True, env=env, timeout=900)

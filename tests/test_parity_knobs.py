@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from zsl_bench_methods.mgmrn.model import SCAM, MgMRNHead
-from zsl_bench.blocks import AllClassMapMethod
+from zsl_bench.map_families import AllClassMapMethod
 from zsl_bench.method import ClassSemantics, FitContext, Task, TrainData
 from zsl_bench.registry import get_method
 

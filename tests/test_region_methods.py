@@ -8,7 +8,7 @@ from zsl_bench_methods.transzero.model import AttributeDecoder, BatchDropout, Dr
 from zsl_bench.io import ConfigError
 from zsl_bench.method import ClassSemantics, Task
 from zsl_bench.registry import get_method
-from zsl_bench.blocks import AllClassTargets
+from zsl_bench.map_families import AllClassTargets
 
 A, DV = 12, 20   # attributes, word-vector size
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO, SHARED_METADATA, pipeline_checkout
+from tests.conftest import REPO, SHARED_METADATA, checkout_env, pipeline_checkout
 from tests.httpserver import FileServer
 from tests.real_layouts import metadata_archives, release_from_metadata, xlsa17_zip
 
@@ -53,7 +53,7 @@ def test_the_release_only_quick_start_runs_dvc_repro_end_to_end(tmp_path):
         for ds in params["datasets"]:
             params["sources"][ds]["mirror"] = server.url   # stands in for the authors' host (no internet here)
         (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "HOME": str(tmp_path)}
+        env = {**checkout_env(root), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "HOME": str(tmp_path)}
         for cmd in (["git", "init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"],
                     [sys.executable, "-m", "dvc", "repro"]):
             out = subprocess.run(cmd, cwd=root, capture_output=True, text=True, env=env, timeout=1800)

@@ -39,9 +39,9 @@ def test_the_configured_uri_comes_from_params_yaml(tmp_path):
     assert tracking.configured_uri({"tracking": {"uri": "sqlite:////abs/m.db"}}, paths) == "sqlite:////abs/m.db"
     write_params(tmp_path)   # the tests' params.yaml, whatever the schema requires today
     params = yaml.safe_load((tmp_path / "params.yaml").read_text())
-    validate({**params, **server}, tmp_path / "params.yaml", check_methods=False)
+    validate({**params, **server}, tmp_path / "params.yaml")
     with pytest.raises(ConfigError, match="tracking.uri must be str or null"):
-        validate({**params, "tracking": {"mlflow": True, "uri": 5000}}, tmp_path / "params.yaml", check_methods=False)
+        validate({**params, "tracking": {"mlflow": True, "uri": 5000}}, tmp_path / "params.yaml")
 
 
 def test_an_unreachable_server_is_one_line_naming_it(tmp_path, monkeypatch):

@@ -175,7 +175,7 @@ def _compare(args) -> int:
     for name in args.methods:
         get_method(name)   # an unknown name stops here, naming the registered ones
     paths = ProjectPaths.here()
-    params = load_params(paths, check_methods=False) if (paths.root / "params.yaml").is_file() else {}
+    params = load_params(paths) if (paths.root / "params.yaml").is_file() else {}
     if args.dataset and params and args.dataset not in params["datasets"]:
         raise ConfigError(f"unknown dataset {args.dataset!r}: params.yaml's datasets are "
                           f"{', '.join(params['datasets'])}")

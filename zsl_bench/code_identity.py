@@ -59,9 +59,19 @@ def _is_package(name: str) -> bool:
     return f is not None and f.name == "__init__.py"
 
 
-@lru_cache(maxsize=None)
+def _stamp(path: Path) -> tuple:
+    """A file's identity for the caches below: an edited file is read again (a long-lived process, a notebook)."""
+    s = Path(path).stat()
+    return str(path), s.st_mtime_ns, s.st_size
+
+
 def _tree(path: Path) -> ast.Module:
-    return ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    return _parsed(_stamp(path))
+
+
+@lru_cache(maxsize=None)
+def _parsed(stamp: tuple) -> ast.Module:
+    return ast.parse(Path(stamp[0]).read_text(encoding="utf-8"), filename=stamp[0])
 
 
 def direct_imports(name: str, path: Path | None = None) -> set[str]:
@@ -130,10 +140,14 @@ def _canonical(node) -> str:
     return repr(node)
 
 
-@lru_cache(maxsize=None)
 def meaning_digest(path: Path) -> str:
     """A digest of what a Python file does: its syntax tree without docstrings or comments."""
-    tree = _DropDocstrings().visit(ast.parse(Path(path).read_text(encoding="utf-8")))
+    return _digest(_stamp(path))
+
+
+@lru_cache(maxsize=None)
+def _digest(stamp: tuple) -> str:
+    tree = _DropDocstrings().visit(ast.parse(Path(stamp[0]).read_text(encoding="utf-8")))
     return hashlib.sha256(_canonical(tree).encode()).hexdigest()[:16]
 
 
@@ -172,3 +186,13 @@ def changed_modules(old: dict, new: dict) -> list[str]:
     """Which files differ between two `run_code` results (added, removed or changed)."""
     a, b = old.get("modules", {}), new.get("modules", {})
     return sorted(f for f in set(a) | set(b) if a.get(f) != b.get(f))
+
+
+def stage_code(stage_module: str) -> list[str]:
+    """The project files a compute stage that runs methods (train, ablate) executes: the static closure of its
+    entry module and of every registered method shipped here, less READS_TRACES_ONLY; the methods' own files
+    are dvc.yaml's `methods` folder. dvc.yaml lists exactly these (a test checks), so the stage's deps and
+    its runs' keys come from the same function."""
+    methods = submodules("zsl_bench_methods")
+    return [f for f in files_of(closure(stage_module, *methods, skip=READS_TRACES_ONLY))
+            if not f.startswith(PACKAGES["zsl_bench_methods"] + "/")]

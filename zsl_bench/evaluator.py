@@ -26,13 +26,12 @@ from zsl_bench.journal import RunJournal
 from zsl_bench.method import ZSL_SCORER, ClassSemantics, FitContext, Method, Task, TrainData, TrainSettings
 from zsl_bench import model_views
 from zsl_bench.metrics import gzsl_accuracies, seen_unseen_curve, zsl_top1
-from zsl_bench.protocol import Phase, spread_standardise, test_phase, validation_phase
+from zsl_bench.protocol import SELECTION_METRICS, Phase, search_mode, spread_standardise, test_phase, validation_phase
 from zsl_bench.policies import HEADLINE_POLICY, POLICIES, Keeper, RunContext, gamma_space, selection_entry
 from zsl_bench.traces import mean_over_folds, test_row
 from zsl_bench.runtime import seed_hash
 from zsl_bench.training import Distributed
 
-SELECTION_METRICS = ("H", "T1", "AUSUC")
 # which feature-store arrays a method reads: vectors whole, maps through a lazy view
 
 
@@ -83,15 +82,6 @@ class RunOutput:
     parameters: dict                        # model_views.parameters of the val-selected model
     views: dict | None = None               # model_views.attention_views of it (views.npz), if any
     score_variants: dict[str, "RunOutput"] = field(default_factory=dict)
-
-
-def search_mode(search) -> str:
-    """`train.search`: "grid" (True), "none" (False) or "random:N"."""
-    if search is True or search is False:
-        return "grid" if search else "none"
-    if search in ("grid", "none") or (isinstance(search, str) and re.fullmatch(r"random:[1-9]\d*", search)):
-        return search
-    raise ConfigError(f"train.search must be grid, none or random:N (N ≥ 1), not {search!r}")
 
 
 def random_configs(default: dict, space: dict[str, list], n: int) -> list[dict]:

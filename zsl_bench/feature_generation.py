@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from zsl_bench.blocks import TorchMethod, torch_generator
+from zsl_bench.torch_methods import TorchMethod, torch_generator
 from zsl_bench.method import PARAMETER_COUNT, ZSL_SCORER, ClassSemantics, FitContext, TrainData
 from zsl_bench.training import BatchStream, TrainLoop, epoch_checkpoints
 

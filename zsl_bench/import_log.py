@@ -7,19 +7,6 @@ import os
 IMPORT_LOG_ENV = "ZSL_BENCH_IMPORT_LOG"   # tests: the project files each stage process imported
 
 
-def forget_imports_since(before: set[str]) -> None:
-    """With ZSL_BENCH_IMPORT_LOG set: drop this project's modules imported since `before` (the params.yaml
-    check imports every method and data source to validate them), so that the log shows what the stage's
-    own work imports. Without the variable: nothing."""
-    import sys
-
-    if not os.environ.get(IMPORT_LOG_ENV):
-        return
-    for name in [m for m in sys.modules if m not in before]:
-        if name.split(".")[0] in ("zsl_bench", "methods", "pipelines"):
-            del sys.modules[name]
-
-
 def log_imports(stage: str, args) -> None:
     """With ZSL_BENCH_IMPORT_LOG set: append one JSON line naming the stage, its arguments and every file
     of this project the process imported (tests/test_pipeline.py checks them against dvc.yaml's deps)."""

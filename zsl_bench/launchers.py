@@ -19,12 +19,12 @@ from pathlib import Path
 import submitit
 
 from zsl_bench.io import ConfigError, DataError
+from zsl_bench.params import CLUSTERS, LAUNCHER_NAMES   # params.yaml's check reads them there, without submitit
 
 # params.yaml's `launch` section as it is when the file has none (keep equal to params.yaml's defaults).
 SLURM_DEFAULTS = {"partition": None, "timeout_min": 720, "gpus_per_node": 1, "cpus_per_task": 8, "mem_gb": 32,
                   "array_parallelism": 32, "cluster": None, "folder": ".submitit"}
 DEFAULTS = {"launcher": "local", "workers": None, "gpus": None, "slurm": SLURM_DEFAULTS}
-CLUSTERS = (None, "slurm", "local", "debug")   # launch.slurm.cluster: null = submitit's choice
 RUN_STARTED = "zsl-bench job:"                  # first line a Slurm job prints (tests wait for it)
 
 
@@ -329,6 +329,7 @@ def slurm(jobs: list[Job], settings: dict, progress: bool = True, desc: str = "r
 
 
 LAUNCHERS = {"local": local, "multi_gpu": multi_gpu, "slurm": slurm}
+assert tuple(LAUNCHERS) == LAUNCHER_NAMES, "a launcher is added here and named in params.LAUNCHER_NAMES"
 
 
 if __name__ == "__main__":

@@ -333,18 +333,6 @@ class Method:
         raise NotImplementedError
 
 
-def method_overrides(params: dict, method: str, dataset: str) -> dict:
-    """What params.yaml sets for a method (its base name for a variant) on a dataset: {"hparams": overrides
-    of its defaults, "search_space": a grid replacing its own, or None}, from `methods.<name>.hparams|
-    search_space.<dataset>`, else their ANY_DATASET entry."""
-    body = (params.get("methods") or {}).get(method.split(".")[0]) or {}
-
-    def pick(by_dataset):
-        return by_dataset.get(dataset, by_dataset.get(ANY_DATASET)) if by_dataset else None
-
-    return {"hparams": dict(pick(body.get("hparams")) or {}), "search_space": pick(body.get("search_space"))}
-
-
 def l2_normalise_rows(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     """Rows scaled to unit norm; all-zero rows stay zero (SUN's `man-made` word vector is 0)."""
     norm = np.linalg.norm(x, axis=1, keepdims=True)

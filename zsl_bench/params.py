@@ -12,7 +12,13 @@ from dataclasses import MISSING, fields
 from pathlib import Path
 
 from zsl_bench.io import ConfigError
+from zsl_bench.method import ANY_DATASET
 from zsl_bench.paths import ProjectPaths
+
+# Value sets of settings whose machinery is heavy to import (submitit, torch): declared here, where the
+# check reads them; launchers.py checks its table against LAUNCHER_NAMES.
+LAUNCHER_NAMES = ("local", "multi_gpu", "slurm")
+CLUSTERS = (None, "slurm", "local", "debug")   # launch.slurm.cluster: null = submitit's choice
 
 
 NONE = type(None)
@@ -87,8 +93,10 @@ def _check(value, spec, where: str, file: Path) -> None:
             raise ConfigError(f"{file}: {where} must be {names}, not {value!r}")
 
 
-def validate(params: dict, file: Path, check_methods: bool = True) -> dict:
-    """Check the whole file against the schemas; returns `params` unchanged."""
+def validate(params: dict, file: Path) -> dict:
+    """Check the whole file against the schemas, without importing any method or machinery (method names
+    against the entry points' names; each method's hyperparameter names are checked by the stages that run
+    it, `check_method_settings`); returns `params` unchanged."""
     from zsl_bench.data import available_sources, source_module
 
     schemas = _schemas()
@@ -133,7 +141,7 @@ def validate(params: dict, file: Path, check_methods: bool = True) -> dict:
         if negative:
             raise ConfigError(f"{file}: {where}.seeds must be non-negative integers (a run's slot is "
                               f"seed<k>), not {negative}")
-    from zsl_bench.evaluator import SELECTION_METRICS, search_mode
+    from zsl_bench.protocol import SELECTION_METRICS, search_mode
 
     folds = params["train"]["folds"]
     if folds != "auto" and not (isinstance(folds, list) and folds and all(isinstance(k, int) and not isinstance(k, bool)
@@ -156,17 +164,14 @@ def validate(params: dict, file: Path, check_methods: bool = True) -> dict:
                           f"not {params['train']['selection_metric']!r}")
     for name, body in (params.get("methods") or {}).items():
         _check(body, schemas["method"], f"methods.{name}", file)
-    if check_methods:
-        _check_methods(params, file)
+    _check_method_names(params, file)
     return params
 
 
 def _check_launch(launch: dict, file: Path) -> None:
     """`launch`: a registered launcher, a positive worker count, a cluster submitit knows (zsl_bench/launchers.py)."""
-    from zsl_bench.launchers import CLUSTERS, LAUNCHERS
-
-    if "launcher" in launch and launch["launcher"] not in LAUNCHERS:
-        raise ConfigError(f"{file}: launch.launcher must be one of {', '.join(LAUNCHERS)}, not {launch['launcher']!r}")
+    if "launcher" in launch and launch["launcher"] not in LAUNCHER_NAMES:
+        raise ConfigError(f"{file}: launch.launcher must be one of {', '.join(LAUNCHER_NAMES)}, not {launch['launcher']!r}")
     if launch.get("workers") is not None and launch["workers"] < 1:
         raise ConfigError(f"{file}: launch.workers must be a positive number of parallel runs or null (one per "
                           f"core), not {launch['workers']!r}")
@@ -183,24 +188,45 @@ def _check_launch(launch: dict, file: Path) -> None:
             raise ConfigError(f"{file}: launch.slurm.{key} must be {'≥ 0' if least == 0 else '> 0'}, not {slurm[key]!r}")
 
 
-def _check_methods(params: dict, file: Path) -> None:
-    """Every method named exists, has a `methods.<name>` entry (dvc.yaml tracks it per stage), and its
-    overrides and grid name only hyperparameters it has, for every configured dataset."""
-    from zsl_bench.method import method_overrides
-    from zsl_bench.registry import available_methods, get_method
-
-    names = list(params["train"]["methods"])
+def _configured_methods(params: dict) -> list[str]:
     ablate = params.get("ablate") or {}
-    if ablate.get("method"):
-        names.append(ablate["method"])
-    for name in names:
+    return list(params["train"]["methods"]) + ([ablate["method"]] if ablate.get("method") else [])
+
+
+def _check_method_names(params: dict, file: Path) -> None:
+    """Every method named is registered (by its entry point's name: nothing imported) and has a
+    `methods.<name>` entry (dvc.yaml tracks it per stage)."""
+    from importlib.metadata import entry_points
+
+    registered = sorted(ep.name for ep in entry_points(group="zsl_bench.methods"))
+    for name in _configured_methods(params):
+        if name not in registered and not _registered_at_runtime(name):
+            raise ConfigError(f"{file}: train.methods: unknown method {name!r}; available: {', '.join(registered)}")
+        if name not in (params.get("methods") or {}):
+            raise ConfigError(f"{file}: missing methods.{name} (write `{name}: {{}}` under `methods:` to use its "
+                              f"defaults); methods: {', '.join(registered)}")
+
+
+def _registered_at_runtime(name: str) -> bool:
+    """A method registered in this process without an entry point (tests, notebooks: register_method)."""
+    import sys
+
+    registry = sys.modules.get("zsl_bench.registry")
+    return bool(registry) and name in getattr(registry, "_REGISTRY", {})
+
+
+def check_method_settings(params: dict, file: Path | str = "params.yaml") -> None:
+    """Each configured method's overrides and grid name only hyperparameters it has, for every configured
+    dataset, and every ablation variant exists: run by the stages that run methods, before any run starts
+    (it imports the method plugins)."""
+    from zsl_bench.registry import get_method
+
+    ablate = params.get("ablate") or {}
+    for name in _configured_methods(params):
         try:
             cls = get_method(name)
         except ConfigError as e:
             raise ConfigError(f"{file}: train.methods: {e}") from None
-        if name not in (params.get("methods") or {}):
-            raise ConfigError(f"{file}: missing methods.{name} (write `{name}: {{}}` under `methods:` to use its "
-                              f"defaults); methods: {', '.join(available_methods())}")
         for ds in params["datasets"]:
             try:
                 overrides = method_overrides(params, name, ds)
@@ -218,7 +244,19 @@ def _check_methods(params: dict, file: Path) -> None:
             raise ConfigError(f"{file}: ablate.variants: {e}") from None
 
 
-def load_params(paths: ProjectPaths, check_methods: bool = True) -> dict:
+def method_overrides(params: dict, method: str, dataset: str) -> dict:
+    """What params.yaml sets for a method (its base name for a variant) on a dataset: {"hparams": overrides
+    of its defaults, "search_space": a grid replacing its own, or None}, from `methods.<name>.hparams|
+    search_space.<dataset>`, else their ANY_DATASET entry."""
+    body = (params.get("methods") or {}).get(method.split(".")[0]) or {}
+
+    def pick(by_dataset):
+        return by_dataset.get(dataset, by_dataset.get(ANY_DATASET)) if by_dataset else None
+
+    return {"hparams": dict(pick(body.get("hparams")) or {}), "search_space": pick(body.get("search_space"))}
+
+
+def load_params(paths: ProjectPaths) -> dict:
     import yaml
 
     path = paths.root / "params.yaml"
@@ -229,7 +267,7 @@ def load_params(paths: ProjectPaths, check_methods: bool = True) -> dict:
         raise ConfigError(f"{path}: not found; run from a zsl-bench project folder") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
-    return validate(params, path, check_methods=check_methods)
+    return validate(params, path)
 
 
 def section(params: dict, *keys: str, path: Path | str = "params.yaml"):

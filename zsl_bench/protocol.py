@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import re
+
 from zsl_bench.io import ConfigError, DataError
 
 import numpy as np
@@ -145,3 +147,15 @@ def test_phase(dataset) -> Phase:
         eval_rows=np.concatenate([s["test_seen"], s["test_unseen"]]),
         candidate_classes=np.arange(dataset.n_classes),
     )
+
+
+SELECTION_METRICS = ("H", "T1", "AUSUC")   # what validation may maximise (train.selection_metric)
+
+
+def search_mode(search) -> str:
+    """`train.search`: "grid" (True), "none" (False) or "random:N"."""
+    if search is True or search is False:
+        return "grid" if search else "none"
+    if search in ("grid", "none") or (isinstance(search, str) and re.fullmatch(r"random:[1-9]\d*", search)):
+        return search
+    raise ConfigError(f"train.search must be grid, none or random:N (N ≥ 1), not {search!r}")

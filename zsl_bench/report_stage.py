@@ -222,4 +222,4 @@ def tracking_params(paths: ProjectPaths) -> dict:
     """params.yaml, checked, when the project has one (a bare runs folder has none: the default mirror)."""
     from zsl_bench.params import load_params
 
-    return load_params(paths, check_methods=False) if (paths.root / "params.yaml").is_file() else {}
+    return load_params(paths) if (paths.root / "params.yaml").is_file() else {}

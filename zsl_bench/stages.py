@@ -6,7 +6,7 @@ import numbers
 from pathlib import Path
 
 from zsl_bench.io import ConfigError, DataError
-from zsl_bench.params import section
+from zsl_bench.params import check_method_settings, section
 from zsl_bench.paths import ProjectPaths
 
 
@@ -101,7 +101,7 @@ def extract(dataset: str, params: dict, paths: ProjectPaths, progress: bool = Tr
 def run_request(dataset: str, method: str, seed: int, params: dict, search: bool | str | None = None):
     """The RunRequest params.yaml makes for (dataset, method, seed): train settings and the method's
     hyperparameter overrides and grid for the dataset."""
-    from zsl_bench.method import method_overrides
+    from zsl_bench.params import method_overrides
     from zsl_bench.runner import RunRequest
 
     check_dataset(dataset, params)
@@ -182,6 +182,7 @@ def train_run(dataset: str, method: str, seed: int, params: dict, paths: Project
     from zsl_bench.launchers import slot_lock
 
     limit_threads()
+    check_method_settings(params)
     request = run_request(dataset, method, seed, params)
     try:
         with slot_lock(paths.root, paths.run_slot(dataset, method, seed)):
@@ -206,10 +207,11 @@ def train_jobs(dataset: str, params: dict, paths: ProjectPaths, with_skipped: bo
     from zsl_bench.features import FeatureStore
     from zsl_bench.launchers import Job
     from zsl_bench.registry import get_method
-    from zsl_bench.method import method_overrides
+    from zsl_bench.params import method_overrides
     from zsl_bench.runner import NotApplicable, check_applicable
 
     check_dataset(dataset, params)
+    check_method_settings(params)
     store = FeatureStore(paths.features(dataset))   # no features yet: one line naming the stage to run
     jobs, skipped = [], {}
     seeds = [int(s) for s in section(params, "train", "seeds")]
@@ -295,9 +297,10 @@ def ablation_jobs(dataset: str, params: dict, paths: ProjectPaths):
     from zsl_bench.features import FeatureStore
     from zsl_bench.launchers import Job
     from zsl_bench.registry import get_method
-    from zsl_bench.method import method_overrides
+    from zsl_bench.params import method_overrides
     from zsl_bench.runner import NotApplicable, check_applicable
 
+    check_method_settings(params)
     store = FeatureStore(paths.features(dataset))
     jobs, skipped, why_not, shared = [], {}, {}, {}
     share = shares_train_run(dataset, params)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from zsl_bench.blocks import OneMapMethod, attribute_groups_by_name
+from zsl_bench.map_families import OneMapMethod, attribute_groups_by_name
 from zsl_bench.method import ATTENTION_MAPS, PARAMETER_COUNT, PaperRule
 
 # wenjiaXu/APN-ZSL@e5976f7 script/{CUB,SUN,AWA2}_GZSL.sh with model/opt.py defaults (README: sources).

@@ -16,7 +16,8 @@ from __future__ import annotations
 import numpy as np
 
 
-from zsl_bench.blocks import AllClassMapMethod, AllClassTargets, attribute_weighted_attention, score_in_batches
+from zsl_bench.torch_methods import score_in_batches
+from zsl_bench.map_families import AllClassMapMethod, AllClassTargets, attribute_weighted_attention
 from zsl_bench.method import ATTENTION_MAPS, PARAMETER_COUNT, PaperRule
 
 # The notebooks of hbdat/cvpr20_DAZLE (notebook/DAZLE_{CUB,SUN,AWA2}.ipynb, commit 3c6dbc4).

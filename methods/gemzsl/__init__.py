@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from zsl_bench.blocks import OneMapMethod, attribute_groups_by_name, scaled_cosine
+from zsl_bench.torch_methods import scaled_cosine
+from zsl_bench.map_families import OneMapMethod, attribute_groups_by_name
 from zsl_bench.method import ATTENTION_MAPS, PARAMETER_COUNT, PaperRule
 
 # GEM-ZSL config/GEMZSL/{cub,sun,awa}_4w_2s.yaml: 4 GPUs × 4 ways × 2 shots, one episode of 16 × 2 (README).

@@ -15,8 +15,9 @@ import warnings
 
 import numpy as np
 
-from zsl_bench.blocks import (TorchMethod, attribute_weighted_attention, class_balanced_batches, level_backbone,
-                              make_optimizer, torch_generator)
+from zsl_bench.torch_methods import TorchMethod, class_balanced_batches, level_backbone, make_optimizer, torch_generator
+
+from zsl_bench.map_families import attribute_weighted_attention
 from zsl_bench.training import BatchStream, TrainLoop, epoch_checkpoints
 from zsl_bench.method import ATTENTION_MAPS, PARAMETER_COUNT, ClassSemantics, FitContext, TrainData, PaperRule
 

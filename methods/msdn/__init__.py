@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from zsl_bench.blocks import AllClassMapMethod, AllClassTargets, attribute_weighted_attention, score_in_batches
+from zsl_bench.torch_methods import score_in_batches
+from zsl_bench.map_families import AllClassMapMethod, AllClassTargets, attribute_weighted_attention
 from zsl_bench.method import ATTENTION_MAPS, PARAMETER_COUNT, ClassSemantics, PaperRule
 
 # shiming-chen/MSDN@ec3598b MSDN_{cub,sun,awa2}.py (hyperparameters hard-coded there; README: sources).
 COMMON = {"optimizer": "rmsprop", "lr": 1e-4, "weight_decay": 1e-4, "batch_size": 50, "logit_offset": 1.0,
           "attribute_embedding": "w2v", "clamp_negative_attributes": False,
-          "sampling": "independent", "eval_cadence": "official"}   # as TransZero's scripts (blocks.AllClassMapMethod)
+          "sampling": "independent", "eval_cadence": "official"}   # as TransZero's scripts (map_families.AllClassMapMethod)
 PAPER = {
     "CUB": {"momentum": 0.9, "sampler": "random", "epochs": 30, "lambda_sc": 0.1, "lambda_distill": 1e-3,
             "normalize_V": False, "weight_av": 0.9, "weight_va": 0.1},

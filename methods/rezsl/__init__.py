@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from zsl_bench.blocks import OneMapMethod, scaled_cosine
+from zsl_bench.torch_methods import scaled_cosine
+from zsl_bench.map_families import OneMapMethod
 from zsl_bench.method import ATTENTION_MAPS, PARAMETER_COUNT, PaperRule
 
 # ReZSL config/{cub,sun,awa}_16w_2s_AttentionNet.yaml with REZSL/config/defaults.py (README: sources).

@@ -7,7 +7,7 @@ Losses (methods.md §3.3): cross-entropy over all K classes on z, self-calibrati
 attribute regression mean (e − a_y)². The offset is also in the official test scores: a fixed
 calibration γ = 2, which here is the evaluator's `default_calibration_gamma` (and the `last` policy).
 
-Two parity knobs (README, "Sampling and evaluation cadence"; implemented in `blocks.AllClassMapMethod`, which
+Two parity knobs (README, "Sampling and evaluation cadence"; implemented in `map_families.AllClassMapMethod`, which
 MSDN's identical scripts share): `sampling` "epoch" (one shuffled pass per epoch) or "independent" (every
 batch drawn afresh, as the official `next_batch`), and `eval_cadence` "epoch_end" (a checkpoint after each
 epoch) or "official" (checkpoint j after step 1 + j·R, R = N // batch).
@@ -18,7 +18,8 @@ from __future__ import annotations
 import numpy as np
 
 
-from zsl_bench.blocks import AllClassMapMethod, AllClassTargets, attribute_weighted_attention, score_in_batches
+from zsl_bench.torch_methods import score_in_batches
+from zsl_bench.map_families import AllClassMapMethod, AllClassTargets, attribute_weighted_attention
 from zsl_bench.method import ATTENTION_MAPS, PARAMETER_COUNT, PaperRule
 
 # shiming-chen/TransZero train_<ds>.py + wandb_config/<ds>_gzsl.yaml (methods.md §3.4).
