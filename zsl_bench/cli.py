@@ -17,6 +17,7 @@ examples:
   dvc repro                                  run the whole pipeline on params.yaml's datasets
   zsl-bench compare mgmrn transzero          two methods side by side: mean ± std, paired Δ, 95 % bootstrap CI
   zsl-bench compare eszsl sae ale --selection oracle --format latex
+  zsl-bench status                           every configured run: current, stale (and why) or missing, and its cost
   zsl-bench report                           rebuild reports/ from the run records
   zsl-bench regress                          CI: rerun the small CI configuration, compare with regress/golden.json
   zsl-bench train --method ale --seed 3      one extra run (needs prepared data and features)
@@ -105,6 +106,15 @@ def _parser() -> argparse.ArgumentParser:
                     help="forget the sha256 recorded at FILE's first download (in data/downloads/checksums.json), "
                          "after you confirmed that a changed FILE is the one you want; the next use records the "
                          "new one. Needs no dataset.")
+    st = sub.add_parser("status", help="every configured run as current, stale (and why) or missing, with the "
+                        "compute it would take, before dvc repro spends it",
+                        description="Per run params.yaml configures (train and ablate stages): current (its folder "
+                                    "of today's key exists), stale (another run is in its slot: what changed — a code "
+                                    "file, a params.yaml key, the dataset or the features) or missing, with the wall "
+                                    "time it would take (the replaced run's, else the mean of the method's other "
+                                    "seeds). Selection policies and reports are not part of a run: changing them "
+                                    "leaves every run current. Trains nothing.")
+    st.add_argument("--dataset", help="only this dataset (default: params.yaml's datasets)")
     w = sub.add_parser("sweep", help="run every configured train and/or ablation run through a launcher "
                                      "(local pool, one run per GPU, or a Slurm job array); dvc repro adopts them",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -272,23 +282,17 @@ def _sweep(args) -> int:
     """The train stages' runs and/or the ablate stages' runs through one launcher call (zsl_bench/launchers.py)."""
     from pathlib import Path
 
-    from zsl_bench import stages
     from zsl_bench.launchers import launch, launch_settings
     from zsl_bench.params import load_params
     from zsl_bench.paths import ProjectPaths
+    from zsl_bench.run_status import configured_jobs
 
     paths = ProjectPaths.here()
     params = load_params(paths)
     settings = launch_settings(params)
     launcher = args.launcher or settings["launcher"]
-    jobs = []
-    for dataset in params["datasets"]:
-        if args.only != "ablate":
-            jobs += stages.train_jobs(dataset, params, paths)
-        if args.only != "train" and params.get("ablate"):
-            jobs += stages.ablation_jobs(dataset, params, paths)[0]   # says which variants it skips, and why
     # the ablation's official runs may be the train stage's own (stages.shares_train_run): each run once
-    jobs = list({(j.slot, j.request.stage, j.request.replicate): j for j in jobs}.values())
+    jobs = configured_jobs(params, paths, only=args.only)
     n_train = sum(j.request.stage == "train" for j in jobs)
     print(f"zsl-bench sweep: {len(jobs)} runs ({n_train} train, {len(jobs) - n_train} ablation) with the "
           f"{launcher} launcher")
@@ -388,7 +392,22 @@ def _download(args) -> int:
     return 0
 
 
-VERBS = {"compare": _compare, "regress": _regress, "report": _report, "train": _train, "sweep": _sweep,
+def _status(args) -> int:
+    from zsl_bench.io import ConfigError
+    from zsl_bench.params import load_params
+    from zsl_bench.paths import ProjectPaths
+    from zsl_bench.run_status import render, status
+
+    paths = ProjectPaths.here()
+    params = load_params(paths)
+    if args.dataset and args.dataset not in params["datasets"]:
+        raise ConfigError(f"zsl-bench status: {args.dataset} is not in params.yaml's datasets "
+                          f"({', '.join(params['datasets'])})")
+    print(render(status(params, paths, args.dataset)))
+    return 0
+
+
+VERBS = {"status": _status, "compare": _compare, "regress": _regress, "report": _report, "train": _train, "sweep": _sweep,
          "methods": _methods, "prepare": _stage, "backbone": _stage, "extract": _stage, "datasets": _datasets,
          "download": _download}
 

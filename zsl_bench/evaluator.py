@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import itertools
-import re
 from dataclasses import dataclass, field
 
 import numpy as np

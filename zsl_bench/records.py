@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from zsl_bench.io import DataError, atomic_directory, canonical_json, read_json, sha256_bytes, write_json
-from zsl_bench.protocol import TABLE_METRICS, as_percent, spread_standardise
+from zsl_bench.protocol import TABLE_METRICS, as_percent
 from zsl_bench.provenance import read_provenance, write_provenance
 
 SCHEMA_VERSION = 4   # 4: selection policies incl. paper, validation folds, per-calibration traces; 3: time, memory and host moved to provenance.json; 2: `model` and views.npz

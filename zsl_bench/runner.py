@@ -11,9 +11,7 @@ seed, and the code — the harness version and the meaning of every project modu
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import resource
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
