@@ -298,6 +298,9 @@ INDEX_LINES = (   # (file name pattern, one line saying what it is)
     (r"results\.tex", "the same tables in LaTeX (booktabs), for a paper's results section"),
     (r"ablation\.md", "ablations of params.yaml's `ablate.method`: one switch at a time, validation-selected, paired ΔH per seed"),
     (r"comparisons\.md", "params.yaml's `compare` questions: paired Δ per seed with bootstrap intervals, val and paper rules"),
+    (r"selection_gap\.md", "selection inflation: paper − val and oracle − val in T1 and H, paired bootstrap intervals, "
+     "from the same runs (policies re-read their traces)"),
+    (r"figures/selection_gap_(.+)\.png", "{0}: selection inflation in H per method (paper − val, oracle − val)"),
     (r"figures/(.+)_seen_unseen_curves\.png", "{0}: GZSL seen–unseen curves per method, with AUSUC"),
     (r"figures/(.+)_unseen_per_class_accuracy\.png", "{0}: per-class top-1 on the unseen classes, per method"),
     (r"figures/(.+)_accuracy_vs_cost\.png", "{0}: H against measured wall time and against parameter count. "

@@ -100,6 +100,7 @@ def report(params: dict, paths: ProjectPaths, progress: bool = True) -> list[Pat
     from zsl_bench.figures import write_figures
     from zsl_bench.records import newest_per_seed
     from zsl_bench.report import index_markdown, write_reports
+    from zsl_bench.selection_gap import write_selection_gap
 
     results, ablation = configured_records(params, paths)
     notice = outside_notice(outside_records(paths, results + ablation))
@@ -118,6 +119,7 @@ def report(params: dict, paths: ProjectPaths, progress: bool = True) -> list[Pat
                                 skipped_ablation=skipped_ablation)
         written.append(write_comparisons(params, results, build, skipped))
         written += write_figures(newest_per_seed(results), build, progress=progress)
+        written += write_selection_gap(newest_per_seed(results), build)
         (build / "README.md").write_text(index_markdown(written, build))
         written = [paths.reports / p.relative_to(build) for p in [*written, build / "README.md"]]
         _swap_in(build, paths.reports)
