@@ -5,7 +5,7 @@ numpy crop and flip, one image after another in the training process).
 
 Images: JPEGs of CUB's typical size (500 × 375, quality 90) written to a temporary folder, smooth colour
 fields with noise (random pixels would make JPEG decoding unrealistically slow). Batches of 16 (Mg-MRN's
-8 ways × 2 shots), the "gem" training transform: short side to 512, random 448 crop, random flip.
+8 ways × 2 shots), GEM-ZSL's training transform (torch_methods.resize_crop_transform): short side to 512, random 448 crop, random flip.
 
     python benchmarks/bench_image_loader.py [--images 96] [--workers 2] [--size 448] [--repeats 3]
 Prints one JSON object (images per second, median over repeats).
@@ -92,6 +92,7 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=16)
     args = ap.parse_args(argv)
     from zsl_bench.images import ImageLoader
+    from zsl_bench.torch_methods import resize_crop_transform
     from zsl_bench.runtime import limit_threads, usable_cores
 
     limit_threads()
@@ -104,7 +105,7 @@ def main(argv=None) -> int:
                   "in_process_img_s": round(rate(lambda: in_process_batches(paths, batches, args.size, 0),
                                                  args.images, args.repeats), 1)}
         for workers in sorted({0, args.workers}):
-            loader = ImageLoader(Paths(paths), "gem", args.size, seed=0, workers=workers)
+            loader = ImageLoader(Paths(paths), resize_crop_transform(args.size, train=True), seed=0, workers=workers)
             result[f"dataloader_{workers}_workers_img_s"] = round(rate(lambda: loader(parts), args.images,
                                                                        args.repeats), 1)
         result["speedup_vs_in_process"] = round(result[f"dataloader_{args.workers}_workers_img_s"]

@@ -124,22 +124,26 @@ def image_view(tiny_project):
 
 def test_image_loader_batches_are_the_same_under_any_number_of_workers(image_view):
     from zsl_bench.images import ImageLoader
+    from zsl_bench.torch_methods import resize_crop_transform
 
     parts = [(1, np.array([0, 3, 5]), 0), (2, np.array([5, 7]), 0), (3, np.array([7, 8]), 2)]
     before = torch.get_rng_state()
-    inline = list(ImageLoader(image_view, "gem", 32, seed=11, workers=0)(parts))
+    inline = list(ImageLoader(image_view, resize_crop_transform(32, train=True), seed=11, workers=0)(parts))
     assert torch.equal(torch.get_rng_state(), before), "augmenting leaves the training process's stream alone"
-    pooled = list(ImageLoader(image_view, "gem", 32, seed=11, workers=2)(parts))
+    pooled = list(ImageLoader(image_view, resize_crop_transform(32, train=True), seed=11, workers=2)(parts))
     assert [b.shape for b in inline] == [(3, 3, 32, 32), (2, 3, 32, 32), (2, 3, 32, 32)]
     assert all(torch.equal(a, b) for a, b in zip(inline, pooled))
     # Image 5 at step 1 and step 2, image 7 as the first of its batch and as the third of the whole batch:
     # each draws its own crop and flip.
     assert not torch.equal(inline[0][2], inline[1][0]) and not torch.equal(inline[1][1], inline[2][0])
-    other_seed = list(ImageLoader(image_view, "gem", 32, seed=12, workers=0)(parts))
+    other_seed = list(ImageLoader(image_view, resize_crop_transform(32, train=True), seed=12, workers=0)(parts))
     assert not torch.equal(inline[0], other_seed[0])
 
 
 def test_evaluation_transform_is_deterministic_and_normalised(image_view):
-    a, b = image_view.read([0, 1], 32), image_view.read([0, 1], 32)
+    from zsl_bench.torch_methods import resize_crop_transform
+
+    evaluation = resize_crop_transform(32, train=False)
+    a, b = image_view.read([0, 1], evaluation), image_view.read([0, 1], evaluation)
     assert a.shape == (2, 3, 32, 32) and torch.equal(a, b)
     assert -3 < float(a.mean()) < 3 and float(a.std()) > 0.1

@@ -49,29 +49,9 @@ def to_normalised_tensor(batch_uint8):
     return normalise(torch.as_tensor(batch_uint8).permute(0, 3, 1, 2))
 
 
-# The image transforms of each method family, one definition each (torchvision transforms v2, on PIL images,
-# ending in a uint8 tensor: batches travel from the loader's workers and to the GPU at a quarter of the float
-# size, and `normalise` turns a whole batch into the model's input where it will be used).
-# "gem": GEM-ZSL / ReZSL / Mg-MRN (ReZSL data_transform.py): training resizes the short side to size·8/7, takes
-# a random size×size crop and a random horizontal flip; evaluation resizes the short side to `size` and takes
-# the central crop. ImageNet normalisation in both.
-# "apn": APN (model/main_utils.py L318-L369, the scripts' default transform): the short side resized to size·8/7
-# (256 for 224), the central size×size crop, in training as in evaluation (no augmentation).
-TRANSFORM_FAMILIES = ("gem", "apn")
-
-
-def image_transform(family: str, size: int, train: bool):
-    """PIL image → 3×size×size uint8 tensor, as `family` trains (`train`) or evaluates."""
-    from torchvision.transforms import v2
-
-    if family not in TRANSFORM_FAMILIES:
-        raise ValueError(f"unknown transform family {family!r} ({', '.join(TRANSFORM_FAMILIES)})")
-    if family == "apn":
-        steps = [v2.Resize(int(size * 8 / 7)), v2.CenterCrop(size)]
-    else:
-        steps = ([v2.Resize(int(size * 8 / 7)), v2.RandomCrop(size), v2.RandomHorizontalFlip(0.5)] if train
-                 else [v2.Resize(size), v2.CenterCrop(size)])
-    return v2.Compose([*steps, v2.PILToTensor()])
+# A method's image transforms are its own (`TorchMethod.image_transform`: torchvision transforms v2 on PIL
+# images, ending in a uint8 tensor, so batches travel from the loader's workers and to the GPU at a quarter of
+# the float size); `normalise` turns a whole batch into the model's input where it will be used.
 
 
 def normalise(batch_uint8, mean=IMAGENET_MEAN, std=IMAGENET_STD):
@@ -111,18 +91,17 @@ class ImageView:
         rows = self.rows if positions is None else self.rows[np.asarray(positions, dtype=np.int64)]
         return [self.dataset.image_path(int(r)) for r in rows]
 
-    def read(self, positions, size: int, family: str = "gem"):
-        """N×3×size×size float32, the family's evaluation transform, normalised."""
+    def read(self, positions, transform):
+        """N×3×S×S float32: `transform` (a method's evaluation transform, PIL → uint8 tensor), normalised."""
         import torch
 
-        transform = image_transform(family, size, train=False)
         return normalise(torch.stack([transform(open_rgb(p)) for p in self.paths(positions)]))
 
-    def batches(self, batch_size: int, size: int):
-        """Every image once, evaluation transform."""
+    def batches(self, batch_size: int, transform):
+        """Every image once, through `transform` (a method's evaluation transform)."""
         for lo in range(0, len(self), batch_size):
             positions = np.arange(lo, min(lo + batch_size, len(self)))
-            yield positions, [self.read(positions, size)]
+            yield positions, [self.read(positions, transform)]
 
 
 class _AugmentedImages:
@@ -147,16 +126,16 @@ class _AugmentedImages:
 
 class ImageLoader:
     """Training batches of an `ImageView` through `torch.utils.data.DataLoader`: `workers` decoding
-    processes (0: in this one), the family's training transform, uint8 batches pinned for a GPU and
+    processes (0: in this one), the method's training `transform`, uint8 batches pinned for a GPU and
     normalised on `device`. Image j of the batch at step s is augmented from seed_hash(seed, s, j):
     reproducible, and the same under any number of workers or processes (j counts within the whole batch,
     `offset` being this process's first)."""
 
-    def __init__(self, view: ImageView, family: str, size: int, seed: int, workers: int = 0, device="cpu"):
+    def __init__(self, view: ImageView, transform, seed: int, workers: int = 0, device="cpu"):
         import torch
 
         self.seed, self.workers, self.device = int(seed), int(workers), torch.device(device)
-        self.dataset = _AugmentedImages(view.paths(), image_transform(family, size, train=True))
+        self.dataset = _AugmentedImages(view.paths(), transform)
 
     def __call__(self, parts):
         """[(step, positions, offset)] → an iterator of normalised N×3×S×S batches on the device, in order."""

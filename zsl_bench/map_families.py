@@ -152,6 +152,12 @@ class AllClassTargets:
 
 # --- one backbone map, frozen or fine-tuned (GEM-ZSL / ReZSL, APN) -----------------------------------
 
+# SUN's 102 attributes in GEM-ZSL's four groups (GEMZSL/modeling/utils.py get_attr_group: functions, materials,
+# surface properties, spatial envelope), the groups a decorrelation loss of this family uses on SUN.
+SUN_ATTRIBUTE_GROUPS = [list(range(0, 36)), [*range(36, 74), 80, 99], [74, 75, 76, 77, 78, 79, 81, 82, 83, 84],
+                        [*range(85, 99), 100, 101]]
+
+
 def attribute_groups_by_name(names) -> list[list[int]]:
     """Attribute indices grouped by the text before `::` in their names, in order of first appearance:
     CUB's 28 attribute types (exactly GEM-ZSL's CUB groups, utils.py `get_attr_group`) and the embedded
@@ -166,7 +172,7 @@ def attribute_groups_by_name(names) -> list[list[int]]:
 class OneMapMethod(TorchMethod):
     """A head on one backbone map (ResNet layer4): read frozen from the feature store (`mode: map`, what a
     CPU and the embedded default run) or computed by a backbone fine-tuned end to end (`mode: image`, the
-    papers' setting, with the `transform` family's images at `image_size`). One optimizer step per batch
+    papers' setting, with the method's `image_transform` at `image_size`). One optimizer step per batch
     through `TrainLoop`: episodes of `ways` × `shots` seen classes, `batches_per_epoch` per epoch
     (`sampler: episodes`), or shuffled passes in `batch_size` chunks (`sampler: shuffle`); a checkpoint
     after every epoch. At each epoch's first step `epoch_start(epoch)` sets the learning rates (the
@@ -174,7 +180,6 @@ class OneMapMethod(TorchMethod):
     Subclasses give `build_head(channels)`, `loss(out, y, seen_att)` on `out = head(features)`, and
     `class_scores(out, att)`."""
     input_kind = "map"
-    transform = "gem"   # images.TRANSFORM_FAMILIES: how image mode reads its training and evaluation images
 
     def build_head(self, channels: int):
         raise NotImplementedError
@@ -225,9 +230,9 @@ class OneMapMethod(TorchMethod):
         raise ValueError(f"{self.name}: sampler must be 'episodes' or 'shuffle', not {hp['sampler']!r}")
 
     def inputs(self, x, positions):
-        """One evaluation batch: images (the family's evaluation transform) or frozen maps."""
+        """One evaluation batch: images (the method's evaluation transform) or frozen maps."""
         if self.hparams["mode"] == "image":
-            return x.read(positions, self.hparams["image_size"], self.transform).to(self.torch_device)
+            return x.read(positions, self.image_transform(self.hparams["image_size"], train=False)).to(self.torch_device)
         return self.tensor(x.read(positions)[-1])
 
     def features(self, batch):
@@ -261,7 +266,7 @@ class OneMapMethod(TorchMethod):
         if self.hparams["mode"] == "image":   # decoded and augmented in DataLoader workers, each image from its seed
             from zsl_bench.images import ImageLoader
 
-            load = ImageLoader(train.x, self.transform, int(self.hparams["image_size"]), ctx.seed,
+            load = ImageLoader(train.x, self.image_transform(int(self.hparams["image_size"]), train=True), ctx.seed,
                                ctx.settings.loader_workers, device=self.torch_device)
         loop.run(BatchStream(self.draw(train.y), rng), update, epoch_checkpoints(self.hparams["epochs"], per_epoch),
                  load=load, before_step=before_step)

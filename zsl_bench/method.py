@@ -333,6 +333,22 @@ class Method:
         raise NotImplementedError
 
 
+def gbu_rule(where: str) -> PaperRule:
+    """The rule GBU (Xian et al., TPAMI 2019) applies to the classic methods, as the GBU-protocol
+    reimplementation mvp18/Popular-ZSL-Algorithms@2377647 does it at `where` (its files and lines)."""
+    return PaperRule(checkpoint="validation", calibration="zero", validation_metric="T1",
+                     source="GBU (Xian et al., TPAMI 2019, arXiv 1707.00600): hyperparameters on the validation "
+                            "classes, GZSL by argmax over all classes without calibration (its validation metric "
+                            "not confirmed); as the GBU-protocol reimplementation mvp18/Popular-ZSL-Algorithms@2377647 "
+                            f"does it: {where}")
+
+
+def dataset_profiles(common: dict, per_dataset: dict, synthetic: dict) -> dict:
+    """`Method.profiles` from the settings every dataset shares, each paper dataset's own (`per_dataset`) and
+    the embedded default's (`synthetic`)."""
+    return {**{ds: {**common, **p} for ds, p in per_dataset.items()}, "synthetic": {**common, **synthetic}}
+
+
 def l2_normalise_rows(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     """Rows scaled to unit norm; all-zero rows stay zero (SUN's `man-made` word vector is 0)."""
     norm = np.linalg.norm(x, axis=1, keepdims=True)

@@ -57,6 +57,17 @@ def scaled_cosine(pred, att, scale: float, eps: float):
     return scale * unit(pred.float()) @ unit(att.float()).T
 
 
+def resize_crop_transform(size: int, train: bool):
+    """GEM-ZSL's image transform (ReZSL data_transform.py; Mg-MRN's too): training resizes the short side to
+    size·8/7, takes a random size×size crop and a random horizontal flip; evaluation resizes the short side to
+    `size` and takes the central crop. PIL image → 3×size×size uint8 tensor (normalised later, per batch)."""
+    from torchvision.transforms import v2
+
+    steps = ([v2.Resize(int(size * 8 / 7)), v2.RandomCrop(size), v2.RandomHorizontalFlip(0.5)] if train
+             else [v2.Resize(size), v2.CenterCrop(size)])
+    return v2.Compose([*steps, v2.PILToTensor()])
+
+
 def make_optimizer(name: str, params, lr: float, weight_decay: float = 0.0, momentum: float = 0.0):
     import torch
 
@@ -78,6 +89,11 @@ class TorchMethod(Method):
     def build_net(self):
         """The nn.Module for `self.hparams` and `self.task` (subclasses)."""
         raise NotImplementedError
+
+    def image_transform(self, size: int, train: bool):
+        """How this method reads an image when it trains a backbone (`input_kind` image): PIL image → uint8
+        tensor, its training (augmented) or evaluation form. Default: GEM-ZSL's (`resize_crop_transform`)."""
+        return resize_crop_transform(size, train)
 
     @property
     def torch_device(self):

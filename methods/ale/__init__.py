@@ -14,19 +14,15 @@ from __future__ import annotations
 import numpy as np
 
 
-from zsl_bench.method import ClassSemantics, FitContext, Method, TrainData, l2_normalise_rows, PaperRule
+from zsl_bench.method import ClassSemantics, FitContext, Method, TrainData, l2_normalise_rows, gbu_rule
 
 
 class ALE(Method):
     input_kind = "vector"
     device = "cpu"
     paper = "Akata et al., TPAMI 2016"
-    paper_rule = PaperRule(checkpoint="validation", calibration="zero", validation_metric="T1",
-                           source="GBU (Xian et al., TPAMI 2019, arXiv 1707.00600): hyperparameters on the validation classes, GZSL by "
-                                  "argmax over all classes without calibration (its validation metric not confirmed); "
-                                  "as the GBU-protocol reimplementation mvp18/Popular-ZSL-Algorithms@2377647 "
-                                  "does it: ALE/ale_gzsl.py:L150-L204 (epoch by validation per-class T1), "
-                                  "L276-L288 (refit on trainval, U/S/H by plain argmax)")
+    paper_rule = gbu_rule("ALE/ale_gzsl.py:L150-L204 "
+                          "(epoch by validation per-class T1), L276-L288 (refit on trainval, U/S/H by plain argmax)")
     # Learning rates found on validation by the mvp18 reimplementation, all with L2-normalised features (README).
     profiles = {ds: {"lr": lr, "epochs": 25, "batch_size": 64}
                 for ds, lr in {"CUB": 0.3, "SUN": 0.1, "AWA2": 0.01, "*": 0.1}.items()}

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from zsl_bench.map_families import OneMapMethod, attribute_groups_by_name
-from zsl_bench.method import ATTENTION_MAPS, PARAMETER_COUNT, PaperRule
+from zsl_bench.map_families import SUN_ATTRIBUTE_GROUPS, OneMapMethod, attribute_groups_by_name
+from zsl_bench.method import ATTENTION_MAPS, PARAMETER_COUNT, PaperRule, dataset_profiles
 
 # wenjiaXu/APN-ZSL@e5976f7 script/{CUB,SUN,AWA2}_GZSL.sh with model/opt.py defaults (README: sources).
 COMMON = {
@@ -62,8 +62,7 @@ _CUB_PARTS = {
 CUB_LOSS_PARTS = ("head", "belly", "breast", "belly", "wing", "tail", "leg")
 # SUN's json is not published anywhere we found: GEM-ZSL's four SUN groups (functions, materials, surface
 # properties, spatial envelope: the same four kinds) stand in (README, deviations).
-SUN_GROUPS = [list(range(0, 36)), [*range(36, 74), 80, 99], [74, 75, 76, 77, 78, 79, 81, 82, 83, 84],
-              [*range(85, 99), 100, 101]]
+SUN_GROUPS = SUN_ATTRIBUTE_GROUPS
 
 
 def _expand(ranges) -> list[int]:
@@ -80,9 +79,8 @@ class APN(OneMapMethod):
                                   "*_GZSL.sh scripts); calibrated stacking model/main_utils.py:L102-L128 with "
                                   "the GZSL scripts' --calibrated_stacking")
     capabilities = frozenset({ATTENTION_MAPS, PARAMETER_COUNT})
-    transform = "apn"
     warm = True   # in the warm-up (head only, no L_CPT): set by `epoch_start`
-    profiles = {**{ds: {**COMMON, **p} for ds, p in PAPER.items()}, "synthetic": {**COMMON, **SYNTHETIC}}
+    profiles = dataset_profiles(COMMON, PAPER, SYNTHETIC)
     # real datasets: λ_Reg over the values the three official scripts use; the embedded default: two
     search_spaces = {"*": {"l_attri": [1e-2, 5e-2, 1e-1]}, "synthetic": {"l_attri": [0.1, 1.0]}}
     variants = {"image": {"mode": "image", "input_kind": "image"}, "prototypes-off": {"l_xe": 0.0, "l_attri": 0.0,
@@ -96,6 +94,13 @@ class APN(OneMapMethod):
         if cls.input_kind == "map" and hparams.get("map_size"):
             return (f"layer4@{int(hparams['map_size'])}",)
         return super().feature_arrays(hparams)
+
+    def image_transform(self, size: int, train: bool):
+        """APN's (model/main_utils.py L318-L369, the scripts' default): the short side resized to size·8/7 (256 for
+        224), the central size×size crop, in training as in evaluation (no augmentation)."""
+        from torchvision.transforms import v2
+
+        return v2.Compose([v2.Resize(int(size * 8 / 7)), v2.CenterCrop(size), v2.PILToTensor()])
 
     def build_head(self, channels: int):
         from zsl_bench_methods.apn.model import APNHead

@@ -18,7 +18,7 @@ import numpy as np
 
 from zsl_bench.torch_methods import score_in_batches
 from zsl_bench.map_families import AllClassMapMethod, AllClassTargets, attribute_weighted_attention
-from zsl_bench.method import ATTENTION_MAPS, PARAMETER_COUNT, PaperRule
+from zsl_bench.method import ATTENTION_MAPS, PARAMETER_COUNT, PaperRule, dataset_profiles
 
 # The notebooks of hbdat/cvpr20_DAZLE (notebook/DAZLE_{CUB,SUN,AWA2}.ipynb, commit 3c6dbc4).
 PAPER = {
@@ -80,7 +80,7 @@ class DAZLE(AllClassMapMethod):
                                   "H; offset core/DAZLE.py:L28,L76-L80,L300-L302 with bias_seen = bias_unseen = 0 "
                                   "(DAZLE_CUB.ipynb:L130,L276; core/helper_func.py:L130-L148)")
     capabilities = frozenset({ATTENTION_MAPS, PARAMETER_COUNT})
-    profiles = {**{ds: {**COMMON, **p} for ds, p in PAPER.items()}, "synthetic": {**COMMON, **SYNTHETIC}}
+    profiles = dataset_profiles(COMMON, PAPER, SYNTHETIC)
 
     def build_net(self):
         return build_dazle(self.task.input_shape[0], self.attribute_embedding(), self.hparams["normalize_V"],

@@ -11,19 +11,15 @@ from __future__ import annotations
 import numpy as np
 
 
-from zsl_bench.method import ClassSemantics, FitContext, Method, TrainData, PaperRule
+from zsl_bench.method import ClassSemantics, FitContext, Method, TrainData, gbu_rule
 
 
 class ESZSL(Method):
     input_kind = "vector"
     device = "cpu"
     paper = "Romera-Paredes & Torr, ICML 2015"
-    paper_rule = PaperRule(checkpoint="validation", calibration="zero", validation_metric="T1",
-                           source="GBU (Xian et al., TPAMI 2019, arXiv 1707.00600): hyperparameters on the validation classes, GZSL by "
-                                  "argmax over all classes without calibration (its validation metric not confirmed); "
-                                  "as the GBU-protocol reimplementation mvp18/Popular-ZSL-Algorithms@2377647 "
-                                  "does it: ESZSL/eszsl_gzsl.py:L123-L141 (max validation per-class T1), "
-                                  "L166-L176 (refit on trainval, U/S/H by plain argmax)")
+    paper_rule = gbu_rule("ESZSL/eszsl_gzsl.py:L123-L141 "
+                          "(max validation per-class T1), L166-L176 (refit on trainval, U/S/H by plain argmax)")
     # log10(α), log10(γ) found on validation with {0, 1} targets by the mvp18 reimplementation (see README):
     # the paper gives none for PS. Any other dataset starts from (3, 0).
     profiles = {"CUB": {"log10_alpha": 3, "log10_gamma": -1, "targets": "01"},

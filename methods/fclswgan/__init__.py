@@ -16,8 +16,8 @@ synthetic unseen features (GZSL) and synthetic unseen only (ZSL) after every gen
 """
 from __future__ import annotations
 
-from zsl_bench.feature_generation import GenerativeMethod, gradient_penalty, init_normal
-from zsl_bench.method import PaperRule
+from zsl_bench.feature_generation import GenerativeMethod, gradient_penalty, init_normal, search_spaces_around
+from zsl_bench.method import PaperRule, dataset_profiles
 
 OFFICIAL = "Xian et al.'s PyTorch release (cvpr18xian), clswgan.py, read in its copy EthanZhu90/ZSL_ABP@e66ac2c"
 # The official GZSL scripts' settings (README: where each is read; the ZSL scripts differ a little, and here
@@ -80,13 +80,9 @@ class FCLSWGAN(GenerativeMethod):
                                   "over its 25 epochs, and prints it (every epoch: --val_every is parsed, never "
                                   "read); the paper reports the best printed epoch; GZSL and ZSL are separate runs "
                                   "(--gzsl) with their own scripts' settings; no calibration")
-    profiles = {**{ds: {**COMMON, **p} for ds, p in PAPER.items()}, "synthetic": {**COMMON, **SYNTHETIC}}
+    profiles = dataset_profiles(COMMON, PAPER, SYNTHETIC)
     # around each official setting: the classification-loss weight and the synthetic features per class
-    search_spaces = {"CUB": {"cls_weight": [0.01, 0.1], "syn_num": [100, 300]},
-                     "SUN": {"cls_weight": [0.01, 0.1], "syn_num": [100, 400]},
-                     "AWA2": {"cls_weight": [0.01, 0.1], "syn_num": [600, 1800]},
-                     "*": {"cls_weight": [0.01, 0.1], "syn_num": [100, 300]},
-                     "synthetic": {}}   # the embedded default runs the defaults only (time goal of `dvc repro`)
+    search_spaces = search_spaces_around("cls_weight")
     # `fclswgan.zsl`: the generator trained with the official ZSL scripts' settings
     zsl_settings = ZSL_SCRIPTS
     variants = {"zsl": {"script": "zsl"}}

@@ -13,8 +13,8 @@ from __future__ import annotations
 import numpy as np
 
 from zsl_bench.torch_methods import scaled_cosine
-from zsl_bench.map_families import OneMapMethod, attribute_groups_by_name
-from zsl_bench.method import ATTENTION_MAPS, PARAMETER_COUNT, PaperRule
+from zsl_bench.map_families import SUN_ATTRIBUTE_GROUPS, OneMapMethod, attribute_groups_by_name
+from zsl_bench.method import ATTENTION_MAPS, PARAMETER_COUNT, PaperRule, dataset_profiles
 
 # GEM-ZSL config/GEMZSL/{cub,sun,awa}_4w_2s.yaml: 4 GPUs × 4 ways × 2 shots, one episode of 16 × 2 (README).
 COMMON = {
@@ -39,8 +39,7 @@ SYNTHETIC = {**PAPER["CUB"], "lr": 3.0, "epochs": 8, "lr_step": 6, "batches_per_
 OFFICIAL_GROUPS = {
     "AWA2": [list(range(0, 8)), list(range(8, 14)), list(range(14, 18)), [*range(18, 34), 44, 45],
              list(range(34, 44)), list(range(46, 51)), list(range(51, 63)), list(range(63, 78)), list(range(78, 85))],
-    "SUN": [list(range(0, 36)), [*range(36, 74), 80, 99], [74, 75, 76, 77, 78, 79, 81, 82, 83, 84],
-            [*range(85, 99), 100, 101]],
+    "SUN": SUN_ATTRIBUTE_GROUPS,
 }
 
 
@@ -55,7 +54,7 @@ class GEMZSL(OneMapMethod):
                                   "in inferencer.py); rank 0's quarter of each test set picked the epoch and gave "
                                   "the numbers (trainer.py:L157-L173). Ours: the whole test set")
     capabilities = frozenset({ATTENTION_MAPS, PARAMETER_COUNT})
-    profiles = {**{ds: {**COMMON, **p} for ds, p in PAPER.items()}, "synthetic": {**COMMON, **SYNTHETIC}}
+    profiles = dataset_profiles(COMMON, PAPER, SYNTHETIC)
     # real datasets: λ1 over the values the official configs use; the embedded default: a wider pair
     search_spaces = {"*": {"lambda_reg": [0.5, 1.0]}, "synthetic": {"lambda_reg": [0.25, 1.0]}}
     variants = {"image": {"mode": "image", "input_kind": "image"}}

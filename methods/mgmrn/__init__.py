@@ -19,7 +19,7 @@ from zsl_bench.torch_methods import TorchMethod, class_balanced_batches, level_b
 
 from zsl_bench.map_families import attribute_weighted_attention
 from zsl_bench.training import BatchStream, TrainLoop, epoch_checkpoints
-from zsl_bench.method import ATTENTION_MAPS, PARAMETER_COUNT, ClassSemantics, FitContext, TrainData, PaperRule
+from zsl_bench.method import ATTENTION_MAPS, PARAMETER_COUNT, ClassSemantics, FitContext, TrainData, PaperRule, dataset_profiles
 
 # Mg-MRN:config/<ds>_16w_2s_AttentionNet.yaml (methods.md §4.4).
 COMMON = {
@@ -67,7 +67,7 @@ class MgMRN(TorchMethod):
                                   "best test H, best test AUSUC kept separately); inferencer.py:L47-L116 cal_AUSUC "
                                   "(γ on the seen scores swept from 0 in ±0.01 steps on test, the best-H γ kept)")
     capabilities = frozenset({ATTENTION_MAPS, PARAMETER_COUNT})
-    profiles = {**{ds: {**COMMON, **p} for ds, p in PAPER.items()}, "synthetic": {**COMMON, **SYNTHETIC}}
+    profiles = dataset_profiles(COMMON, PAPER, SYNTHETIC)
     variants = VARIANTS
     # On frozen maps no parameter is shared between the branches' losses (the stop-gradients cut the fusion
     # paths), so the three sequential steps and one step on the summed loss move every parameter identically.
@@ -105,7 +105,7 @@ class MgMRN(TorchMethod):
         """One batch as read once: images (evaluation transform; training images come from the loader) or
         frozen maps."""
         if self.hparams["mode"] == "image":
-            return x.read(positions, self.hparams["image_size"]).to(self.torch_device)
+            return x.read(positions, self.image_transform(self.hparams["image_size"], train=False)).to(self.torch_device)
         c3, c4, c5 = (self.tensor(b) for b in x.read(positions))
         return {1: c3, 2: c4, 3: c5}
 
@@ -171,8 +171,8 @@ class MgMRN(TorchMethod):
         if hp["mode"] == "image":   # decoded and augmented in DataLoader workers, each image from its own seed
             from zsl_bench.images import ImageLoader
 
-            load = ImageLoader(train.x, "gem", int(hp["image_size"]), ctx.seed, ctx.settings.loader_workers,
-                               device=self.torch_device)
+            load = ImageLoader(train.x, self.image_transform(int(hp["image_size"]), train=True), ctx.seed,
+                               ctx.settings.loader_workers, device=self.torch_device)
         stream = BatchStream(lambda r: class_balanced_batches(train.y, per_epoch, hp["ways"], hp["shots"], r), rng)
         loop.run(stream, update, epoch_checkpoints(hp["epochs"], per_epoch), load=load, before_step=epoch_start,
                  before_evaluate=epoch_end)

@@ -14,7 +14,7 @@ import numpy as np
 
 from zsl_bench.torch_methods import score_in_batches
 from zsl_bench.map_families import AllClassMapMethod, AllClassTargets, attribute_weighted_attention
-from zsl_bench.method import ATTENTION_MAPS, PARAMETER_COUNT, ClassSemantics, PaperRule
+from zsl_bench.method import ATTENTION_MAPS, PARAMETER_COUNT, ClassSemantics, PaperRule, dataset_profiles
 
 # shiming-chen/MSDN@ec3598b MSDN_{cub,sun,awa2}.py (hyperparameters hard-coded there; README: sources).
 COMMON = {"optimizer": "rmsprop", "lr": 1e-4, "weight_decay": 1e-4, "batch_size": 50, "logit_offset": 1.0,
@@ -46,7 +46,7 @@ class MSDN(AllClassMapMethod):
                                   "MSDN_awa2.py:L113-L122): best test H and, separately, best test ZSL every "
                                   "N//50 iterations; offset core/MSDN.py:L78-L82 (constructor default bias 1)")
     capabilities = frozenset({ATTENTION_MAPS, PARAMETER_COUNT})
-    profiles = {**{ds: {**COMMON, **p} for ds, p in PAPER.items()}, "synthetic": {**COMMON, **SYNTHETIC}}
+    profiles = dataset_profiles(COMMON, PAPER, SYNTHETIC)
     # real datasets: λ_D over the values the three official scripts use; the embedded default: two
     search_spaces = {"*": {"lambda_distill": [1e-7, 1e-3, 1e-2]}, "synthetic": {"lambda_distill": [1e-3, 1e-1]}}
     variants = {"distill-off": {"lambda_distill": 0.0}}

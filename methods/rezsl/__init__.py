@@ -13,7 +13,7 @@ import numpy as np
 
 from zsl_bench.torch_methods import scaled_cosine
 from zsl_bench.map_families import OneMapMethod
-from zsl_bench.method import ATTENTION_MAPS, PARAMETER_COUNT, PaperRule
+from zsl_bench.method import ATTENTION_MAPS, PARAMETER_COUNT, PaperRule, dataset_profiles
 
 # ReZSL config/{cub,sun,awa}_16w_2s_AttentionNet.yaml with REZSL/config/defaults.py (README: sources).
 COMMON = {
@@ -45,7 +45,7 @@ class ReZSL(OneMapMethod):
                                   "best test T1, best test H, best AUSUC kept separately); REZSL/engine/inferencer.py:"
                                   "L82-L119 (γ on the seen scores swept on test in 0.01 steps, the best-H γ kept)")
     capabilities = frozenset({ATTENTION_MAPS, PARAMETER_COUNT})
-    profiles = {**{ds: {**COMMON, **p} for ds, p in PAPER.items()}, "synthetic": {**COMMON, **SYNTHETIC}}
+    profiles = dataset_profiles(COMMON, PAPER, SYNTHETIC)
     # real datasets: λ1 over the values the three official configs use; the embedded default: two of them
     search_spaces = {"*": {"lambda_reg": [0.1, 0.25, 1.0]}, "synthetic": {"lambda_reg": [0.25, 1.0]}}
     variants = {"image": {"mode": "image", "input_kind": "image"},

@@ -13,19 +13,15 @@ from __future__ import annotations
 import numpy as np
 
 
-from zsl_bench.method import ClassSemantics, FitContext, Method, TrainData, l2_normalise_rows, PaperRule
+from zsl_bench.method import ClassSemantics, FitContext, Method, TrainData, l2_normalise_rows, gbu_rule
 
 
 class SAE(Method):
     input_kind = "vector"
     device = "cpu"
     paper = "Kodirov, Xiang & Gong, CVPR 2017"
-    paper_rule = PaperRule(checkpoint="validation", calibration="zero", validation_metric="T1",
-                           source="GBU (Xian et al., TPAMI 2019, arXiv 1707.00600): hyperparameters on the validation classes, GZSL by "
-                                  "argmax over all classes without calibration (its validation metric not confirmed); "
-                                  "as the GBU-protocol reimplementation mvp18/Popular-ZSL-Algorithms@2377647 "
-                                  "does it: SAE/sae_gzsl.py:L148-L173 (max validation per-class T1 per "
-                                  "direction), L224-L245 (U/S/H by plain argmax)")
+    paper_rule = gbu_rule("SAE/sae_gzsl.py:L148-L173 "
+                          "(max validation per-class T1 per direction), L224-L245 (U/S/H by plain argmax)")
     # (λ, direction) found on validation by the mvp18 reimplementation (S→F wins on every dataset; see README).
     profiles = {"CUB": {"lambda": 0.2, "direction": "S2F", "w_norm": "rows"},
                 "SUN": {"lambda": 0.16, "direction": "S2F", "w_norm": "rows"},

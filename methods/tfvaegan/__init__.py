@@ -21,8 +21,8 @@ Synthesis for the final classifiers uses z ~ N(0, I) and feedback weight a₂; t
 """
 from __future__ import annotations
 
-from zsl_bench.feature_generation import GenerativeMethod, gradient_penalty, init_normal
-from zsl_bench.method import PaperRule
+from zsl_bench.feature_generation import GenerativeMethod, gradient_penalty, init_normal, search_spaces_around
+from zsl_bench.method import PaperRule, dataset_profiles
 
 OFFICIAL = "akshitac8/tfvaegan@a0de81c"
 COMMON = {"batch_size": 64, "critic_iter": 5, "lambda_gp": 10.0, "beta1": 0.5, "ngh": 4096, "ndh": 4096,
@@ -120,13 +120,9 @@ class TFVAEGAN(GenerativeMethod):
                            source=f"{OFFICIAL} train_images.py:L265-L286 (after every generator epoch, keep the best "
                                   "test GZSL H and, separately, ZSL accuracy), classifiers/classifier_images.py:"
                                   "L60-L116 (each final classifier's best test epoch of 25); no calibration")
-    profiles = {**{ds: {**COMMON, **p} for ds, p in PAPER.items()}, "synthetic": {**COMMON, **SYNTHETIC}}
+    profiles = dataset_profiles(COMMON, PAPER, SYNTHETIC)
     # around each official setting: the decoder's reconstruction weight and the synthetic features per class
-    search_spaces = {"CUB": {"recons_weight": [0.01, 0.1], "syn_num": [100, 300]},
-                     "SUN": {"recons_weight": [0.01, 0.1], "syn_num": [100, 400]},
-                     "AWA2": {"recons_weight": [0.01, 0.1], "syn_num": [600, 1800]},
-                     "*": {"recons_weight": [0.01, 0.1], "syn_num": [100, 300]},
-                     "synthetic": {}}   # the embedded default runs the defaults only (time goal of `dvc repro`)
+    search_spaces = search_spaces_around("recons_weight")
 
     def build_net(self):
         hp = self.hparams

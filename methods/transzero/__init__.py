@@ -20,7 +20,7 @@ import numpy as np
 
 from zsl_bench.torch_methods import score_in_batches
 from zsl_bench.map_families import AllClassMapMethod, AllClassTargets, attribute_weighted_attention
-from zsl_bench.method import ATTENTION_MAPS, PARAMETER_COUNT, PaperRule
+from zsl_bench.method import ATTENTION_MAPS, PARAMETER_COUNT, PaperRule, dataset_profiles
 
 # shiming-chen/TransZero train_<ds>.py + wandb_config/<ds>_gzsl.yaml (methods.md §3.4).
 COMMON = {"lr": 1e-4, "weight_decay": 1e-4, "batch_size": 50, "logit_offset": 1.0, "attribute_embedding": "w2v",
@@ -55,7 +55,7 @@ class TransZero(AllClassMapMethod):
                                   "every N//50 iterations; offset model.py:L24-L28,L72-L73, bias 0 in "
                                   "helper_func.py:L99")
     capabilities = frozenset({ATTENTION_MAPS, PARAMETER_COUNT})
-    profiles = {**{ds: {**COMMON, **p} for ds, p in PAPER.items()}, "synthetic": {**COMMON, **SYNTHETIC}}
+    profiles = dataset_profiles(COMMON, PAPER, SYNTHETIC)
 
     def build_net(self):
         from zsl_bench_methods.transzero.model import TransZeroNet
