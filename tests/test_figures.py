@@ -83,7 +83,7 @@ def rebuild_method(record, paths):
     cls = get_method(record["method"])
     evaluator = Evaluator(load_dataset(paths.prepared("synthetic")), FeatureStore(paths.features("synthetic")), cls,
                           seed=0, search=False, device="cpu", progress=False)
-    method = cls(record["hparams"]["val"], evaluator.task, "cpu")
+    method = cls(record["selected_configs"]["val"], evaluator.task, "cpu")
     method.load_state_dict(torch.load(Path(record["_folder"]) / "state.pt", weights_only=False))
     return method, evaluator
 

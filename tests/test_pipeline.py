@@ -474,6 +474,6 @@ def test_a_scoring_variant_s_record_states_the_settings_its_numbers_used(project
     variant, base = by_method["sae.raw-w"], by_method["sae"]
     for record, w_norm in ((variant, "none"), (base, "rows")):
         listed = [*record["config"]["configs"],
-                  *(c for c in record["hparams"].values() for c in (c.values() if set(c) <= {"T1", "H", "AUSUC"} else [c]))]
+                  *(c for c in record["selected_configs"].values() for c in (c.values() if set(c) <= {"T1", "H", "AUSUC"} else [c]))]
         assert {c["w_norm"] for c in listed} == {w_norm}, (record["method"], listed)
     assert variant["score_variant_of"]["overrides"] == {"w_norm": "none"}

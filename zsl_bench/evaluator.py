@@ -102,9 +102,10 @@ class Evaluator:
     def __init__(self, dataset, store, method_cls: type[Method], *, seed: int, folds=(1,),
                  selection_metric: str = "H", search="grid", device: str = "cpu", progress: bool = True,
                  hparams: dict | None = None, search_space: dict[str, list] | None = None, replicate: int = 0,
-                 settings: TrainSettings | None = None):
+                 settings: TrainSettings | None = None, defaults: dict | None = None):
         """`folds`: the validation class folds selection averages over; `search`: "grid", "none" or
-        "random:N" (True/False: grid/none). `hparams` overrides the method's defaults for this dataset and
+        "random:N" (True/False: grid/none). `defaults`: the method's defaults for this dataset with the user's
+        overrides applied, as the caller resolved them (runner.plan_run); else `hparams` overrides them here, and
         `search_space` replaces its grid (params.yaml's `methods.<name>.hparams|search_space.<dataset>`);
         `settings` how torch fits run (precision, micro-batch, loader workers)."""
         if selection_metric not in SELECTION_METRICS:
@@ -116,7 +117,8 @@ class Evaluator:
         self.device, self.progress, self.replicate = device, progress, int(replicate)
         self.settings = settings or TrainSettings()
         self._resume_from(RunJournal(None))
-        default = self.default_hparams = method_cls.default_hparams(dataset.name, hparams)
+        default = self.default_hparams = (dict(defaults) if defaults is not None
+                                          else method_cls.default_hparams(dataset.name, hparams))
         space = method_cls.search_space(dataset.name) if search_space is None else dict(search_space)
         unknown = sorted(set(space) - set(default))
         if unknown:

@@ -32,7 +32,7 @@ from zsl_bench.io import DataError, atomic_directory, canonical_json, read_json,
 from zsl_bench.protocol import TABLE_METRICS, as_percent
 from zsl_bench.provenance import read_provenance, write_provenance
 
-SCHEMA_VERSION = 4   # 4: selection policies incl. paper, validation folds, per-calibration traces; 3: time, memory and host moved to provenance.json; 2: `model` and views.npz
+SCHEMA_VERSION = 5   # 5: code identity per module, key_spec, `selected_configs` (policies re-read traces); 4: selection policies incl. paper, validation folds, per-calibration traces; 3: time, memory and host moved to provenance.json; 2: `model` and views.npz
 DONE = "done"
 RECORD_FILE, PREDICTIONS_FILE, VIEWS_FILE = "record.json", "predictions.npz", "views.npz"
 SKIPPED_FILE = "skipped.json"
@@ -42,7 +42,7 @@ REPLICATE_LABEL = " (A/A)"   # a rerun of a configuration with an independent ra
 REQUIRED = (("schema_version", "format version"), ("method", "method name"), ("dataset", "dataset name"),
             ("seed", "run seed"), ("run_key", "content key"), ("traces", "validation and test traces"),
             ("selection", "the checkpoints whose test scores the run kept"),
-            ("hparams", "chosen hyperparameters"), ("config", "run configuration"),
+            ("selected_configs", "configurations the run's policies selected"), ("config", "run configuration"),
             ("method_info", "what the method declares"), ("data", "dataset and feature fingerprints"),
             ("environment", "software and device"), ("model", "parameter counts"))
 

@@ -76,27 +76,38 @@ def why_stale(old: dict, planned) -> list[str]:
     return out or ["another key (cause not recorded)"]
 
 
-def _own_runs(slot: Path, method: str) -> list:
-    """The complete runs of `method` in `slot` (not its scoring variants), newest first."""
-    from zsl_bench.records import RunRecord, find_run_folders
+def _own_runs(slot: Path, method: str) -> list[tuple[dict, float]]:
+    """(record.json as written, wall seconds) of the complete runs of `method` in `slot` (not its scoring
+    variants), newest first. Read raw: a record of an older format is stale, not unreadable."""
+    from zsl_bench.io import read_json
+    from zsl_bench.provenance import read_provenance
+    from zsl_bench.records import RECORD_FILE, find_run_folders
 
-    records = []
+    runs = []
     for f in find_run_folders(slot):
         try:
-            r = RunRecord.read(f)
+            r = read_json(f / RECORD_FILE)
         except DataError:
-            continue   # a folder this version cannot read: the run is stale all the same
-        if r["method"] == method and not r.get("score_variant_of"):
-            records.append(r)
-    return sorted(records, key=lambda r: -r.created_unix)
+            continue
+        if isinstance(r, dict) and r.get("method") == method and not r.get("score_variant_of"):
+            when = read_provenance(f)
+            runs.append((r, when.get("created_unix", 0.0),
+                         float(when.get("resources", {}).get("wall_s", math.nan))))
+    return [(r, wall) for r, _, wall in sorted(runs, key=lambda x: -x[1])]
 
 
 def status(params: dict, paths: ProjectPaths, dataset: str | None = None) -> list[RunStatus]:
     from zsl_bench.records import find_run_folders
     from zsl_bench.runner import plan_run
 
-    out = []
-    for job in configured_jobs({**params, "datasets": [dataset] if dataset else params["datasets"]}, paths):
+    out, jobs = [], []
+    for d in [dataset] if dataset else params["datasets"]:
+        try:
+            jobs += configured_jobs({**params, "datasets": [d]}, paths)
+        except DataError as e:   # the dataset's inputs are not made yet: every run of it waits for them
+            out.append(RunStatus(dataset=d, method="*", seed=-1, stage="train", replicate=0, state="blocked",
+                                 why=(str(e),), compute_s=math.nan, slot=str(paths.run_slot(d, "*", 0).parent)))
+    for job in jobs:
         r, slot = job.request, Path(job.slot)
         base = dict(dataset=r.dataset, method=r.method, seed=r.seed, stage=r.stage, replicate=r.replicate,
                     slot=str(slot.relative_to(paths.root)) if slot.is_relative_to(paths.root) else str(slot))
@@ -110,8 +121,8 @@ def status(params: dict, paths: ProjectPaths, dataset: str | None = None) -> lis
             continue
         older = _own_runs(slot, r.method)
         if older:
-            out.append(RunStatus(**base, state="stale", why=tuple(why_stale(older[0], planned)),
-                                 compute_s=older[0].wall_s))
+            out.append(RunStatus(**base, state="stale", why=tuple(why_stale(older[0][0], planned)),
+                                 compute_s=older[0][1]))
         else:
             out.append(RunStatus(**base, state="missing", why=("never run",), compute_s=math.nan))
     return _estimate_missing(out, paths)
@@ -121,17 +132,15 @@ def _estimate_missing(rows: list[RunStatus], paths: ProjectPaths) -> list[RunSta
     """A missing run's compute: the mean wall time of the same method's runs on the dataset (other seeds)."""
     from dataclasses import replace
 
-    from zsl_bench.records import find_records
-
     walls: dict[tuple, list[float]] = {}
     for row in rows:
-        if row.state == "missing" and (row.dataset, row.method) not in walls:
-            slots = paths.root / row.slot
-            found = [x.wall_s for x in find_records(slots.parent) if x["method"] == row.method
-                     and math.isfinite(x.wall_s)] if slots.parent.is_dir() else []
-            walls[(row.dataset, row.method)] = found
-    return [replace(row, compute_s=sum(w) / len(w)) if row.state == "missing" and (w := walls[(row.dataset, row.method)])
-            else row for row in rows]
+        key = (row.dataset, row.method, row.stage)
+        if row.state == "missing" and key not in walls:
+            method_folder = (paths.root / row.slot).parent
+            seeds = [s for s in method_folder.iterdir() if s.is_dir()] if method_folder.is_dir() else []
+            walls[key] = [w for s in seeds for _, w in _own_runs(s, row.method) if math.isfinite(w)]
+    return [replace(row, compute_s=sum(w) / len(w))
+            if row.state == "missing" and (w := walls[(row.dataset, row.method, row.stage)]) else row for row in rows]
 
 
 def render(rows: list[RunStatus]) -> str:
@@ -140,14 +149,18 @@ def render(rows: list[RunStatus]) -> str:
 
     lines = []
     for row in rows:
-        name = f"{row.dataset} {row.method}{' (A/A)' if row.replicate else ''} seed {row.seed} [{row.stage}]"
+        name = (f"{row.dataset} {row.method}{' (A/A)' if row.replicate else ''} seed {row.seed} [{row.stage}]"
+                if row.seed >= 0 else f"{row.dataset}: every run")
         lines.append(f"{row.state:8s} {name}" + (f"  ({minutes(row.compute_s)})" if row.state != "current" else ""))
         lines += [f"           {w}" for w in row.why if row.state != "current"]
     todo = [r for r in rows if r.state in ("stale", "missing")]
     known = sum(r.compute_s for r in todo if math.isfinite(r.compute_s))
     unknown = sum(not math.isfinite(r.compute_s) for r in todo)
-    counts = {s: sum(r.state == s for r in rows) for s in ("current", "stale", "missing", "blocked")}
-    lines.append(f"{len(rows)} configured runs: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n)
+    runs = [r for r in rows if r.seed >= 0]
+    waiting = [r.dataset for r in rows if r.seed < 0]
+    counts = {s: sum(r.state == s for r in runs) for s in ("current", "stale", "missing", "blocked")}
+    lines.append((f"dataset(s) waiting for their inputs: {', '.join(waiting)}; " if waiting else "")
+                 + f"{len(runs)} configured runs: " + (", ".join(f"{n} {s}" for s, n in counts.items() if n) or "none")
                  + (f"; bringing them current takes about {known / 60:.1f} min of compute as measured here"
                     + (f" plus {unknown} run(s) of unknown cost" if unknown else "") if todo else "; nothing to run"))
     return "\n".join(lines)

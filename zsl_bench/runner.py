@@ -33,13 +33,16 @@ class RunRequest:
     selection_metric: str = "H"
     search: bool | str = "grid"          # grid | none | random:N (True/False: grid/none)
     device: str = "auto"
-    hparams: dict | None = None          # overrides of the method's defaults (params.yaml)
+    hparam_overrides: dict | None = None   # the user's overrides of the method's defaults (params.yaml)
     search_space: dict | None = None     # replaces the method's grid (params.yaml)
     replicate: int = 0                   # > 0: the same run with an independent random stream (the ablation's A/A)
     stage: str = "train"                 # "ablation": run in the ablate stage's pool, under its thread settings
     precision: str = "fp32"              # torch fits: fp32 (the official codes') | bf16 | fp16 | auto (opt-in)
     micro_batch: int | None = None       # torch fits: most samples per forward (larger batches accumulate)
     loader_workers: int | None = None    # image methods: DataLoader workers (None: runtime.loader_workers())
+    # The method's defaults on the dataset with the overrides applied: resolved once where the request is made
+    # (stages.run_request) and passed on; None: plan_run resolves them (`Method.default_hparams`).
+    defaults: dict | None = None
 
 
 def code_fingerprint(method_cls) -> dict:
@@ -94,21 +97,22 @@ def plan_run(request: RunRequest, paths: ProjectPaths, progress: bool = True, sl
     dataset = load_dataset(paths.prepared(request.dataset))
     store = FeatureStore(paths.features(request.dataset))
     store.check_matches(dataset)
-    hparams = method_cls.default_hparams(dataset.name, request.hparams)
-    check_applicable(method_cls, store, hparams)
+    defaults = (request.defaults if request.defaults is not None
+                else method_cls.default_hparams(dataset.name, request.hparam_overrides))
+    check_applicable(method_cls, store, defaults)
     device = "cpu" if method_cls.device == "cpu" else resolve_device(request.device)
     folds = resolve_folds(request.folds, dataset, store.index.get("backbone_spec") or {})
     settings = TrainSettings(precision=resolve_precision(request.precision, device), micro_batch=request.micro_batch,
                              loader_workers=loader_workers() if request.loader_workers is None else request.loader_workers)
     evaluator = Evaluator(dataset, store, method_cls, seed=request.seed, folds=folds,
                           selection_metric=request.selection_metric, search=request.search, device=device,
-                          progress=progress and Distributed.current().is_main, hparams=request.hparams,
+                          progress=progress and Distributed.current().is_main, defaults=defaults,
                           search_space=request.search_space, replicate=request.replicate, settings=settings)
     key_spec = {"protocol_version": PROTOCOL_VERSION, "method": request.method, "dataset": request.dataset,
                 "dataset_fingerprint": dataset.fingerprint(), "features_sha256": [store.fingerprint(f) for f in evaluator.features],
                 "seed": request.seed, "folds": list(folds), "search": evaluator.search,
                 "selection_metric": request.selection_metric,
-                "configs": evaluator.configs, "hparam_overrides": request.hparams or {},
+                "configs": evaluator.configs, "hparam_overrides": request.hparam_overrides or {},
                 "search_space_override": request.search_space, "replicate": request.replicate,
                 "stage": request.stage, "training": {"precision": settings.precision, "micro_batch": settings.micro_batch},
                 "code": code_fingerprint(method_cls)}
@@ -180,7 +184,7 @@ def _shared_record(request: RunRequest, paths: ProjectPaths, evaluator, out, dev
                         "capabilities": sorted(method_cls.capabilities)},
         "config": {"folds": list(evaluator.folds), "folds_requested": request.folds if request.folds == "auto"
                    else list(request.folds), "selection_metric": request.selection_metric, "search": evaluator.search,
-                   "configs": out.configs, "hparam_overrides": request.hparams or {},
+                   "configs": out.configs, "hparam_overrides": request.hparam_overrides or {},
                    "search_space": evaluator.search_space,
                    "training": {"precision": evaluator.settings.precision, "micro_batch": evaluator.settings.micro_batch,
                                 "processes": Distributed.current().world}},
@@ -201,10 +205,10 @@ def _with_overrides(own: dict, shared: dict, overrides: dict) -> dict:
     def apply(config: dict) -> dict:
         return {**config, **overrides}
 
-    hparams = {policy: {m: apply(x) for m, x in c.items()} if _per_metric(c) else apply(c)
-               for policy, c in own["hparams"].items()}
+    selected = {policy: {m: apply(x) for m, x in c.items()} if _per_metric(c) else apply(c)
+                for policy, c in own["selected_configs"].items()}
     config = {**shared["config"], "configs": [apply(c) for c in shared["config"]["configs"]]}
-    return {**own, **shared, "hparams": hparams, "config": config}
+    return {**own, **shared, "selected_configs": selected, "config": config}
 
 
 def _configs_of(entry: dict, configs: list[dict]) -> dict:
@@ -226,7 +230,7 @@ def _record_of(out, dataset) -> dict:
             "used": chosen.get("attribute_embedding"),
         },
         # Per policy of the run's time: its configuration, or one per metric where they differ (`oracle`).
-        "hparams": {policy: _configs_of(entry, out.configs) for policy, entry in out.selection.items()},
+        "selected_configs": {policy: _configs_of(entry, out.configs) for policy, entry in out.selection.items()},
         "selection": out.selection,
         "traces": {"validation": out.validation_trace, "validation_folds": out.validation_folds,
                    "test": out.test_trace},

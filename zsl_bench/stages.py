@@ -102,16 +102,18 @@ def run_request(dataset: str, method: str, seed: int, params: dict, search: bool
     """The RunRequest params.yaml makes for (dataset, method, seed): train settings and the method's
     hyperparameter overrides and grid for the dataset."""
     from zsl_bench.params import method_overrides
+    from zsl_bench.registry import get_method
     from zsl_bench.runner import RunRequest
 
     check_dataset(dataset, params)
     check_seed(seed)
     t = section(params, "train")
-    overrides = method_overrides(params, method, dataset)
+    overrides = method_overrides(params, method, dataset)   # merged over the defaults here, once
     folds = t["folds"] if t["folds"] == "auto" else tuple(int(k) for k in t["folds"])
     return RunRequest(dataset=dataset, method=method, seed=int(seed), folds=folds,
                       selection_metric=t["selection_metric"], search=t["search"] if search is None else search,
-                      device=t["device"], hparams=overrides["hparams"], search_space=overrides["search_space"],
+                      device=t["device"], hparam_overrides=overrides["hparams"], search_space=overrides["search_space"],
+                      defaults=get_method(method).default_hparams(dataset, overrides["hparams"]),
                       precision=t["precision"], micro_batch=t["micro_batch"],
                       loader_workers=t.get("loader_workers"))
 
@@ -207,7 +209,6 @@ def train_jobs(dataset: str, params: dict, paths: ProjectPaths, with_skipped: bo
     from zsl_bench.features import FeatureStore
     from zsl_bench.launchers import Job
     from zsl_bench.registry import get_method
-    from zsl_bench.params import method_overrides
     from zsl_bench.runner import NotApplicable, check_applicable
 
     check_dataset(dataset, params)
@@ -216,15 +217,14 @@ def train_jobs(dataset: str, params: dict, paths: ProjectPaths, with_skipped: bo
     jobs, skipped = [], {}
     seeds = [int(s) for s in section(params, "train", "seeds")]
     for method in section(params, "train", "methods"):
+        requests = [run_request(dataset, method, seed, params) for seed in seeds]
         try:
-            cls = get_method(method)
-            check_applicable(cls, store, cls.default_hparams(dataset, method_overrides(params, method, dataset)["hparams"]))
+            check_applicable(get_method(method), store, requests[0].defaults)
         except NotApplicable as e:
             print(f"skipped {method} on {dataset}: {e}", file=sys.stderr)
             skipped.update({paths.run_slot(dataset, method, seed): (method, str(e)) for seed in seeds})
             continue
-        jobs += [Job(run_request(dataset, method, seed, params), str(paths.root),
-                     str(paths.run_slot(dataset, method, seed))) for seed in seeds]
+        jobs += [Job(r, str(paths.root), str(paths.run_slot(dataset, method, r.seed))) for r in requests]
     return (jobs, skipped) if with_skipped else jobs
 
 
@@ -269,7 +269,7 @@ def shares_train_run(dataset: str, params: dict) -> bool:
     method is among train.methods and its validation search tries its defaults only (`train.search: none`,
     or a grid of one point, the defaults). Both stages run in the same kind of pool under the same thread
     rule, so the ablate stage reads that run (records.SHARED_FILE) instead of training it a second time."""
-    from zsl_bench.evaluator import search_mode
+    from zsl_bench.protocol import search_mode
     from zsl_bench.registry import get_method
 
     base = section(params, "ablate", "method")
@@ -279,8 +279,7 @@ def shares_train_run(dataset: str, params: dict) -> bool:
     mode = search_mode(request.search)
     if mode != "grid":
         return mode == "none"
-    cls = get_method(base)
-    default = cls.default_hparams(dataset, request.hparams)
+    cls, default = get_method(base), request.defaults
     space = cls.search_space(dataset) if request.search_space is None else dict(request.search_space)
     return all(values and all(v == default[k] for v in values) for k, values in space.items())
 
@@ -297,7 +296,6 @@ def ablation_jobs(dataset: str, params: dict, paths: ProjectPaths):
     from zsl_bench.features import FeatureStore
     from zsl_bench.launchers import Job
     from zsl_bench.registry import get_method
-    from zsl_bench.params import method_overrides
     from zsl_bench.runner import NotApplicable, check_applicable
 
     check_method_settings(params)
@@ -309,7 +307,7 @@ def ablation_jobs(dataset: str, params: dict, paths: ProjectPaths):
         if name not in why_not:
             try:
                 cls = get_method(name)
-                check_applicable(cls, store, cls.default_hparams(dataset, method_overrides(params, name, dataset)["hparams"]))
+                check_applicable(cls, store, run_request(dataset, name, seed, params).defaults)
                 same = cls.identical_to_base()
                 why_not[name] = f"not run: identical to the official configuration here ({same})" if same else None
             except NotApplicable as e:
