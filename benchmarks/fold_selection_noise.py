@@ -32,7 +32,8 @@ def build(name: str, tmp: Path, feature_dim: int, noise: float):
     from zsl_bench.backbone import BackboneSpec
     from zsl_bench.data.dataset import load_dataset
     from zsl_bench.data.xlsa17 import prepare_from_release, xlsa17_folder
-    from zsl_bench.features import FeatureStore, import_res101
+    from zsl_bench.features import FeatureStore
+    from zsl_bench.feature_import import import_res101
 
     release = xlsa17_folder(tmp / "raw", name)
     release.mkdir(parents=True)

@@ -222,7 +222,8 @@ def cub_vector_fixture(metadata: Path, root: Path, feature_dim: int = 2048, nois
     from zsl_bench.data import cub
     from zsl_bench.data.dataset import load_dataset
     from zsl_bench.data.xlsa17 import last_two_components, prepare_from_release, xlsa17_folder
-    from zsl_bench.features import FeatureStore, import_res101
+    from zsl_bench.features import FeatureStore
+    from zsl_bench.feature_import import import_res101
 
     release = xlsa17_folder(root / "raw", "CUB")
     release.mkdir(parents=True)

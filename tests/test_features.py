@@ -100,7 +100,7 @@ def test_npy_rows_reads_any_rows_in_the_order_asked(tmp_path):
 
 
 def test_map_extraction_resumes_after_an_interruption(tiny_project, tmp_path):
-    from zsl_bench.features import ExtractSpec, extract
+    from zsl_bench.feature_extraction import ExtractSpec, extract
 
     d = load_dataset(tiny_project / "data" / "prepared" / "synthetic")
     backbone = tiny_project / "data" / "backbones" / "synthetic"
@@ -127,7 +127,7 @@ def test_res101_vectors_are_imported_in_dataset_row_order(tiny_project, tmp_path
     from scipy.io import savemat
 
     from zsl_bench.backbone import BackboneSpec
-    from zsl_bench.features import import_res101
+    from zsl_bench.feature_import import import_res101
     from tests.real_layouts import cell
 
     d = load_dataset(tiny_project / "data" / "prepared" / "synthetic")
@@ -162,7 +162,7 @@ def write_dazle_hdf5(path, d, maps, leaky=True):
 
 def test_dazle_hdf5_is_read_lazily_after_checking_it_matches(tiny_project, tmp_path):
     from zsl_bench.backbone import BackboneSpec
-    from zsl_bench.features import register_hdf5
+    from zsl_bench.feature_import import register_hdf5
 
     d = load_dataset(tiny_project / "data" / "prepared" / "synthetic")
     maps = np.random.default_rng(1).random((len(d.labels), 8, 3, 3)).astype(np.float32)

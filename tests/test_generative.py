@@ -218,7 +218,8 @@ def test_runs_on_the_xlsa17_release_vectors(tiny_project, tmp_path, name):
     from tests.real_layouts import cell
     from zsl_bench.backbone import BackboneSpec
     from zsl_bench.data.dataset import load_dataset
-    from zsl_bench.features import FeatureStore, import_res101
+    from zsl_bench.features import FeatureStore
+    from zsl_bench.feature_import import import_res101
 
     d = load_dataset(tiny_project / "data" / "prepared" / "synthetic")
     rng = np.random.default_rng(0)

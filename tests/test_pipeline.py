@@ -284,7 +284,7 @@ def test_dvc_repro_runs_everything_then_nothing_and_stage_deps_cover_imports(tin
 
 def test_runs_that_searched_no_hyperparameters_say_so(project_copy):
     """`train.search: none` (or `--no-search`): the tables and compare mark the method and say what it means."""
-    from zsl_bench.report import NOT_SEARCHED_NOTE
+    from zsl_bench.table_cells import NOT_SEARCHED_NOTE
     from zsl_bench.run_results import load_results
 
     paths = ProjectPaths(project_copy)

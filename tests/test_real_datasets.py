@@ -212,7 +212,7 @@ def test_a_real_dataset_s_vector_methods_read_the_xlsa17_vectors_and_apn_its_224
     and serves xlsa17's published res101.mat vectors to every vector method, as their papers read them; APN
     in map mode reads layer4 of the images at its official 224 px (7 × 7). `vectors: backbone` is the one
     switch back to the extraction's own pooled vectors."""
-    from zsl_bench import features
+    from zsl_bench import feature_extraction, features
     from zsl_bench.data.xlsa17 import read_res101
     from zsl_bench.evaluator import Evaluator
     from zsl_bench.params import load_params
@@ -228,8 +228,8 @@ def test_a_real_dataset_s_vector_methods_read_the_xlsa17_vectors_and_apn_its_224
     backbone = tiny_project / "data" / "backbones" / "synthetic"   # the fixture's images are the tiny project's
 
     def store(**change):
-        spec = features.ExtractSpec.from_params({**configured, "input_size": 64, "batch_size": 64, **change})
-        return features.FeatureStore(features.extract(d, backbone, tmp_path / "features" / "CUB", spec, progress=False))
+        spec = feature_extraction.ExtractSpec.from_params({**configured, "input_size": 64, "batch_size": 64, **change})
+        return features.FeatureStore(feature_extraction.extract(d, backbone, tmp_path / "features" / "CUB", spec, progress=False))
 
     s = store()
     read = lambda name, **hp: Evaluator.features_of(get_method(name), s, get_method(name).default_hparams("CUB", hp))

@@ -117,7 +117,8 @@ def release_only(request, tmp_path_factory):
     from zsl_bench.backbone import BackboneSpec
     from zsl_bench.data.dataset import load_dataset
     from zsl_bench.data.xlsa17 import prepare_from_release, xlsa17_folder
-    from zsl_bench.features import FeatureStore, import_res101
+    from zsl_bench.features import FeatureStore
+    from zsl_bench.feature_import import import_res101
 
     name = request.param
     if not (SHARED / name).is_dir():

@@ -72,7 +72,7 @@ def test_the_default_precision_is_fp32_even_on_a_gpu_with_bf16(monkeypatch):
 
 
 def test_tables_mark_a_precision_other_than_fp32():
-    from zsl_bench.report import method_label
+    from zsl_bench.table_cells import method_label
 
     row = {"method": "transzero", "hparams_searched": True}
     assert method_label({**row, "precision": "fp32"}) == "transzero"

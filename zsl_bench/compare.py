@@ -19,8 +19,8 @@ from zsl_bench.metrics import mean_std
 from zsl_bench.protocol import TABLE_METRICS
 from zsl_bench.registry import published
 from zsl_bench.policies import HEADLINE_POLICY
-from zsl_bench.report import (NOT_SEARCHED, NOT_SEARCHED_NOTE, POLICY_TITLES, STD_NOTE, Cell, method_label,
-                              precision_label)
+from zsl_bench.policies import POLICIES
+from zsl_bench.table_cells import NOT_SEARCHED, NOT_SEARCHED_NOTE, STD_NOTE, Cell, method_label, precision_label
 from zsl_bench.run_results import RunResult
 
 CI_NOTE = (f"Δ = other − {{base}} per seed, mean ± std over the seeds both ran; [low, high] = 95 % paired bootstrap "
@@ -153,7 +153,7 @@ def _paper_text(row: Row) -> str:
 
 
 def _header_lines(comp: DatasetComparison, methods: list[str], where: str) -> list[str]:
-    return [f"dataset {comp.dataset} · selection {POLICY_TITLES[comp.policy]}",
+    return [f"dataset {comp.dataset} · selection {POLICIES[comp.policy].title}",
             f"values in %: {STD_NOTE}",
             CI_NOTE.format(base=methods[0]),
             *(["published = the authors' numbers (T1; U / S / H); ours (paper rule) = this run under the same rule "

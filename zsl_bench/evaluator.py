@@ -26,7 +26,7 @@ from zsl_bench.method import ZSL_SCORER, ClassSemantics, FitContext, Method, Tas
 from zsl_bench import model_views
 from zsl_bench.metrics import gzsl_accuracies, seen_unseen_curve, zsl_top1
 from zsl_bench.protocol import SELECTION_METRICS, Phase, search_mode, spread_standardise, test_phase, validation_phase
-from zsl_bench.policies import HEADLINE_POLICY, POLICIES, Keeper, RunContext, gamma_space, selection_entry
+from zsl_bench.policies import HEADLINE_POLICY, POLICIES, Keeper, RunContext
 from zsl_bench.traces import mean_over_folds, test_row
 from zsl_bench.runtime import seed_hash
 from zsl_bench.training import Distributed
@@ -344,17 +344,11 @@ class Evaluator:
         self.sweep(t_phase, on_test, name="test")
         outputs = {}
         for v in self.score_variants:
-            selection, predictions = {}, {}
             if "state" not in kept[v]:
                 raise RuntimeError(f"{self.method_cls.name}: the refit on trainval never reached the validation-"
                                    f"selected checkpoint; a method must checkpoint the same epochs whatever its "
                                    "training set")
-            for name, plan in plans[v].items():
-                rows = {m: traces[v][keepers[v].best[(name, m)][1]] for m in ("T1", "H", "AUSUC")}
-                selection[name] = selection_entry(plan, rows)
-                predictions[f"gamma_{name}"] = np.float64(selection[name]["metrics"]["gamma"])
-                predictions[f"calibration_{name}"] = np.str_(gamma_space(plan, rows["H"]))
-            predictions.update(keepers[v].predictions())
+            selection, predictions = keepers[v].outputs(traces[v])
             head = selection[HEADLINE_POLICY]
             chosen = _row_at(validation[v], head["config_id"], head["epoch"])
             head["validation"] = {k: chosen[k] for k in ("T1", "H", "U", "S", "gamma", "AUSUC")}

@@ -46,7 +46,7 @@ def spec_of_dataclass(cls) -> dict:
 
 def _schemas() -> dict:
     from zsl_bench.backbone import BackboneSpec
-    from zsl_bench.features import ExtractSpec
+    from zsl_bench.feature_extraction import ExtractSpec
 
     return {
         "backbone": spec_of_dataclass(BackboneSpec),
@@ -277,3 +277,23 @@ def section(params: dict, *keys: str, path: Path | str = "params.yaml"):
             raise ConfigError(f"{path}: missing key {'.'.join(keys[:i + 1])}")
         node = node[k]
     return node
+
+
+AA_SLOT_SUFFIX = "-AA"   # runs/<dataset>/ablation/<method>-AA/seed<S>: the A/A replicate's slot
+
+
+def ablation_runs(dataset: str, params: dict, paths: ProjectPaths):
+    """What the ablate stage runs, as (method, replicate, seed, slot) — what params.yaml's `ablate` section configures: the official configuration, its A/A
+    rerun (replicate 1: the same configuration with an independent random stream, the noise floor every
+    variant's ΔH is read against) and each variant, all in the same worker pool under the same thread
+    settings, so no row differs from another by its numerical environment."""
+    cfg = section(params, "ablate")
+    base = cfg["method"]
+    if not cfg["variants"]:
+        return   # nothing to ablate: no official row or A/A either
+    for seed in cfg["seeds"]:
+        yield base, 0, int(seed), paths.ablation_slot(dataset, base, int(seed))
+        yield base, 1, int(seed), paths.ablation_slot(dataset, base + AA_SLOT_SUFFIX, int(seed))
+    for name in (f"{base}.{v}" for v in cfg["variants"]):
+        for seed in cfg["seeds"]:
+            yield name, 0, int(seed), paths.ablation_slot(dataset, name, int(seed))

@@ -216,6 +216,17 @@ class Keeper:
     def load_state_dict(self, state: dict) -> None:
         self.best, self.position = dict(state["best"]), int(state["position"])
 
+    def outputs(self, test_trace: list[dict]) -> tuple[dict, dict[str, np.ndarray]]:
+        """After the sweep: (the record's `selection`: each plan's entry at its kept checkpoints, predictions.npz's
+        per-policy arrays: the kept scores, each policy's γ and the units it applies in)."""
+        selection, arrays = {}, {}
+        for name, plan in self.plans.items():
+            rows = {m: test_trace[self.best[(name, m)][1]] for m in METRIC_TARGETS}
+            selection[name] = selection_entry(plan, rows)
+            arrays[f"gamma_{name}"] = np.float64(selection[name]["metrics"]["gamma"])
+            arrays[f"calibration_{name}"] = np.str_(gamma_space(plan, rows["H"]))
+        return selection, {**arrays, **self.predictions()}
+
     def predictions(self) -> dict[str, np.ndarray]:
         """predictions.npz arrays: `scores_<policy>` (its H checkpoint), `scores_<policy>_T1|AUSUC` where that
         metric came from another checkpoint, `scores_zsl_<policy>` (ZSL scorer at its T1 checkpoint),

@@ -6,7 +6,6 @@ sample standard deviation over seeds (ddof = 1), n is the number of seeds. An em
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,15 +15,7 @@ from zsl_bench.protocol import PROTOCOL_VERSION, TABLE_METRICS
 from zsl_bench.policies import HEADLINE_POLICY, POLICIES
 from zsl_bench.records import newest_per_seed
 from zsl_bench.run_results import RunResult
-
-POLICY_TITLES = {name: policy.title for name, policy in POLICIES.items()}
-# The input regime of a row, so that a method on frozen maps is never mistaken for its paper's fine-tuned setting.
-INPUT_REGIMES = {"vector": "pooled vectors, frozen backbone", "map": "last-layer map, frozen backbone",
-                 "maps": "layer2–4 maps, frozen backbone", "image": "images, backbone fine-tuned"}
-STD_NOTE = "mean ± std over seeds (sample std, ddof = 1), n = number of seeds"
-NOT_SEARCHED = "†"
-NOT_SEARCHED_NOTE = (f"{NOT_SEARCHED} hyperparameters not searched (defaults only: `--no-search`, `train.search: none` "
-                     "or a one-point grid); epoch and γ were still chosen on validation.")
+from zsl_bench.table_cells import INPUT_REGIMES, NOT_SEARCHED_NOTE, STD_NOTE, Cell, method_label, precision_label
 
 
 def long_table(records: list[dict]):
@@ -63,47 +54,6 @@ def summary(df, policy: str, skipped: dict | None = None):
                      "hparams_searched": bool(g["searched"].all()), "input": g["input"].iloc[0],
                      "precision": precision_label(g["precision"]), "note": ""})
     return pd.DataFrame(rows).sort_values(["dataset", "method"], kind="stable", ignore_index=True)
-
-
-def precision_label(values) -> str:
-    """The training precision of a group of runs: one name, or the names joined when the runs differ."""
-    return "/".join(sorted(set(values)))
-
-
-def method_label(row) -> str:
-    """The method's name in a table, marked when some of its runs searched no hyperparameters and with its
-    training precision when that is not the official fp32 (a speed mode changes the numbers)."""
-    precision = row.get("precision") or "fp32"
-    return (row["method"] + ("" if precision == "fp32" else f" ({precision})")
-            + ("" if row["hparams_searched"] else f" {NOT_SEARCHED}"))
-
-
-@dataclass
-class Cell:
-    mean: float = math.nan
-    std: float = math.nan
-    n: int = 0
-    ci_low: float | None = None
-    ci_high: float | None = None
-    note: str = ""        # why a cell is empty or incomplete
-
-    @property
-    def excludes_zero(self) -> bool | None:
-        if self.ci_low is None:
-            return None
-        return bool(self.ci_low > 0 or self.ci_high < 0)
-
-    def text(self, signed: bool = False) -> str:
-        if self.n == 0 or math.isnan(self.mean):
-            return f"— ({self.note})" if self.note else "—"
-        value = f"{self.mean:+.1f}" if signed else f"{self.mean:.1f}"
-        if self.n > 1 and not math.isnan(self.std):
-            value += f" ± {self.std:.1f}"
-        else:
-            value += " (n = 1, no std)"
-        if self.ci_low is not None:
-            value += f" [{self.ci_low:+.1f}, {self.ci_high:+.1f}]" + ("*" if self.excludes_zero else "")
-        return value
 
 
 def cell(mean: float, std: float, count: int) -> str:
@@ -175,7 +125,7 @@ def results_markdown(records: list[dict], skipped: dict | None = None) -> str:
     for policy in POLICIES:
         s = summary(df, policy, skipped)
         for dataset in _datasets(df, skipped):
-            parts += [f"## {dataset} — selection: {POLICY_TITLES[policy]}", "", markdown_table(s, dataset), ""]
+            parts += [f"## {dataset} — selection: {POLICIES[policy].title}", "", markdown_table(s, dataset), ""]
             if not s[s["dataset"] == dataset]["hparams_searched"].all():
                 parts += [NOT_SEARCHED_NOTE, ""]
     det = deterministic_methods(df)
@@ -200,7 +150,7 @@ def results_latex(records: list[dict], skipped: dict | None = None) -> str:
                     for _, row in s[s["dataset"] == dataset].iterrows()]
             searched = s[s["dataset"] == dataset]["hparams_searched"].all()
             parts.append(latex_table(["method", *TABLE_METRICS, "n"], rows,
-                                     f"{dataset}, selection {POLICY_TITLES[policy]}. {STD_NOTE}."
+                                     f"{dataset}, selection {POLICIES[policy].title}. {STD_NOTE}."
                                      + ("" if searched else f" {NOT_SEARCHED_NOTE}"),
                                      f"tab:{dataset}-{policy}"))
     return "\n".join(parts)
@@ -255,7 +205,7 @@ def ablation_markdown(records: list[dict], method: str, skipped: dict | None = N
              "worker pool with the same thread settings. The A/A row is the official configuration again with an "
              "independent random stream: its ΔH is what ΔH looks like when nothing changed, and a variant's ΔH "
              "is read against it (\"vs A/A\": beyond |A/A mean| + 2 · A/A std, or within). Selection policy: "
-             f"{POLICY_TITLES[HEADLINE_POLICY]}. All in %, {STD_NOTE}. ΔH is the paired difference to the official "
+             f"{POLICIES[HEADLINE_POLICY].title}. All in %, {STD_NOTE}. ΔH is the paired difference to the official "
              "run of the same seed (mean ± std over seeds).", ""]
     for dataset in _datasets(df, skipped):
         official = next((r for r in records if r.method == method and r["dataset"] == dataset), None)

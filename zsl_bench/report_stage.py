@@ -15,10 +15,10 @@ from zsl_bench.paths import ProjectPaths
 
 def configured_slots(params: dict, paths: ProjectPaths):
     """Every slot params.yaml configures, as (kind, dataset, method, seed, slot): kind "train" for datasets ×
-    methods × seeds, "ablation" for what the ablate stage runs (`stages.ablation_runs`: the official
+    methods × seeds, "ablation" for what the ablate stage runs (`params.ablation_runs`: the official
     configuration, its A/A replicate, the variants). The one enumeration that configured_records, skipped_runs
     and missing_runs share."""
-    from zsl_bench.stages import ablation_runs
+    from zsl_bench.params import ablation_runs
 
     for dataset in section(params, "datasets"):
         for method in section(params, "train", "methods"):

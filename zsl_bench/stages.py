@@ -6,7 +6,7 @@ import numbers
 from pathlib import Path
 
 from zsl_bench.io import ConfigError, DataError
-from zsl_bench.params import check_method_settings, section
+from zsl_bench.params import ablation_runs, check_method_settings, section
 from zsl_bench.paths import ProjectPaths
 
 
@@ -77,7 +77,7 @@ def backbone(dataset: str, params: dict, paths: ProjectPaths, progress: bool = T
 
 
 def extract(dataset: str, params: dict, paths: ProjectPaths, progress: bool = True) -> Path:
-    from zsl_bench import features
+    from zsl_bench import feature_extraction, feature_import
     from zsl_bench.data.dataset import load_dataset
     from zsl_bench.io import read_json
     from zsl_bench.runtime import limit_threads
@@ -89,13 +89,13 @@ def extract(dataset: str, params: dict, paths: ProjectPaths, progress: bool = Tr
     if source == "xlsa17_res101":
         if ds.xlsa17_dir is None:
             raise DataError(f"{paths.prepared(dataset)}: not split by an xlsa17 release; no res101.mat to import")
-        return features.import_res101(ds, ds.xlsa17_dir / "res101.mat", paths.features(dataset), info)
+        return feature_import.import_res101(ds, ds.xlsa17_dir / "res101.mat", paths.features(dataset), info)
     if source == "hdf5":
-        return features.register_hdf5(ds, Path(info["spec"]["features_file"]).expanduser(), paths.features(dataset),
-                                      info)
+        return feature_import.register_hdf5(ds, Path(info["spec"]["features_file"]).expanduser(),
+                                            paths.features(dataset), info)
     limit_threads()
-    return features.extract(ds, paths.backbone(dataset), paths.features(dataset),
-                            features.ExtractSpec.from_params(section(params, "extract", dataset)), progress=progress)
+    spec = feature_extraction.ExtractSpec.from_params(section(params, "extract", dataset))
+    return feature_extraction.extract(ds, paths.backbone(dataset), paths.features(dataset), spec, progress=progress)
 
 
 def run_request(dataset: str, method: str, seed: int, params: dict, search: bool | str | None = None):
@@ -242,26 +242,6 @@ def prune_slot(folder: Path) -> None:
         record = read_json(other / RECORD_FILE) if (other / RECORD_FILE).is_file() else {}
         if (record.get("score_variant_of") or {}).get("run_key") != key:
             shutil.rmtree(other)
-
-
-AA_SLOT_SUFFIX = "-AA"   # runs/<dataset>/ablation/<method>-AA/seed<S>: the A/A replicate's slot
-
-
-def ablation_runs(dataset: str, params: dict, paths: ProjectPaths):
-    """What the ablate stage runs, as (method, replicate, seed, slot): the official configuration, its A/A
-    rerun (replicate 1: the same configuration with an independent random stream, the noise floor every
-    variant's ΔH is read against) and each variant, all in the same worker pool under the same thread
-    settings, so no row differs from another by its numerical environment."""
-    cfg = section(params, "ablate")
-    base = cfg["method"]
-    if not cfg["variants"]:
-        return   # nothing to ablate: no official row or A/A either
-    for seed in cfg["seeds"]:
-        yield base, 0, int(seed), paths.ablation_slot(dataset, base, int(seed))
-        yield base, 1, int(seed), paths.ablation_slot(dataset, base + AA_SLOT_SUFFIX, int(seed))
-    for name in (f"{base}.{v}" for v in cfg["variants"]):
-        for seed in cfg["seeds"]:
-            yield name, 0, int(seed), paths.ablation_slot(dataset, name, int(seed))
 
 
 def shares_train_run(dataset: str, params: dict) -> bool:

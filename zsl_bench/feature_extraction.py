@@ -1,0 +1,173 @@
+"""Writing a feature store by extraction: a backbone's pooled vectors and maps of every image, streamed to
+disk in batches with progress, resumable after an interruption from `.<name>.partial/` (store format:
+features.py), and xlsa17's published vectors beside them where `extract.<D>.vectors` asks."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from zsl_bench.io import DataError, sha256_file, write_json
+from zsl_bench.provenance import provenance, write_provenance
+
+from zsl_bench.features import STORE_DTYPE, NpyRows
+from zsl_bench.feature_import import write_res101
+
+
+VECTOR_SOURCES = ("auto", "backbone", "xlsa17_res101")
+
+
+@dataclass(frozen=True)
+class ExtractSpec:
+    levels: tuple[str, ...] = ()        # backbone stages to store as maps, e.g. ("layer4",)
+    input_size: int | None = None       # default: the backbone's own input size
+    crop: str = "none"                  # "none": whole image resized (xlsa17); "center": short side + centre crop
+    batch_size: int = 128
+    # What the vector methods read: xlsa17's published res101.mat vectors (their papers' input), the
+    # backbone's pooled vectors, or auto = xlsa17's where the dataset was split by an xlsa17 release.
+    vectors: str = "auto"
+    # Further input sizes whose last-stage maps are stored as `<last>@<size>` (APN's official 224 px).
+    extra_sizes: tuple[int, ...] = field(default=(), metadata={"item": int})
+
+    @classmethod
+    def from_params(cls, params: dict) -> "ExtractSpec":
+        spec = cls(levels=tuple(params.get("levels") or ()), input_size=params.get("input_size"),
+                   crop=params.get("crop", "none"), batch_size=int(params.get("batch_size", 128)),
+                   vectors=params.get("vectors", "auto"),
+                   extra_sizes=tuple(int(s) for s in params.get("extra_sizes") or ()))
+        if spec.crop not in ("none", "center"):
+            raise DataError(f"extract.crop must be 'none' or 'center', not {spec.crop!r}")
+        if spec.vectors not in VECTOR_SOURCES:
+            raise DataError(f"extract.vectors must be one of {', '.join(VECTOR_SOURCES)}, not {spec.vectors!r}")
+        return spec
+
+
+def xlsa17_vectors(spec: ExtractSpec, dataset) -> Path | None:
+    """The res101.mat whose vectors the store serves to vector methods, or None for the backbone's own."""
+    release = dataset.xlsa17_dir / "res101.mat" if dataset.xlsa17_dir is not None else None
+    if spec.vectors == "backbone" or (spec.vectors == "auto" and (release is None or not release.is_file())):
+        return None
+    if release is None or not release.is_file():
+        raise DataError(f"extract.{dataset.name}.vectors: xlsa17_res101, but {dataset.name} was not split by an "
+                        "xlsa17 release (no res101.mat); use vectors: backbone")
+    return release
+
+
+def _stage_indices(model, levels: tuple[str, ...]) -> list[int]:
+    modules = [f["module"] for f in model.feature_info]
+    unknown = [lv for lv in levels if lv not in modules]
+    if unknown:
+        raise DataError(f"backbone has no stage {unknown}; its stages are {modules}")
+    return [modules.index(lv) for lv in levels]
+
+
+# Long on purpose: one streaming loop (prefetch, forward, positioned writes, resume bookkeeping) reads best whole.
+def extract(dataset, backbone_dir: Path, out: Path, spec: ExtractSpec = ExtractSpec(), progress: bool = True,
+            stop_after_batches: int | None = None) -> Path:
+    """Pooled vectors (and maps of `spec.levels`, and the last stage's maps at `spec.extra_sizes`) for every
+    image, streamed to disk, resumable; xlsa17's vectors beside them when `spec.vectors` asks for them.
+
+    `stop_after_batches` interrupts on purpose (tests and benchmarks of resuming).
+    """
+    import torch
+    from tqdm import tqdm
+
+    from zsl_bench.backbone import load_backbone
+    from zsl_bench.images import load_batch_for_backbone
+
+    model, info = load_backbone(backbone_dir)
+    size = spec.input_size or info["spec"]["input_size"]
+    vectors_from = xlsa17_vectors(spec, dataset)
+    n = len(dataset.labels)
+    out = Path(out)
+    partial = out.with_name(f".{out.name}.partial")
+    config = {"dataset_fingerprint": dataset.fingerprint(), "backbone": info, "spec": asdict(spec), "size": size}
+    config_hash = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
+    progress_file = partial / "progress.json"
+    indices = _stage_indices(model, spec.levels) if spec.levels else []
+
+    with torch.inference_mode():
+        probe = model.forward_intermediates(torch.zeros(1, 3, size, size), indices=indices or [len(model.feature_info) - 1],
+                                            intermediates_only=True)
+    shapes = {"pooled": (n, int(model.num_features))}
+    shapes.update({lv: (n, *probe[i].shape[1:]) for i, lv in enumerate(spec.levels)})
+    last = len(model.feature_info) - 1
+    extra = {s: f"{model.feature_info[last]['module']}@{s}" for s in spec.extra_sizes}
+    for s, name in extra.items():
+        with torch.inference_mode():
+            grid = model.forward_intermediates(torch.zeros(1, 3, s, s), indices=[last], intermediates_only=True)[0]
+        shapes[name] = (n, *grid.shape[1:])
+
+    start_row = 0
+    if progress_file.is_file() and json.loads(progress_file.read_text()).get("config") == config_hash:
+        start_row = json.loads(progress_file.read_text())["rows_done"]
+        files = {k: NpyRows.open(partial / f"{k}.npy") for k in shapes}
+    else:
+        if partial.exists():
+            import shutil
+
+            shutil.rmtree(partial)
+        partial.mkdir(parents=True)
+        files = {k: NpyRows.create(partial / f"{k}.npy", shape, STORE_DTYPE) for k, shape in shapes.items()}
+    started = time.time()
+    starts = list(range(start_row, n, spec.batch_size))
+
+    def load(lo):
+        images = [dataset.image_path(r) for r in range(lo, min(lo + spec.batch_size, n))]
+        return [load_batch_for_backbone(images, s, spec.crop) for s in (size, *extra)]
+
+    bar = tqdm(starts, desc=f"extract {'+'.join(shapes)}", unit="batch", disable=not progress)
+    done_batches = 0
+    # Decode the next batch in a thread while the model runs this one (PIL and torch release the GIL).
+    with torch.inference_mode(), ThreadPoolExecutor(max_workers=1) as pool:
+        upcoming = pool.submit(load, starts[0]) if starts else None
+        for i, lo in enumerate(bar):
+            rows = range(lo, min(lo + spec.batch_size, n))
+            x, *smaller = upcoming.result()
+            if i + 1 < len(starts):
+                upcoming = pool.submit(load, starts[i + 1])
+            if indices:
+                final, maps = model.forward_intermediates(x, indices=indices)
+                pooled = model.forward_head(final)
+                for lv, m in zip(spec.levels, maps):
+                    files[lv].write(lo, m.numpy())
+            else:
+                pooled = model(x)
+            files["pooled"].write(lo, pooled.numpy())
+            for name, xs in zip(extra.values(), smaller):
+                files[name].write(lo, model.forward_intermediates(xs, indices=[last], intermediates_only=True)[0].numpy())
+            _write_progress(progress_file, config_hash, lo + len(rows))
+            done_batches += 1
+            if stop_after_batches is not None and done_batches >= stop_after_batches and lo + len(rows) < n:
+                raise KeyboardInterrupt(f"stopped on purpose after {done_batches} batches (resume by running again)")
+    arrays = {k: {"file": f"{k}.npy", "format": "npy", "shape": list(f.shape), "dtype": np.dtype(STORE_DTYPE).name,
+                  "sha256": sha256_file(f.path)} for k, f in files.items()}
+    progress_file.unlink()
+    if vectors_from is not None:
+        arrays["xlsa17_res101"] = write_res101(dataset, vectors_from, partial)
+    write_json(partial / "index.json", {
+        "dataset": dataset.name, "dataset_fingerprint": dataset.fingerprint(),
+        "backbone": {k: info.get(k) for k in ("arch", "pretraining_data", "trained_on")},
+        "backbone_spec": info["spec"], "input_size": size,
+        "resize": "whole image, bilinear, no crop" if spec.crop == "none" else "short side, bilinear, centre crop",
+        "arrays": arrays, "vectors": "pooled" if vectors_from is None else "xlsa17_res101",
+    })
+    write_provenance(partial, provenance(out.parent, time.time() - started, resumed_from_row=start_row))
+    if out.exists():
+        import shutil
+
+        shutil.rmtree(out)
+    os.replace(partial, out)
+    return out
+
+
+def _write_progress(path: Path, config_hash: str, rows_done: int) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"config": config_hash, "rows_done": rows_done}))
+    os.replace(tmp, path)
