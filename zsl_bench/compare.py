@@ -14,6 +14,7 @@ import math
 from dataclasses import asdict, dataclass, field
 
 from zsl_bench import bootstrap
+from zsl_bench.io import DataError
 from zsl_bench.latex import escape, latex_table
 from zsl_bench.metrics import mean_std
 from zsl_bench.protocol import TABLE_METRICS
@@ -100,10 +101,14 @@ def compare(results: list[RunResult], methods: list[str], dataset: str | None = 
                 continue
             cells = {k: _summary_cell([per_method[other][s][k] - per_method[base][s][k] for s in common], None)
                      for k in TABLE_METRICS}
-            a, b = _scores(results, ds, other, policy), _scores(results, ds, base, policy)
-            missing = [s for s in common if s not in a or s not in b]
-            intervals = ("predictions.npz missing for seed " + ", ".join(map(str, missing)) if missing else
-                         bootstrap.paired_intervals({s: a[s] for s in common}, {s: b[s] for s in common}))
+            try:
+                a, b = _scores(results, ds, other, policy), _scores(results, ds, base, policy)
+            except DataError as e:   # e.g. a policy newer than the runs, at a checkpoint none of them kept
+                a, b, intervals = {}, {}, str(e)
+            else:
+                missing = [s for s in common if s not in a or s not in b]
+                intervals = ("predictions.npz missing for seed " + ", ".join(map(str, missing)) if missing else
+                             bootstrap.paired_intervals({s: a[s] for s in common}, {s: b[s] for s in common}))
             note = ""
             if isinstance(intervals, str):
                 note = f"no bootstrap interval: {intervals}"
