@@ -77,7 +77,7 @@ def test_errors_are_one_clear_line(tmp_path):
 @pytest.mark.parametrize("stage", ["prepare", "backbone", "extract"])
 def test_pipeline_stage_scripts_report_bad_input(tmp_path, stage):
     write_params(tmp_path)
-    out = subprocess.run([sys.executable, "-m", f"pipelines.{stage}", "nowhere"], cwd=tmp_path,
+    out = subprocess.run([sys.executable, "-m", f"zsl_bench_pipelines.{stage}", "nowhere"], cwd=tmp_path,
                          capture_output=True, text=True)
     assert out.returncode != 0
     assert "nowhere" in out.stderr
@@ -111,12 +111,12 @@ def _bad_params(root, edit):
 @pytest.mark.parametrize("edit,message", BAD_PARAMS)
 def test_the_params_check_names_the_file_the_key_and_what_is_allowed(tmp_path, edit, message):
     from zsl_bench.io import ConfigError
-    from zsl_bench.params import load_params
+    from zsl_bench.params import check_method_settings, load_params
     from zsl_bench.paths import ProjectPaths
 
     _bad_params(tmp_path, edit)
-    with pytest.raises(ConfigError) as e:
-        load_params(ProjectPaths(tmp_path))
+    with pytest.raises(ConfigError) as e:   # hyperparameter names: checked by the stages that run methods
+        check_method_settings(load_params(ProjectPaths(tmp_path)), tmp_path / "params.yaml")
     assert message in str(e.value) and str(tmp_path / "params.yaml") in str(e.value)
 
 
@@ -124,7 +124,7 @@ def test_the_params_check_names_the_file_the_key_and_what_is_allowed(tmp_path, e
 def test_a_bad_params_file_stops_every_stage_with_one_line_and_exit_2(tmp_path, stage):
     edit, message = BAD_PARAMS[0]
     _bad_params(tmp_path, edit)
-    out = subprocess.run([sys.executable, "-m", f"pipelines.{stage.split()[0]}", *stage.split()[1:]], cwd=tmp_path,
+    out = subprocess.run([sys.executable, "-m", f"zsl_bench_pipelines.{stage.split()[0]}", *stage.split()[1:]], cwd=tmp_path,
                          capture_output=True, text=True)
     assert out.returncode == 2, out.stderr
     assert message in out.stderr and str(tmp_path / "params.yaml") in out.stderr

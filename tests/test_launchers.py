@@ -257,7 +257,7 @@ def test_a_preempted_slurm_job_resumes_from_its_last_checkpoint(region_project, 
     root = copy_project(region_project, tmp_path / "project")
     paths = ProjectPaths(root)
     request = replace(stages.run_request("synthetic", "transzero", 0, load_params(paths)), search="none",
-                      hparams={"epochs": 6})
+                      hparam_overrides={"epochs": 6})
     slot = paths.run_slot("synthetic", "transzero", 0)
     job = Job(request, str(root), str(slot))
     _, (submitted,) = submit_slurm([job], _slurm_settings(tmp_path))

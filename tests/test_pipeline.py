@@ -445,7 +445,7 @@ def test_the_mirror_stage_rebuilds_a_missing_mirror_and_is_a_no_op_when_current(
     params_file.write_text(yaml.safe_dump(params))
 
     def stage(name):
-        out = subprocess.run([sys.executable, "-m", f"pipelines.{name}"], cwd=trained_project, capture_output=True,
+        out = subprocess.run([sys.executable, "-m", f"zsl_bench_pipelines.{name}"], cwd=trained_project, capture_output=True,
                              text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(REPO)})
         assert out.returncode == 0, out.stderr[-2000:]
         return out.stderr

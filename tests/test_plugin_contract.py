@@ -1,5 +1,6 @@
 """The plugin contract: every registered method and variant obeys it, a third-party package can add a
 method with one entry point, scoring cannot leak into training, and validation picks ignore test."""
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -254,15 +255,19 @@ def test_core_names_no_method():
 def test_unknown_dataset_profile_and_hparam_fail_before_any_work(project_copy):
     import yaml
 
+    from zsl_bench import stages
     from zsl_bench.params import load_params
     from zsl_bench.paths import ProjectPaths
 
     params = yaml.safe_load((project_copy / "params.yaml").read_text())
     params["methods"]["ale"] = {"hparams": {"synthetic": {"learning_rate": 0.1}}}
     (project_copy / "params.yaml").write_text(yaml.safe_dump(params))
-    with pytest.raises(ConfigError, match=r"methods.ale.hparams.synthetic: method ale has no hyperparameter "
-                                          r"'learning_rate'; its hyperparameters: batch_size, epochs, lr"):
-        load_params(ProjectPaths(project_copy))
+    paths = ProjectPaths(project_copy)
+    checked = load_params(paths)   # the file's structure is fine; the method's settings are the train stage's check
+    for stage in (stages.train, stages.ablate):
+        with pytest.raises(ConfigError, match=r"methods.ale.hparams.synthetic: method ale has no hyperparameter "
+                                              r"'learning_rate'; its hyperparameters: batch_size, epochs, lr"):
+            stage("synthetic", checked, paths)
     assert not (project_copy / "runs").exists()
 
 
@@ -293,6 +298,9 @@ def test_a_zsl_scorer_gives_t1_and_every_reader_agrees(region_data, tmp_path):
     assert out.selection["val"]["metrics"]["T1"] == pytest.approx(t1)
     assert t1 != pytest.approx(zsl_top1(p["scores_val"], p["labels"], seen)), "the two rules should differ here"
     np.savez(tmp_path / "predictions.npz", **p)
+    record = {"selection": out.selection, "traces": {"validation": out.validation_trace, "test": out.test_trace},
+              "config": {"selection_metric": "H", "folds": [1]}, "method_info": {"paper_rule": None}}
+    (tmp_path / "record.json").write_text(json.dumps(record))   # which checkpoint each array holds
     loaded = Predictions.load(tmp_path / "predictions.npz")
     ts = TestScores.load(tmp_path / "predictions.npz", "val")
     assert resampled_metrics(ts, np.ones((1, len(loaded.labels))))["T1"][0] == pytest.approx(t1)

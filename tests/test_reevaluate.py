@@ -72,7 +72,7 @@ def test_a_policy_added_after_the_runs_fills_every_view_and_retrains_nothing(tra
     results_md = (tmp_path / "reports" / "results.md").read_text()
     assert "selection: val-fixed" in results_md and "selection: first-of-last" in results_md
     assert any(p.name == "results.csv" for p in written)
-    assert "val-fixed" in set(line.split(",")[3] for line in (tmp_path / "reports" / "results.csv").read_text().splitlines())
+    assert "val-fixed" in set(line.split(",")[2] for line in (tmp_path / "reports" / "results.csv").read_text().splitlines())
     mirrored = record_metrics(records[0])
     assert mirrored["val-fixed.H"] == records[0].metrics("val-fixed")["H"]
 
@@ -98,8 +98,7 @@ def test_status_names_each_stale_run_and_why(trained_project, monkeypatch, tmp_p
     states = run_states(paths, params)
     assert {k[:2]: s.state for k, s in states.items() if k[2] == "train"} == {
         ("eszsl", 0): "current", ("eszsl", 1): "current", ("ale", 0): "current", ("ale", 1): "current"}
-    assert {s.state for k, s in states.items() if k[2] == "ablation"} == {"missing"}
-    assert "4 current" in render(list(states.values()))
+    assert "4 configured runs: 4 current; nothing to run" in render(list(states.values()))
 
     # a params.yaml key: only ALE's runs, named by the key
     changed = yaml.safe_load((trained_project / "params.yaml").read_text())
@@ -141,11 +140,16 @@ def test_status_on_the_command_line_says_what_a_repro_would_run(trained_project)
     import subprocess
     import sys
 
+    params = yaml.safe_load((trained_project / "params.yaml").read_text())
+    params["train"]["seeds"] = [0, 1, 2]   # one more seed: two runs to make, costed from the seeds done
+    (trained_project / "params.yaml").write_text(yaml.safe_dump(params))
     out = subprocess.run([sys.executable, "-m", "zsl_bench.cli", "status"], cwd=trained_project, capture_output=True,
                          text=True, timeout=300)
     assert out.returncode == 0, out.stderr
-    assert "current  synthetic eszsl seed 0 [train]" not in out.stdout   # current runs are listed, not explained
-    assert "configured runs: 4 current, 2 missing" in out.stdout, out.stdout
+    assert "current  synthetic eszsl seed 0 [train]\n" in out.stdout   # listed, nothing to explain
+    assert "missing  synthetic eszsl seed 2 [train]  (" in out.stdout and "never run" in out.stdout
+    assert "6 configured runs: 4 current, 2 missing; bringing them current takes about" in out.stdout, out.stdout
+    assert not list((trained_project / "runs").rglob("seed2")), "status trains nothing"
 
 
 @pytest.mark.slow

@@ -14,12 +14,11 @@ import math
 from dataclasses import asdict, dataclass, field
 
 from zsl_bench import bootstrap
-from zsl_bench.io import DataError
 from zsl_bench.latex import escape, latex_table
 from zsl_bench.metrics import mean_std
 from zsl_bench.protocol import TABLE_METRICS
 from zsl_bench.registry import published
-from zsl_bench.policies import HEADLINE_POLICY
+from zsl_bench.policies import HEADLINE_POLICY, ScoresNotKept
 from zsl_bench.policies import POLICIES
 from zsl_bench.table_cells import NOT_SEARCHED, NOT_SEARCHED_NOTE, STD_NOTE, Cell, method_label, precision_label
 from zsl_bench.run_results import RunResult
@@ -103,7 +102,7 @@ def compare(results: list[RunResult], methods: list[str], dataset: str | None = 
                      for k in TABLE_METRICS}
             try:
                 a, b = _scores(results, ds, other, policy), _scores(results, ds, base, policy)
-            except DataError as e:   # e.g. a policy newer than the runs, at a checkpoint none of them kept
+            except ScoresNotKept as e:   # a policy newer than the runs, at a checkpoint none of them kept
                 a, b, intervals = {}, {}, str(e)
             else:
                 missing = [s for s in common if s not in a or s not in b]

@@ -299,11 +299,16 @@ def kept_checkpoints(record) -> dict[tuple[str, tuple], str]:
     return out
 
 
+class ScoresNotKept(LookupError):
+    """The run kept no test scores at the checkpoint a policy selects (the policy is newer than the run): its
+    numbers still come from the traces; what needs the scores (an interval, a curve) says so."""
+
+
 def scores_at(record, arrays: dict, policy: str, metric: str) -> tuple[np.ndarray, float]:
     """(scores, γ) with which `policy` reaches its `metric` on this run, from predictions.npz's `arrays`: T1 from
     the ZSL scorer's matrix when the method has one; H in the units its γ applies in, so argmax(scores − γ ·
     seen) is its prediction; AUSUC from raw scores. A policy newer than the run finds the scores wherever a
-    policy of the run's time kept that checkpoint; elsewhere a DataError says which checkpoint is missing."""
+    policy of the run's time kept that checkpoint; elsewhere ScoresNotKept says which checkpoint is missing."""
     from zsl_bench.io import DataError
     from zsl_bench.protocol import spread_standardise
 
@@ -316,7 +321,7 @@ def scores_at(record, arrays: dict, policy: str, metric: str) -> tuple[np.ndarra
     if name not in arrays:
         name = kept.get(("raw", point))
     if name not in arrays:
-        raise DataError(f"{record.get('_folder', 'this run')}: no test scores kept at the checkpoint {policy!r} "
+        raise ScoresNotKept(f"{record.get('_folder', 'this run')}: no test scores kept at the checkpoint {policy!r} "
                         f"selects for {metric} (configuration {point[0]}, epoch {point[1]}): the run predates the "
                         "policy; its numbers come from the traces, its intervals need the run redone")
     scores = arrays[name]

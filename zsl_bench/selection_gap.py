@@ -12,8 +12,7 @@ import math
 from pathlib import Path
 
 from zsl_bench.bootstrap import TestScores, paired_intervals
-from zsl_bench.io import DataError
-from zsl_bench.policies import HEADLINE_POLICY, POLICIES
+from zsl_bench.policies import HEADLINE_POLICY, POLICIES, ScoresNotKept
 from zsl_bench.records import PREDICTIONS_FILE, RunRecord
 
 AGAINST = ("paper", "oracle")   # each set against the headline
@@ -41,7 +40,7 @@ def gap_rows(records: list[RunRecord]) -> list[dict]:
                 scores = {p: {r.seed: TestScores.load(r.folder / PREDICTIONS_FILE, p) for r in applies}
                           for p in (policy, HEADLINE_POLICY)}
                 intervals = paired_intervals(scores[policy], scores[HEADLINE_POLICY])
-            except DataError as e:
+            except ScoresNotKept as e:
                 intervals = str(e)
             if isinstance(intervals, str):
                 row["note"] = f"no interval: {intervals}"

@@ -184,7 +184,7 @@ def train_run(dataset: str, method: str, seed: int, params: dict, paths: Project
     from zsl_bench.launchers import slot_lock
 
     limit_threads()
-    check_method_settings(params)
+    check_method_settings(params, paths.root / "params.yaml")
     request = run_request(dataset, method, seed, params)
     try:
         with slot_lock(paths.root, paths.run_slot(dataset, method, seed)):
@@ -212,7 +212,7 @@ def train_jobs(dataset: str, params: dict, paths: ProjectPaths, with_skipped: bo
     from zsl_bench.runner import NotApplicable, check_applicable
 
     check_dataset(dataset, params)
-    check_method_settings(params)
+    check_method_settings(params, paths.root / "params.yaml")
     store = FeatureStore(paths.features(dataset))   # no features yet: one line naming the stage to run
     jobs, skipped = [], {}
     seeds = [int(s) for s in section(params, "train", "seeds")]
@@ -278,7 +278,7 @@ def ablation_jobs(dataset: str, params: dict, paths: ProjectPaths):
     from zsl_bench.registry import get_method
     from zsl_bench.runner import NotApplicable, check_applicable
 
-    check_method_settings(params)
+    check_method_settings(params, paths.root / "params.yaml")
     store = FeatureStore(paths.features(dataset))
     jobs, skipped, why_not, shared = [], {}, {}, {}
     share = shares_train_run(dataset, params)
