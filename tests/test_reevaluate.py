@@ -37,13 +37,24 @@ class FirstCheckpoint(SelectionPolicy):
         return Plan(point, point, point, "zero", "first checkpoint of the last configuration")
 
 
+class NeedsANewMetric(SelectionPolicy):
+    """Reads a trace column no run recorded (a metric added after the runs)."""
+    name = "by-new-metric"
+    title = "by-new-metric: best H_new on test"
+
+    def plan(self, ctx):
+        target = policies.best_of("H_new")
+        return Plan(target, target, target, "best", "best H_new")
+
+
 def run_states(paths, params) -> dict:
     from zsl_bench.run_status import status
 
     return {(r.method, r.seed, r.stage, r.replicate): r for r in status(params, paths)}
 
 
-def test_a_policy_added_after_the_runs_fills_every_view_and_retrains_nothing(trained_project, monkeypatch, tmp_path):
+def test_a_policy_added_after_the_runs_fills_every_view_and_retrains_nothing(trained_project, monkeypatch, tmp_path,
+                                                                              capsys):
     from zsl_bench.compare import compare, render_md
     from zsl_bench.records import find_records
     from zsl_bench.report import write_reports
@@ -73,6 +84,11 @@ def test_a_policy_added_after_the_runs_fills_every_view_and_retrains_nothing(tra
     assert "selection: val-fixed" in results_md and "selection: first-of-last" in results_md
     assert any(p.name == "results.csv" for p in written)
     assert "val-fixed" in set(line.split(",")[2] for line in (tmp_path / "reports" / "results.csv").read_text().splitlines())
+    monkeypatch.setitem(policies.POLICIES, NeedsANewMetric.name, NeedsANewMetric())
+    lacking = records[0].metrics("by-new-metric")
+    assert all(v != v for v in lacking.values()), "no number guessed"
+    assert "reads 'H_new', which the run's traces do not record" in capsys.readouterr().err
+    del policies.POLICIES[NeedsANewMetric.name]
     mirrored = record_metrics(records[0])
     assert mirrored["val-fixed.H"] == records[0].metrics("val-fixed")["H"]
 

@@ -18,7 +18,7 @@ from zsl_bench.latex import escape, latex_table
 from zsl_bench.metrics import mean_std
 from zsl_bench.protocol import TABLE_METRICS
 from zsl_bench.registry import published
-from zsl_bench.policies import HEADLINE_POLICY, ScoresNotKept
+from zsl_bench.policies import HEADLINE_POLICY, PAPER_POLICY, ScoresNotKept
 from zsl_bench.policies import POLICIES
 from zsl_bench.table_cells import NOT_SEARCHED, NOT_SEARCHED_NOTE, STD_NOTE, Cell, method_label, precision_label
 from zsl_bench.run_results import RunResult
@@ -138,11 +138,11 @@ def _paper_cells(results: list[RunResult], dataset: str, method: str) -> dict:
     rule = get_method(method).paper_rule
     if rule is None:
         return {"paper": None}
-    cells = {k: _summary_cell([s[k] for s in _seed_values(results, dataset, method, "paper").values()], None)
+    cells = {k: _summary_cell([s[k] for s in _seed_values(results, dataset, method, PAPER_POLICY).values()], None)
              for k in ("T1", "H")}
     source = f"{method}.{rule.t1_from}" if rule.t1_from and "." not in method else ""
     if source:
-        values = [s["T1"] for s in _seed_values(results, dataset, source, "paper").values()]
+        values = [s["T1"] for s in _seed_values(results, dataset, source, PAPER_POLICY).values()]
         cells["T1"] = (_summary_cell(values, None) if values else
                        Cell(note=f"T1 from {source}, not run here: add it to train.methods"))
     return {"paper": cells, "paper_t1_from": source}

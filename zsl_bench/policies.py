@@ -141,8 +141,10 @@ class Last(SelectionPolicy):
 
 POLICIES: dict[str, SelectionPolicy] = {p.name: p for p in (Val(), Paper(), Oracle(), Last())}
 SELECTION_POLICIES = tuple(POLICIES)      # the order tables show them in
-HEADLINE_POLICY = "val"
-COMPARISON_POLICIES = (HEADLINE_POLICY, "paper")   # comparisons.md: the headline beside each method's own rule
+HEADLINE_POLICY = Val.name
+PAPER_POLICY = Paper.name       # each method's own published rule: compare's column beside the published numbers
+ORACLE_POLICY = Oracle.name
+COMPARISON_POLICIES = (HEADLINE_POLICY, PAPER_POLICY)   # comparisons.md: the headline beside each method's own rule
 METRIC_TARGETS = ("T1", "H", "AUSUC")
 
 
@@ -269,8 +271,14 @@ def evaluate(record, policy: str) -> dict | None:
     not apply (e.g. `paper` for a method without a paper rule). Raises KeyError for an unknown policy."""
     cache = getattr(record, "__dict__", {}).setdefault("evaluated_policies", {})   # RunRecord: once per read
     if policy not in cache:
-        plan = POLICIES[policy].plan(context_of(record))
-        picked = pick_rows(plan, record["traces"]["test"]) if plan else None
+        try:
+            plan = POLICIES[policy].plan(context_of(record))
+            picked = pick_rows(plan, record["traces"]["test"]) if plan else None
+        except KeyError as e:   # a column this run's traces never recorded (a metric newer than the run)
+            have = sorted(record["traces"]["test"][0]) if record["traces"]["test"] else []
+            raise TracesLack(f"{record.get('_folder', 'this run')}: policy {policy!r} reads {e}, which the run's "
+                             f"traces do not record (they have {', '.join(have)}); rerun the run with this "
+                             "zsl-bench to record it") from None
         if picked is None:
             cache[policy] = None
         else:
@@ -279,10 +287,8 @@ def evaluate(record, policy: str) -> dict | None:
     return cache[policy]
 
 
-def missing_traces(record) -> list[str]:
-    """The traces a policy needs that `record` lacks (a record of an older format): views name them."""
-    traces = record.get("traces") or {}
-    return [f"traces.{k}" for k in ("validation", "test") if not traces.get(k)]
+class TracesLack(LookupError):
+    """A policy reads a trace column the run never recorded: the view says which, instead of guessing."""
 
 
 def kept_checkpoints(record) -> dict[tuple[str, tuple], str]:

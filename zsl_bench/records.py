@@ -51,6 +51,9 @@ def run_key(spec: dict) -> str:
     return sha256_bytes(canonical_json(spec).encode())[:16]
 
 
+_SAID: set[str] = set()   # what this process has said about traces a policy lacks (once each)
+
+
 class RunRecord(dict):
     """record.json as read back: the dict itself, plus typed access to what tables and figures use."""
 
@@ -143,8 +146,17 @@ class RunRecord(dict):
 
     def metrics(self, policy: str) -> dict[str, float]:
         """The table metrics under `policy`, in percent (`protocol.as_percent`; NaN where the run has none, e.g.
-        `paper` for a method that declares no paper rule)."""
-        m = (self.policy(policy) or {}).get("metrics", {})
+        `paper` for a method that declares no paper rule, or a policy reading a trace the run never recorded: then
+        one line on stderr says which)."""
+        from zsl_bench.policies import TracesLack
+
+        try:
+            m = (self.policy(policy) or {}).get("metrics", {})
+        except TracesLack as e:
+            if str(e) not in _SAID:
+                _SAID.add(str(e))
+                print(f"zsl-bench: {e}", file=sys.stderr)
+            m = {}
         return {k: as_percent(m.get(k, math.nan)) for k in TABLE_METRICS}
 
     def predictions(self) -> "Predictions":

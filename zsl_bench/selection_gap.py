@@ -12,10 +12,10 @@ import math
 from pathlib import Path
 
 from zsl_bench.bootstrap import TestScores, paired_intervals
-from zsl_bench.policies import HEADLINE_POLICY, POLICIES, ScoresNotKept
+from zsl_bench.policies import HEADLINE_POLICY, ORACLE_POLICY, PAPER_POLICY, POLICIES, ScoresNotKept
 from zsl_bench.records import PREDICTIONS_FILE, RunRecord
 
-AGAINST = ("paper", "oracle")   # each set against the headline
+AGAINST = (PAPER_POLICY, ORACLE_POLICY)   # each set against the headline
 METRICS = ("T1", "H")
 FILE = "selection_gap.md"
 
