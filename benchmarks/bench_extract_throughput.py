@@ -43,7 +43,8 @@ def main(argv=None) -> int:
 
     from zsl_bench.backbone import load_backbone
     from zsl_bench.data.dataset import load_dataset
-    from zsl_bench.feature_extraction import ExtractSpec, extract
+    from zsl_bench.feature_extraction import extract
+    from zsl_bench.features import ExtractSpec
     from zsl_bench.paths import ProjectPaths
     from zsl_bench.runtime import limit_threads
 

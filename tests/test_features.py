@@ -100,7 +100,8 @@ def test_npy_rows_reads_any_rows_in_the_order_asked(tmp_path):
 
 
 def test_map_extraction_resumes_after_an_interruption(tiny_project, tmp_path):
-    from zsl_bench.feature_extraction import ExtractSpec, extract
+    from zsl_bench.feature_extraction import extract
+    from zsl_bench.features import ExtractSpec
 
     d = load_dataset(tiny_project / "data" / "prepared" / "synthetic")
     backbone = tiny_project / "data" / "backbones" / "synthetic"

@@ -228,7 +228,7 @@ def test_a_real_dataset_s_vector_methods_read_the_xlsa17_vectors_and_apn_its_224
     backbone = tiny_project / "data" / "backbones" / "synthetic"   # the fixture's images are the tiny project's
 
     def store(**change):
-        spec = feature_extraction.ExtractSpec.from_params({**configured, "input_size": 64, "batch_size": 64, **change})
+        spec = features.ExtractSpec.from_params({**configured, "input_size": 64, "batch_size": 64, **change})
         return features.FeatureStore(feature_extraction.extract(d, backbone, tmp_path / "features" / "CUB", spec, progress=False))
 
     s = store()

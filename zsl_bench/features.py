@@ -30,6 +30,36 @@ IMPORTED_ARRAYS = {"xlsa17_res101": ("pooled",), "hdf5": ("layer4",)}
 HDF5_REQUIRED = ("feature_map", "labels", "trainval_loc", "test_seen_loc", "test_unseen_loc", "att", "original_att")
 
 
+# --- how a store is made (params.yaml `extract.<dataset>`; feature_extraction.py makes it) -----------
+
+VECTOR_SOURCES = ("auto", "backbone", "xlsa17_res101")
+
+
+@dataclass(frozen=True)
+class ExtractSpec:
+    levels: tuple[str, ...] = ()        # backbone stages to store as maps, e.g. ("layer4",)
+    input_size: int | None = None       # default: the backbone's own input size
+    crop: str = "none"                  # "none": whole image resized (xlsa17); "center": short side + centre crop
+    batch_size: int = 128
+    # What the vector methods read: xlsa17's published res101.mat vectors (their papers' input), the
+    # backbone's pooled vectors, or auto = xlsa17's where the dataset was split by an xlsa17 release.
+    vectors: str = "auto"
+    # Further input sizes whose last-stage maps are stored as `<last>@<size>` (APN's official 224 px).
+    extra_sizes: tuple[int, ...] = field(default=(), metadata={"item": int})
+
+    @classmethod
+    def from_params(cls, params: dict) -> "ExtractSpec":
+        spec = cls(levels=tuple(params.get("levels") or ()), input_size=params.get("input_size"),
+                   crop=params.get("crop", "none"), batch_size=int(params.get("batch_size", 128)),
+                   vectors=params.get("vectors", "auto"),
+                   extra_sizes=tuple(int(s) for s in params.get("extra_sizes") or ()))
+        if spec.crop not in ("none", "center"):
+            raise DataError(f"extract.crop must be 'none' or 'center', not {spec.crop!r}")
+        if spec.vectors not in VECTOR_SOURCES:
+            raise DataError(f"extract.vectors must be one of {', '.join(VECTOR_SOURCES)}, not {spec.vectors!r}")
+        return spec
+
+
 # --- row files -------------------------------------------------------------------------------------
 
 class NpyRows:

@@ -46,7 +46,7 @@ def spec_of_dataclass(cls) -> dict:
 
 def _schemas() -> dict:
     from zsl_bench.backbone import BackboneSpec
-    from zsl_bench.feature_extraction import ExtractSpec
+    from zsl_bench.features import ExtractSpec
 
     return {
         "backbone": spec_of_dataclass(BackboneSpec),
@@ -215,14 +215,14 @@ def _registered_at_runtime(name: str) -> bool:
     return bool(registry) and name in getattr(registry, "_REGISTRY", {})
 
 
-def check_method_settings(params: dict, file: Path | str = "params.yaml") -> None:
-    """Each configured method's overrides and grid name only hyperparameters it has, for every configured
-    dataset, and every ablation variant exists: run by the stages that run methods, before any run starts
-    (it imports the method plugins)."""
+def check_method_settings(params: dict, file: Path | str = "params.yaml", only: list[str] | None = None) -> None:
+    """Each configured method's overrides and grid (`only` these methods: the ablate stage's) name only
+    hyperparameters it has, for every configured dataset, and every ablation variant exists: run by the
+    stages that run methods, before any run starts (it imports the method plugins)."""
     from zsl_bench.registry import get_method
 
     ablate = params.get("ablate") or {}
-    for name in _configured_methods(params):
+    for name in only if only is not None else _configured_methods(params):
         try:
             cls = get_method(name)
         except ConfigError as e:

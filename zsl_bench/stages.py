@@ -77,7 +77,7 @@ def backbone(dataset: str, params: dict, paths: ProjectPaths, progress: bool = T
 
 
 def extract(dataset: str, params: dict, paths: ProjectPaths, progress: bool = True) -> Path:
-    from zsl_bench import feature_extraction, feature_import
+    from zsl_bench import feature_extraction, feature_import, features
     from zsl_bench.data.dataset import load_dataset
     from zsl_bench.io import read_json
     from zsl_bench.runtime import limit_threads
@@ -94,7 +94,7 @@ def extract(dataset: str, params: dict, paths: ProjectPaths, progress: bool = Tr
         return feature_import.register_hdf5(ds, Path(info["spec"]["features_file"]).expanduser(),
                                             paths.features(dataset), info)
     limit_threads()
-    spec = feature_extraction.ExtractSpec.from_params(section(params, "extract", dataset))
+    spec = features.ExtractSpec.from_params(section(params, "extract", dataset))
     return feature_extraction.extract(ds, paths.backbone(dataset), paths.features(dataset), spec, progress=progress)
 
 
@@ -278,7 +278,7 @@ def ablation_jobs(dataset: str, params: dict, paths: ProjectPaths):
     from zsl_bench.registry import get_method
     from zsl_bench.runner import NotApplicable, check_applicable
 
-    check_method_settings(params, paths.root / "params.yaml")
+    check_method_settings(params, paths.root / "params.yaml", only=[section(params, "ablate", "method")])
     store = FeatureStore(paths.features(dataset))
     jobs, skipped, why_not, shared = [], {}, {}, {}
     share = shares_train_run(dataset, params)
