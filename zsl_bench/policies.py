@@ -271,8 +271,9 @@ def evaluate(record, policy: str) -> dict | None:
     not apply (e.g. `paper` for a method without a paper rule). Raises KeyError for an unknown policy."""
     cache = getattr(record, "__dict__", {}).setdefault("evaluated_policies", {})   # RunRecord: once per read
     if policy not in cache:
+        chosen = POLICIES[policy]
         try:
-            plan = POLICIES[policy].plan(context_of(record))
+            plan = chosen.plan(context_of(record))
             picked = pick_rows(plan, record["traces"]["test"]) if plan else None
         except KeyError as e:   # a column this run's traces never recorded (a metric newer than the run)
             have = sorted(record["traces"]["test"][0]) if record["traces"]["test"] else []
@@ -323,8 +324,11 @@ def scores_at(record, arrays: dict, policy: str, metric: str) -> tuple[np.ndarra
         raise DataError(f"policy {policy!r} does not apply to this run")
     point = (entry["points"][metric]["config_id"], entry["points"][metric]["epoch"])
     kept = kept_checkpoints(record)
-    name = (kept.get(("zsl", point)) if metric == "T1" else None)
-    if name not in arrays:
+    # T1 of a method with a ZSL scorer comes from that scorer's matrix only, never from the GZSL scores
+    zsl_scorer = ("zsl_scorer" in (record.get("method_info") or {}).get("capabilities", [])
+                  or any(k.startswith("scores_zsl_") for k in arrays))
+    name = kept.get(("zsl", point)) if metric == "T1" else None
+    if name not in arrays and not (metric == "T1" and zsl_scorer):
         name = kept.get(("raw", point))
     if name not in arrays:
         raise ScoresNotKept(f"{record.get('_folder', 'this run')}: no test scores kept at the checkpoint {policy!r} "
