@@ -139,6 +139,19 @@ def test_status_names_each_stale_run_and_why(trained_project, monkeypatch, tmp_p
                for k, s in states.items() if k[2] == "train")
     index.write_text(saved)
 
+    # the dataset (re-prepared, its features extracted from it again): every run, named by the folder
+    dataset_json = trained_project / "data" / "prepared" / "synthetic" / "dataset.json"
+    saved_dataset = dataset_json.read_text()
+    dataset_json.write_text(json.dumps({**json.loads(saved_dataset), "fingerprint": "another-version"}))
+    (blocked_why,) = {s.why for s in run_states(paths, params).values()}   # features from the older dataset
+    assert "extracted from another version of dataset synthetic; run the extract stage again" in blocked_why[0]
+    index.write_text(json.dumps({**json.loads(saved), "dataset_fingerprint": "another-version"}))
+    states = run_states(paths, params)
+    assert all(s.state == "stale" and "the dataset changed (data/prepared/synthetic)" in s.why
+               for k, s in states.items() if k[2] == "train")
+    dataset_json.write_text(saved_dataset)
+    index.write_text(saved)
+
     # executed code: one character in a module every run loads, named by the file
     for sub in ("zsl_bench", "methods", "pipelines"):
         shutil.copytree(code_identity.ROOT / sub, tmp_path / "src" / sub, ignore=shutil.ignore_patterns("__pycache__"))
