@@ -4,12 +4,12 @@ One run = (method, dataset, seed, search space). It does two kinds of sweep over
 (the method's defaults first, then its search grid or random draws):
 
 1. validation, once per fold of `folds`: fit on the fold's train images, score val_seen ∪ val_unseen at
-   each checkpoint; the folds' metrics are averaged per checkpoint (`selection.mean_over_folds`);
+   each checkpoint; the folds' metrics are averaged per checkpoint (`traces.mean_over_folds`);
 2. test: refit on all of trainval, score test_seen ∪ test_unseen at each checkpoint, recording every
-   calibration's numbers (`selection.test_row`).
+   calibration's numbers (`traces.test_row`).
 
-The selection policies of `selection.py` (val, paper, oracle, last) pick from those traces; the scores of
-the checkpoints they pick are kept as the test sweep streams by (`selection.Keeper`). Nothing from the test
+The selection policies of `policies.py` (val, paper, oracle, last) pick from those traces; the scores of
+the checkpoints they pick are kept as the test sweep streams by (`policies.Keeper`). Nothing from the test
 sweep influences the `val` choice: its plan is fixed before the test sweep starts.
 """
 from __future__ import annotations
@@ -48,7 +48,7 @@ def grid(default: dict, space: dict[str, list]) -> list[dict]:
 def validation_row(scores: np.ndarray, labels: np.ndarray, is_seen_class: np.ndarray,
                    t1_scores: np.ndarray | None = None):
     """One fold's metrics of a validation checkpoint, and its seen–unseen curve in the `val` calibration's
-    space (spread-standardised scores; `selection.mean_over_folds` combines the folds' curves). T1 reads
+    space (spread-standardised scores; `traces.mean_over_folds` combines the folds' curves). T1 reads
     `t1_scores` when the method has a separate ZSL scorer (see `zsl_score_matrix`); AUSUC is of the raw
     scores, as on test."""
     z = spread_standardise(scores)
