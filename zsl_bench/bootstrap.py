@@ -41,7 +41,11 @@ class TestScores:
 
     @classmethod
     def load(cls, predictions: Path, policy: str) -> "TestScores":
-        p = Predictions.load(predictions)   # raises DataError naming the file when it is damaged
+        return cls.of(Predictions.load(predictions), policy)   # raises DataError naming the file when damaged
+
+    @classmethod
+    def of(cls, p: Predictions, policy: str) -> "TestScores":
+        """The scores `policy` used, from predictions already read (one read serves every policy of a run)."""
         t1, _ = p.scores(policy, "T1")
         gzsl, gamma = p.scores(policy, "H")
         auc, _ = p.scores(policy, "AUSUC")

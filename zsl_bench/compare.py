@@ -18,8 +18,7 @@ from zsl_bench.latex import escape, latex_table
 from zsl_bench.metrics import mean_std
 from zsl_bench.protocol import TABLE_METRICS
 from zsl_bench.registry import published
-from zsl_bench.policies import HEADLINE_POLICY, PAPER_POLICY, ScoresNotKept
-from zsl_bench.policies import POLICIES
+from zsl_bench.policies import HEADLINE_POLICY, PAPER_POLICY, POLICIES, ScoresNotKept
 from zsl_bench.table_cells import NOT_SEARCHED, NOT_SEARCHED_NOTE, STD_NOTE, Cell, method_label, precision_label
 from zsl_bench.run_results import RunResult
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from zsl_bench.bootstrap import TestScores, paired_intervals
 from zsl_bench.policies import HEADLINE_POLICY, ORACLE_POLICY, PAPER_POLICY, POLICIES, ScoresNotKept
-from zsl_bench.records import PREDICTIONS_FILE, RunRecord
+from zsl_bench.records import RunRecord
 
 AGAINST = (PAPER_POLICY, ORACLE_POLICY)   # each set against the headline
 METRICS = ("T1", "H")
@@ -28,6 +28,7 @@ def gap_rows(records: list[RunRecord]) -> list[dict]:
         by_method.setdefault((r.dataset, r.method), []).append(r)
     rows = []
     for (dataset, method), runs in sorted(by_method.items()):
+        predictions = {}   # each run's predictions.npz read once, for every policy
         for policy in AGAINST:
             applies = [r for r in runs if r.policy(policy) is not None]
             row = {"dataset": dataset, "method": method, "policy": policy, "n": len(applies)}
@@ -37,7 +38,9 @@ def gap_rows(records: list[RunRecord]) -> list[dict]:
             for k in METRICS:
                 row[k] = sum(r.metrics(policy)[k] - r.metrics(HEADLINE_POLICY)[k] for r in applies) / len(applies)
             try:
-                scores = {p: {r.seed: TestScores.load(r.folder / PREDICTIONS_FILE, p) for r in applies}
+                for r in applies:
+                    predictions.setdefault(r.seed, r.predictions())
+                scores = {p: {r.seed: TestScores.of(predictions[r.seed], p) for r in applies}
                           for p in (policy, HEADLINE_POLICY)}
                 intervals = paired_intervals(scores[policy], scores[HEADLINE_POLICY])
             except ScoresNotKept as e:
