@@ -59,7 +59,7 @@ def test_class_matrix_is_the_percentage_of_images_showing_each_attribute(tmp_pat
 
 def test_class_design_covers_values_and_keeps_unseen_classes_new():
     cfg = SyntheticConfig()
-    dominant, unseen, folds = design_classes(cfg, np.random.default_rng([cfg.seed, 0]))
+    dominant, unseen, folds, _ = design_classes(cfg, np.random.default_rng([cfg.seed, 0]))
     seen = np.setdiff1d(np.arange(cfg.n_classes), unseen)
     for g, group in enumerate(GROUPS):
         counts = np.bincount(dominant[seen, g], minlength=len(group.values))
@@ -71,6 +71,36 @@ def test_class_design_covers_values_and_keeps_unseen_classes_new():
     scales = {g.scale for g in GROUPS}
     assert scales == {"whole", "mid", "small"}
     assert {g.kind for g in GROUPS} == {"color", "pattern", "shape"}
+
+
+def test_twin_pairs_differ_only_at_their_scale_and_reach_the_prepared_dataset(tmp_path):
+    """The ground truth of granularity: a fine pair's twins share every group but the small parts (where they
+    differ in each), a coarse pair's every group but the body's shape and pattern; both twins are unseen, the
+    unseen classes get their own image count, and the pairs travel into dataset.json by class name."""
+    from zsl_bench.data.synthetic import PAIR_SCALES, prepare_source
+
+    cfg = SyntheticConfig(**{**TINY_SYNTHETIC, "images_per_class": 4, "unseen_images_per_class": 6,
+                             "fine_pairs": 1, "coarse_pairs": 1})
+    dominant, unseen, _, pairs = design_classes(cfg, np.random.default_rng([cfg.seed, 0]))
+    assert [p["kind"] for p in pairs] == ["fine", "coarse"]
+    for p in pairs:
+        a, b = p["classes"]
+        assert a in unseen and b in unseen
+        differs = {GROUPS[g].name for g in np.flatnonzero(dominant[a] != dominant[b])}
+        assert differs == set(p["groups"]) == {g.name for g in GROUPS if PAIR_SCALES[p["kind"]](g)}
+    assert {g.scale for g in GROUPS if PAIR_SCALES["fine"](g)} == {"small"}
+    assert {g.name for g in GROUPS if PAIR_SCALES["coarse"](g)} == {"has_shape", "has_body_pattern"}
+    assert len({tuple(r) for r in dominant}) == cfg.n_classes
+
+    params = {k: v for k, v in cfg.__dict__.items()}
+    d = load_dataset(prepare_source(tmp_path / "raw", tmp_path / "prepared", params, progress=False))
+    declared = d.meta["class_pairs"]
+    assert [p["kind"] for p in declared] == ["fine", "coarse"]
+    assert all(n in d.class_names for p in declared for n in p["classes"])
+    counts = np.bincount(d.labels, minlength=d.n_classes)
+    assert counts[d.unseen_classes].min() >= 5 and counts[d.seen_classes].max() <= 4
+    with pytest.raises(DataError, match="twin pairs need"):
+        design_classes(SyntheticConfig(**{**TINY_SYNTHETIC, "fine_pairs": 3}), np.random.default_rng(0))
 
 
 def test_loader_maps_directory_order_and_allclasses_order(tiny_project):

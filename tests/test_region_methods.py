@@ -39,6 +39,28 @@ def maps(b=2, s=16):
     return {1: torch.randn(b, 16, s, s), 2: torch.randn(b, 32, s // 2, s // 2), 3: torch.randn(b, 64, s // 4, s // 4)}
 
 
+def test_ablation_variants_start_their_shared_parts_from_the_official_weights():
+    """Common random numbers for a paired ablation: under the same fit seed, a variant with fewer levels or
+    another fusion initialises every part it shares with the official head identically; only the parts the
+    switch adds or reshapes differ (and the global stream is left where it was)."""
+    def built(**kw):
+        torch.manual_seed(7)
+        net = head(**kw)
+        return net.state_dict(), torch.rand(1)
+
+    official, after = built()
+    for kw, shared in (({"levels": 1}, ("granularity.3.", "decoders.3.")),
+                       ({"levels": 2}, ("granularity.2.", "granularity.3.", "decoders.2.", "decoders.3.", "scam.2.")),
+                       ({"fusion": "none"}, ("granularity.", "decoders.")),
+                       ({"fusion": "mutual"}, ("granularity.", "decoders."))):
+        variant, after_variant = built(**kw)
+        names = [k for k in variant if k.startswith(shared)]
+        assert names and all(torch.equal(variant[k], official[k]) for k in names), kw
+        assert torch.equal(after_variant, after), "building a part moved the global stream"
+    torch.manual_seed(8)
+    assert not torch.equal(head().state_dict()["decoders.1.W"], official["decoders.1.W"]), "the fit seed still counts"
+
+
 def test_official_grouping_unit_is_exactly_x_over_k():
     unit = GroupingUnit(64, parts=5, mode="official")
     with torch.no_grad():

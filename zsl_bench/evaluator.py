@@ -243,9 +243,12 @@ class Evaluator:
                     self._save({"where": where, "checkpoints": list(ctx.checkpoints), "trainer": state})
                 bar.update(1)
 
-            # Replicate r > 0: the same run with an independent stream for every fit (an A/A rerun).
-            fit_seed = (seed_hash(self.seed, phase.name, config) if not self.replicate else
-                        seed_hash(self.seed, phase.name, config, "replicate", self.replicate))
+            # Common random numbers: every configuration of the grid, and every ablation variant of the method,
+            # starts from the same stream (initialisation, batch order), so their differences are paired —
+            # validation compares configurations, not draws, and an ablation's ΔH is the switch's, not the
+            # seed's. Replicate r > 0: an independent stream (the A/A rerun that measures the draw itself).
+            fit_seed = (seed_hash(self.seed, phase.name) if not self.replicate else
+                        seed_hash(self.seed, phase.name, "replicate", self.replicate))
             ctx = FitContext(seed=fit_seed, device=self.device,
                              progress=self.progress, _on_checkpoint=checkpoint, _unseen=unseen,
                              _declared_unseen=self.method_cls.uses_unseen_semantics, settings=self.settings,

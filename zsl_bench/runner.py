@@ -172,7 +172,7 @@ def _shared_record(request: RunRequest, paths: ProjectPaths, evaluator, out, dev
     return {
         "schema_version": SCHEMA_VERSION, "protocol_version": PROTOCOL_VERSION,
         "dataset": request.dataset, "seed": request.seed, "replicate": request.replicate,
-        "seeds": {"run": request.seed, "per_fit": "seed_hash(run seed, phase name, hyperparameters)",
+        "seeds": {"run": request.seed, "per_fit": "seed_hash(run seed, phase name): the same for every configuration and variant",
                   "validation_split": dataset.meta.get("split_seed"),
                   "data": dataset.meta.get("generator", {}).get("seed"),
                   "backbone": store.index["backbone_spec"].get("seed")},
@@ -190,6 +190,9 @@ def _shared_record(request: RunRequest, paths: ProjectPaths, evaluator, out, dev
                                 "processes": Distributed.current().world}},
         "model": {"parameters": out.parameters},
         "data": {"dataset_fingerprint": dataset.fingerprint(), "dataset_checks": dataset.meta.get("checks", []),
+                 # pairs of classes the dataset's maker declares told apart at one scale only (the ground truth
+                 # an ablation of granularity is read against: zsl_bench.twin_pairs)
+                 "class_pairs": dataset.meta.get("class_pairs", []),
                  "features": {"path": str(store.root.relative_to(paths.root)) if store.root.is_relative_to(paths.root)
                               else str(store.root), "arrays": list(evaluator.features),
                               "sha256": [store.fingerprint(f) for f in evaluator.features],

@@ -8,6 +8,8 @@ The two families of map methods build on it in map_families.py.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import numpy as np
 
 from zsl_bench.io import DataError
@@ -21,6 +23,22 @@ def torch_generator(seed: int):
 
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
+
+
+@contextmanager
+def part_stream(*key):
+    """A context in which a network part is initialised from its own stream, derived from the current torch
+    seed (the fit's) and `key`, leaving the global stream as it was. An ablation variant that adds, drops or
+    reshapes one part then starts every other part from the same weights as the official configuration, so
+    the paired difference is the switch's, not a reshuffled initialisation's."""
+    import torch
+
+    from zsl_bench.runtime import seed_hash
+
+    base = torch.initial_seed()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed_hash(base, *key))
+        yield
 
 
 def epoch_batches(n: int, batch_size: int, rng) -> list:

@@ -12,6 +12,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from zsl_bench.torch_methods import part_stream
+
 BRANCHES = {3: (3,), 2: (2, 3), 1: (1, 2, 3)}   # levels → active branches: coarse only, coarse + mid, all
 GROUPING_MODES = ("identity", "official", "decoupled")
 FUSION_MODES = ("none", "one-way", "mutual")
@@ -149,12 +151,19 @@ class MgMRNHead(nn.Module):
         c3, c4, c5 = in_channels
         halvings = self.halvings = HALVINGS[halvings]
         level_in = {1: c3, 2: c4, 3: c5}
-        self.granularity = nn.ModuleDict({
-            str(k): nn.Sequential(GroupingUnit(level_in[k], parts, grouping),
-                                  SegmentationBlock(level_in[k], c, halvings[k])) for k in self.branches})
+        # Each part from its own stream (part_stream): a variant with fewer levels or another fusion starts its
+        # remaining parts from the official configuration's weights, so the ablation is paired.
+        self.granularity, self.scam, self.decoders = nn.ModuleDict(), nn.ModuleDict(), nn.ModuleDict()
         self.fusion_sources = self._fusion_sources()
-        self.scam = nn.ModuleDict({str(k): SCAM(len(src) * c, c) for k, src in self.fusion_sources.items()})
-        self.decoders = nn.ModuleDict({str(k): VisualSemanticDecoder(c, m, dim_v, n_attr) for k in self.branches})
+        for k in self.branches:
+            with part_stream("granularity", k):
+                self.granularity[str(k)] = nn.Sequential(GroupingUnit(level_in[k], parts, grouping),
+                                                         SegmentationBlock(level_in[k], c, halvings[k]))
+            if k in self.fusion_sources:
+                with part_stream("fusion", k):
+                    self.scam[str(k)] = SCAM(len(self.fusion_sources[k]) * c, c)
+            with part_stream("decoder", k):
+                self.decoders[str(k)] = VisualSemanticDecoder(c, m, dim_v, n_attr)
 
     def grids(self, sizes: dict[int, tuple[int, int]]) -> dict[int, tuple[int, int]]:
         """branch → the H × W its granularity module outputs for input maps of `sizes` (branch → H × W).

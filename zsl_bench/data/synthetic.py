@@ -29,7 +29,7 @@ import numpy as np
 
 from zsl_bench.data.synthetic_render import GROUPS, PARTS, render
 from zsl_bench.data.xlsa17 import ClassLists, N_VALIDATION_FOLDS, write_att_splits, xlsa17_folder
-from zsl_bench.io import DataError, atomic_directory, write_json
+from zsl_bench.io import DataError, atomic_directory, read_json, write_json
 
 XLSA17_NAME = "SYNTHETIC"
 NAME = "synthetic"
@@ -47,6 +47,8 @@ class SyntheticConfig:
     n_classes: int = 50
     n_unseen: int = 10
     images_per_class: int = 60      # the most; each class has between 85 % and 100 % of this
+    unseen_images_per_class: int = 0   # the same for unseen classes (0: images_per_class). Their images are
+                                       # only ever scored, so more of them sharpen T1 and U at little cost
     min_size: int = 64
     max_size: int = 96
     dominant_prob: float = 0.75
@@ -55,6 +57,8 @@ class SyntheticConfig:
     val_class_fraction: float = 0.25
     test_seen_fraction: float = 0.2
     clutter: int = 6
+    fine_pairs: int = 0             # pairs of unseen classes told apart only by small-part groups (eye, bill, legs)
+    coarse_pairs: int = 0           # pairs told apart only by the whole body's structure (shape, body pattern)
 
     @classmethod
     def from_params(cls, params: dict) -> "SyntheticConfig":
@@ -89,7 +93,8 @@ def design_classes(cfg: SyntheticConfig, rng: np.random.Generator):
         dominant = np.array(dominant)
         unseen = np.sort(rng.choice(cfg.n_classes, cfg.n_unseen, replace=False))
         seen = np.setdiff1d(np.arange(cfg.n_classes), unseen)
-        if _covered(dominant[seen], sizes, at_least=2):
+        pairs = _twin_pairs(dominant, unseen, cfg, rng)
+        if pairs is not None and _covered(dominant[seen], sizes, at_least=2):
             break
     else:
         raise RuntimeError("could not draw seen classes that show every attribute value twice; "
@@ -105,7 +110,33 @@ def design_classes(cfg: SyntheticConfig, rng: np.random.Generator):
                 break
         else:
             raise RuntimeError(f"could not draw validation fold {k} whose train classes show every value")
-    return dominant, unseen, folds
+    return dominant, unseen, folds, pairs
+
+
+# The ground truth of granularity: which groups tell a pair apart, by the spatial scale they are drawn at.
+PAIR_SCALES = {"fine": lambda g: g.scale == "small",
+               "coarse": lambda g: g.scale == "whole" and g.kind != "color"}   # shape and body pattern: structure
+
+
+def _twin_pairs(dominant: np.ndarray, unseen: np.ndarray, cfg: SyntheticConfig, rng) -> list[dict] | None:
+    """Turn consecutive unseen classes into twins (in place): the second copies the first in every group
+    except those of the pair's kind, where it differs in each. A fine pair is told apart only by small parts,
+    a coarse pair only by the body's shape and pattern, so which map level a method needs for which pair is
+    known by construction. None when a twin would duplicate another class (the caller redraws)."""
+    kinds = ["fine"] * cfg.fine_pairs + ["coarse"] * cfg.coarse_pairs
+    if 2 * len(kinds) > len(unseen):
+        raise DataError(f"{len(kinds)} twin pairs need {2 * len(kinds)} unseen classes; n_unseen is {len(unseen)}")
+    sizes = np.array([len(g.values) for g in GROUPS])
+    pairs = []
+    for i, kind in enumerate(kinds):
+        a, b = int(unseen[2 * i]), int(unseen[2 * i + 1])
+        told = np.array([PAIR_SCALES[kind](g) for g in GROUPS])
+        shift = rng.integers(1, sizes)
+        dominant[b] = np.where(told, (dominant[a] + shift) % sizes, dominant[a])
+        if sum(np.array_equal(dominant[b], d) for d in dominant) > 1:
+            return None
+        pairs.append({"kind": kind, "classes": (a, b), "groups": [g.name for g, t in zip(GROUPS, told) if t]})
+    return pairs
 
 
 def _covered(dominant: np.ndarray, sizes: np.ndarray, at_least: int) -> bool:
@@ -136,11 +167,12 @@ def generate(out: Path, cfg: SyntheticConfig = SyntheticConfig(), progress: bool
     from tqdm import tqdm
 
     rng = np.random.default_rng([cfg.seed, 0])
-    dominant, unseen, folds = design_classes(cfg, rng)
+    dominant, unseen, folds, pairs = design_classes(cfg, rng)
     taken: set[str] = set()
     class_names = [_class_name(c, dominant[c], c // cfg.family_size, taken) for c in range(cfg.n_classes)]
-    n_images = [int(rng.integers(round(0.85 * cfg.images_per_class), cfg.images_per_class + 1))
-                for _ in range(cfg.n_classes)]
+    most = [cfg.unseen_images_per_class if c in unseen and cfg.unseen_images_per_class else cfg.images_per_class
+            for c in range(cfg.n_classes)]
+    n_images = [int(rng.integers(round(0.85 * m), m + 1)) for m in most]
     offsets, n_attr = _value_offsets(), len(attribute_names())
 
     out = Path(out)
@@ -180,6 +212,7 @@ def generate(out: Path, cfg: SyntheticConfig = SyntheticConfig(), progress: bool
             "groups": [dataclasses.asdict(g) for g in GROUPS],
             "attributes": [{"name": f"{g.name}::{v}", "group": g.name, "part": g.part, "kind": g.kind,
                             "scale": g.scale} for g in GROUPS for v in g.values],
+            "class_pairs": [{**p, "classes": [class_names[c] for c in p["classes"]]} for p in pairs],
         })
     return out
 
@@ -248,5 +281,6 @@ def prepare_source(raw: Path, out: Path, params: dict, progress: bool = True, do
 
     cfg = SyntheticConfig.from_params(params)
     generate(raw, cfg, progress=progress)
+    made = read_json(raw / "synthetic.json")
     return cub.prepare(raw, xlsa17_folder(raw, XLSA17_NAME), out, name="synthetic",
-                       extra={"generator": dataclasses.asdict(cfg)})
+                       extra={"generator": dataclasses.asdict(cfg), "class_pairs": made["class_pairs"]})

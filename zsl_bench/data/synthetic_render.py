@@ -125,8 +125,9 @@ def render(values: dict[str, str], rng: np.random.Generator, size: int, clutter:
     bill_c = _jittered_colour(v["has_bill_color"], rng)
     eye_c = _jittered_colour(v["has_eye_color"], rng)
 
-    # Legs and tail go behind the body.
-    leg_w = max(1, int(0.03 * unit))
+    # Legs and tail go behind the body. Small parts (legs, bill, eye) are sized to span one or two layer2 cells
+    # of the extracted maps (stride 8 at 96 px) and a few percent of a layer4 cell: visible at a fine scale.
+    leg_w = max(1, int(0.05 * unit))
     for dx in (-0.06, 0.06):
         draw.line([f(dx, ry * 0.8), f(dx + 0.02, ry + 0.17)], fill=leg_c, width=leg_w)
     tx = -rx * 0.9
@@ -177,24 +178,25 @@ def render(values: dict[str, str], rng: np.random.Generator, size: int, clutter:
     draw.polygon(f.ellipse(hx, hy, hr, hr), fill=head_c)
     bx = hx + hr * 0.9
     bill = {
-        "cone": [(bx, hy - 0.05), (bx + 0.1, hy + 0.01), (bx, hy + 0.05)],
-        "hooked": [(bx, hy - 0.04), (bx + 0.09, hy - 0.02), (bx + 0.1, hy + 0.05), (bx + 0.06, hy + 0.01), (bx, hy + 0.03)],
-        "needle": [(bx, hy - 0.015), (bx + 0.2, hy + 0.01), (bx, hy + 0.02)],
+        "cone": [(0, -0.05), (0.1, 0.01), (0, 0.05)],
+        "hooked": [(0, -0.04), (0.09, -0.02), (0.1, 0.05), (0.06, 0.01), (0, 0.03)],
+        "needle": [(0, -0.015), (0.2, 0.01), (0, 0.02)],
     }[v["has_bill_shape"]]
-    draw.polygon(f.polygon(bill), fill=bill_c)
+    draw.polygon(f.polygon([(bx + 1.5 * x, hy + 1.5 * y) for x, y in bill]), fill=bill_c)
     ex, ey = hx + 0.04, hy - 0.03
     if v["has_eye_pattern"] == "eyering":
-        draw.polygon(f.ellipse(ex, ey, 0.055, 0.055, 16), fill=_contrast(head_c))
+        draw.polygon(f.ellipse(ex, ey, 0.09, 0.09, 16), fill=_contrast(head_c))
     elif v["has_eye_pattern"] == "eyeline":
-        draw.line([f(hx - hr * 0.9, ey), f(hx + hr * 0.95, ey)], fill=_contrast(head_c), width=max(1, int(0.035 * unit)))
-    draw.polygon(f.ellipse(ex, ey, 0.035, 0.035, 12), fill=eye_c)
+        draw.line([f(hx - hr * 0.9, ey), f(hx + hr * 0.95, ey)], fill=_contrast(head_c), width=max(1, int(0.05 * unit)))
+    draw.polygon(f.ellipse(ex, ey, 0.06, 0.06, 12), fill=eye_c)
 
     if rng.uniform() < 0.25:  # an occluder in front, as branches are in CUB photos
         _clutter(draw, rng, ss, 1)
 
     locs = {"body": f(0, 0), "head": f(hx, hy), "wing": f(wx - 0.05, wy), "tail": f(tx - 0.15, 0),
-            "eye": f(ex, ey), "bill": f(bx + 0.05, hy), "leg": f(0, ry + 0.1)}
-    outline = np.array(body + f.polygon(tail) + f.polygon(bill) + [f(0, ry + 0.17)])
+            "eye": f(ex, ey), "bill": f(bx + 0.075, hy), "leg": f(0, ry + 0.1)}
+    outline = np.array(body + f.polygon(tail) + f.polygon([(bx + 1.5 * x, hy + 1.5 * y) for x, y in bill])
+                       + [f(0, ry + 0.17)])
     bbox = (*outline.min(axis=0), *outline.max(axis=0))
 
     flip = rng.uniform() < 0.5
