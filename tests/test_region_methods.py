@@ -324,6 +324,13 @@ def test_ablate_stage_runs_variants_in_parallel_resumes_and_prunes(region_projec
     official = {r.seed: r for r in records if r.method == "mgmrn"}
     assert all(r["selection"]["val"]["metrics"] != official[r.seed]["selection"]["val"]["metrics"] for r in aa)
     assert "identical to the official configuration" in read_skipped(paths.ablation_slot("synthetic", "mgmrn.update-joint", 0))
+    # the table states each row's paired interval and detectable ΔH, and the A/A floor it is read against
+    from zsl_bench.report import ablation_markdown
+    table = ablation_markdown(records, "mgmrn")
+    assert "A/A floor: " in table and "| ΔH [95 % CI] | detectable | verdict | n |" in table
+    levels1 = next(line for line in table.splitlines() if line.startswith("| mgmrn.levels1 |"))
+    assert levels1.split(" | ")[-2] in ("separated", "not separated", "not separated (CI holds 0)")
+    assert "Positive control" not in table   # this dataset declares no twin classes
     mtimes = {f: (f / "record.json").stat().st_mtime_ns for f in first}
     again = stages.ablate("synthetic", params, paths, progress=False)
     assert again == first and all((f / "record.json").stat().st_mtime_ns == m for f, m in mtimes.items())

@@ -202,3 +202,28 @@ def test_several_folds_average_before_choosing(data):
     one = run(data, folds=(2,))
     fold2 = [r for r in out.validation_folds if r["fold"] == 2]
     assert [r["H"] for r in one.validation_trace] == pytest.approx([r["H"] for r in fold2])
+
+
+def test_every_configuration_shares_the_fit_streams_and_only_a_replicate_draws_anew(data):
+    """Common random numbers: each grid configuration (and so each ablation variant) of a phase is fitted from
+    the same seed, so validation compares configurations, not draws; an A/A replicate gets other seeds."""
+    seen = []
+
+    class SeedRidge(Ridge):
+        def fit(self, train, ctx):
+            seen.append((self.hparams["ridge"], ctx.seed))
+            super().fit(train, ctx)
+
+    def seeds_by_phase(**kw):
+        seen.clear()
+        run(data, SeedRidge, search="grid", **kw)
+        return list(seen)
+
+    base = seeds_by_phase()
+    configs = {r for r, _ in base}
+    assert configs >= {0.1, 10.0}
+    validation = {s for _, s in base[:len(configs)]}   # every grid point on fold 1: one stream
+    assert len(validation) == 1
+    assert len({s for _, s in base}) >= 2, "validation and the refit on trainval draw their own streams"
+    again = seeds_by_phase(replicate=1)
+    assert not {s for _, s in base} & {s for _, s in again}

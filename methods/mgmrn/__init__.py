@@ -37,8 +37,8 @@ PAPER = {
     "AWA2": {"ways": 16, "shots": 2, "lr": 5e-5, "lr_gamma": 0.5, "scale": 20.0, "lambda_reg": 1.0},
 }
 # The embedded default: CUB's setting scaled to 1,000 images of 128 px maps on a CPU (README).
-# lr 1e-3 (a tenth of the earlier 5e-3, twice CUB's) decayed after four full epochs: at 5e-3, or with the decay
-# after two, some initialisations stalled (test T1 14 % against 29 %: seed std 6.5 T1); README "Seed noise".
+# lr 1e-3 (a fifth of the earlier 5e-3, twice CUB's) decayed after four full epochs: at 5e-3, or with the decay
+# after two, some initialisations stalled (test T1 14 % against 29 %: seed std 6.5–8.3 T1); README "Seed noise".
 SYNTHETIC = {**PAPER["CUB"], "width": 1 / 32, "epochs": 6, "lr_step": 5, "lr": 1e-3, "batches_per_epoch": 0,
              "attribute_embedding": "minilm", "image_size": 64, "backbone": "resnet10t", "pretrained": False,
              "eval_batch_size": 256}
