@@ -28,7 +28,10 @@ execute(RunRequest(dataset="synthetic", method="mgmrn", seed=0, search="none", d
 # Differences of float summation order (two half-batch gradients summed vs one batch) grow over training;
 # the accuracies of the embedded default's small test set may then differ by a test image or two.
 METRIC_TOLERANCE = 1.0     # percentage points, on every val metric
-STATE_TOLERANCE = 1e-5     # largest absolute difference of any learned value (measured: 6e-8)
+STATE_TOLERANCE = 5e-5     # largest absolute difference of any learned value (measured: 6e-8, then 6.3e-6 since
+                           # issue 29's fit seeds and Mg-MRN schedule: four epochs at the full learning rate carry
+                           # the rounding of the two-process gradient sum further)
+SCORE_TOLERANCE = 2e-3     # scores are τ · cos (τ = 20): 2e-3 is 1e-4 in cosine (measured: 7.6e-4 at most)
 
 
 def records(slot: Path) -> list[dict]:
@@ -68,5 +71,5 @@ def test_two_processes_compute_the_single_process_run(region_project, tmp_path):
     with np.load(one / ra["run_key"] / "predictions.npz") as pa, np.load(two / rb["run_key"] / "predictions.npz") as pb:
         assert sorted(pa.files) == sorted(pb.files)
         for k in (f for f in pa.files if f.startswith("scores_")):
-            np.testing.assert_allclose(pb[k], pa[k], rtol=1e-4, atol=1e-4, err_msg=k)
+            np.testing.assert_allclose(pb[k], pa[k], rtol=SCORE_TOLERANCE, atol=SCORE_TOLERANCE, err_msg=k)
         assert pa["scores_val"].std() > 0.01, "scores that differ from image to image"
