@@ -2,8 +2,8 @@
 """Which backbone map level carries which attribute scale? Linear probes on the synthetic dataset.
 
 The synthetic birds (zsl_bench/data/synthetic_render.py) draw their attributes at three spatial scales:
-"whole" (body colour, pattern, silhouette), "mid" (wing, head, tail) and "small" (eye, bill, legs: a few
-pixels). Every image shows exactly one value per attribute group, so each group is a multi-class label
+"whole" (body colour, pattern, silhouette), "mid" (wing, head, tail) and "small" (eye, bill, legs: one or
+two layer2 cells at 96 px). Every image shows exactly one value per attribute group, so each group is a multi-class label
 with a known ground truth. For each stored map level (layer2 12×12, layer3 6×6, layer4 3×3 at 96 px) and
 each group, a linear softmax probe predicts the group's value from the level's map pooled to one vector
 (global average ‖ global max over space, standardised with training statistics).
