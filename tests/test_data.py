@@ -1,4 +1,5 @@
 """The synthetic generator and the CUB + xlsa17 loader path it shares with real CUB."""
+import dataclasses
 import shutil
 
 import numpy as np
@@ -92,8 +93,7 @@ def test_twin_pairs_differ_only_at_their_scale_and_reach_the_prepared_dataset(tm
     assert {g.name for g in GROUPS if PAIR_SCALES["coarse"](g)} == {"has_shape", "has_body_pattern"}
     assert len({tuple(r) for r in dominant}) == cfg.n_classes
 
-    params = {k: v for k, v in cfg.__dict__.items()}
-    d = load_dataset(prepare_source(tmp_path / "raw", tmp_path / "prepared", params, progress=False))
+    d = load_dataset(prepare_source(tmp_path / "raw", tmp_path / "prepared", dataclasses.asdict(cfg), progress=False))
     declared = d.meta["class_pairs"]
     assert [p["kind"] for p in declared] == ["fine", "coarse"]
     assert all(n in d.class_names for p in declared for n in p["classes"])

@@ -233,8 +233,8 @@ def ablation_markdown(records: list[dict], method: str, skipped: dict | None = N
                 continue
             d = deltas[name]
             delta = "—" if name == method else "— (no common seed)" if not d.n else d.text(signed=True)
-            power = "—" if name == method or not math.isfinite(paired_power.detectable(d)) else \
-                f"{paired_power.detectable(d):.1f}"
+            detectable = paired_power.detectable(d)
+            power = "—" if name == method or not math.isfinite(detectable) else f"{detectable:.1f}"
             verdict = "—" if name in (method, aa) or not d.n else paired_power.verdict(d, floor)
             example = next(r for r in records if r.method == name and r["dataset"] == dataset)
             changes = ("official configuration" if name == method else
