@@ -45,7 +45,7 @@ def main(argv=None) -> int:
     limit_threads()
     paths = ProjectPaths.here()
     dataset = load_dataset(paths.prepared(args.dataset))
-    store = FeatureStore(paths.features(args.dataset))
+    store = FeatureStore(paths.features(args.dataset, "resnet10t"))
     cls = get_method("mgmrn" + (f".{args.variant}" if args.variant else ""))
     evaluator = Evaluator(dataset, store, cls, seed=0, search=False, progress=False)
     phase = validation_phase(dataset, 1)

@@ -132,7 +132,7 @@ def main(argv=None) -> int:
 
     paths = ProjectPaths.here(args.root or Path(__file__).resolve().parent)
     raw, dataset = paths.raw(DATASET), load_dataset(paths.prepared(DATASET))
-    store = FeatureStore(paths.features(DATASET))
+    store = FeatureStore(paths.features(DATASET, "resnet10t"))
     # The store's rows are the dataset's rows only if it was extracted from this very prepared folder.
     if store.index.get("dataset_fingerprint") != dataset.fingerprint():
         sys.exit(f"{store.root}: extracted from dataset {store.index.get('dataset_fingerprint')}, the prepared "

@@ -64,7 +64,7 @@ def _run(method: str, init: int, order: int, scratch: str) -> dict:
 
     module.torch_generator = lambda seed: real_generator(seed_hash(seed, "init", init))
     module.np = _Numpy()
-    request = RunRequest(dataset="synthetic", method=method, seed=0, search="none", device="cpu")
+    request = RunRequest(dataset="synthetic", backbone="resnet10t", method=method, seed=0, search="none", device="cpu")
     folder = execute(request, ProjectPaths(ROOT), progress=False, slot=Path(scratch) / f"i{init}o{order}")
     record = RunRecord.read(folder)
     return {"init": init, "order": order,

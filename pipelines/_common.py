@@ -9,11 +9,11 @@ from zsl_bench.params import load_params
 from zsl_bench.paths import ProjectPaths
 
 
-def run_stage(fn, *args) -> None:
+def run_stage(fn, *args, **named) -> None:
     """Call a stage with the project's params under zsl_bench.errors' policy (user errors: one line, exit 2)."""
     def call():
         paths = ProjectPaths.here()
-        fn(*args, load_params(paths), paths)
+        fn(*args, load_params(paths), paths, **named)
 
     code = guarded(f"stage {fn.__name__}", call)
     log_imports(fn.__name__, args)

@@ -1,8 +1,9 @@
-"""DVC stage `ablate@<dataset>` (see dvc.yaml)."""
+"""DVC stage `ablate@<dataset>-<backbone>` (see dvc.yaml)."""
 import sys
 
 from zsl_bench_pipelines._common import run_stage
 from zsl_bench import stages
 
 if __name__ == "__main__":
-    run_stage(stages.ablate, sys.argv[1])
+    # DATASET [BACKBONE]: without a backbone, the dataset's first in params.yaml `features`
+    run_stage(stages.ablate, sys.argv[1], backbone=sys.argv[2] if len(sys.argv) > 2 else None)

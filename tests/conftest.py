@@ -27,10 +27,11 @@ def write_params(root: Path, methods=("eszsl", "ale"), seeds=(0, 1)) -> None:
 
     params = {
         "datasets": ["synthetic"],
+        "features": {"synthetic-resnet10t": {"dataset": "synthetic", "backbone": "resnet10t"}},
         "sources": {"synthetic": dict(TINY_SYNTHETIC)},
-        "backbone": {"synthetic": dict(TINY_BACKBONE)},
-        "extract": {"synthetic": {"batch_size": 64, "levels": ["layer2", "layer3", "layer4"], "input_size": 64,
-                                  "extra_sizes": [48]}},   # APN's layer4@48 (its map_size on the embedded default)
+        "backbone": {"synthetic": {"resnet10t": dict(TINY_BACKBONE)}},
+        "extract": {"synthetic": {"resnet10t": {"batch_size": 64, "levels": ["layer2", "layer3", "layer4"],
+                                                "input_size": 64, "extra_sizes": [48]}}},   # APN's coarse@48
         "train": {"methods": list(methods), "seeds": list(seeds), "folds": "auto", "selection_metric": "H",
                   "search": True, "device": "cpu", "precision": "fp32", "micro_batch": None},
         "methods": {m: {} for m in (*methods, "mgmrn")},
@@ -128,7 +129,7 @@ def region_data(region_project):
     from zsl_bench.features import FeatureStore
 
     return (load_dataset(region_project / "data" / "prepared" / "synthetic"),
-            FeatureStore(region_project / "features" / "synthetic"))
+            FeatureStore(region_project / "features" / "synthetic" / "resnet10t"))
 
 
 @pytest.fixture(scope="session")

@@ -253,3 +253,97 @@ def metadata_archives(shared: Path) -> dict[str, bytes]:
         "AwA2-base.zip": _zip({f"Animals_with_Attributes2/{n}": (shared / "AWA2" / n).read_bytes()
                                for n in ("classes.txt", "predicates.txt", "predicate-matrix-continuous.txt")}),
     }
+
+
+# --- APY and AWA1: release-only, built from scratch in the xlsa17 layout ---------------------------------------
+
+# APY's proposed split as xlsa17 has it (att_splits.mat allclasses_names and the class lists in
+# cetinsamet/attribute-label-embedding@a45093b datasets/APY/): the 20 aPascal classes in VOC order, then aYahoo's 12.
+APY_CLASSES = ["aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable",
+               "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+               "donkey", "monkey", "goat", "wolf", "jetski", "zebra", "centaur", "mug", "statue", "building", "bag",
+               "carriage"]
+APY_UNSEEN = ["tvmonitor", "goat", "motorbike", "cow", "jetski", "train", "sheep", "statue", "horse", "person",
+              "pottedplant", "donkey"]
+APY_VAL = {1: ["aeroplane", "wolf", "carriage", "sofa", "bag"], 2: ["building", "bird", "bicycle", "cat", "centaur"],
+           3: ["chair", "wolf", "sofa", "dog", "boat"]}
+# AwA's 50 classes in classes.txt order, which is xlsa17's allclasses order for AWA1 and AWA2; the PS unseen ten.
+AWA_CLASSES = ANIMALS + ["chihuahua", "rat", "weasel", "otter", "buffalo", "zebra", "giant+panda", "deer", "bobcat",
+                         "pig", "lion", "mouse", "polar+bear", "collie", "walrus", "raccoon", "cow", "dolphin"]
+AWA_UNSEEN = ["sheep", "dolphin", "bat", "seal", "blue+whale", "rat", "horse", "walrus", "giraffe", "bobcat"]
+
+
+def small_release(name: str, classes: list[str], unseen: list[str], val: dict[int, list[str]], original_att: np.ndarray,
+                  labels: np.ndarray, stored: list[str], feature_dim: int = 64, seed: int = 0) -> FakeRelease:
+    """One dataset's xlsa17 folder for images with `labels` (allclasses indices) and `stored` paths, both in
+    res101.mat row order: the last fifth of each seen class's rows (one at least) in test_seen, the rest in
+    trainval, every unseen row in test_unseen; validation fold K's train classes are the seen ones not in val[K]."""
+    import tempfile
+
+    rng = np.random.default_rng(seed)
+    seen = [c for c in classes if c not in unseen]
+    locs = {"trainval": [], "test_seen": [], "test_unseen": []}
+    for c, cls in enumerate(classes):
+        rows = np.flatnonzero(labels == c)
+        if cls in unseen:
+            locs["test_unseen"] += rows.tolist()
+        else:
+            cut = len(rows) - max(1, len(rows) // 5)
+            locs["trainval"] += rows[:cut].tolist()
+            locs["test_seen"] += rows[cut:].tolist()
+    locs = {k: np.sort(np.array(v)) for k, v in locs.items()}
+    with tempfile.TemporaryDirectory() as tmp:
+        write_att_splits(Path(tmp) / "att_splits.mat", classes, original_att, locs["trainval"], locs["test_seen"],
+                         locs["test_unseen"])
+        files = {"att_splits.mat": (Path(tmp) / "att_splits.mat").read_bytes()}
+    lists = {"allclasses.txt": classes, "trainvalclasses.txt": seen, "testclasses.txt": unseen}
+    for k, val_classes in val.items():
+        lists[f"trainclasses{k}.txt"] = [c for c in seen if c not in val_classes]
+        lists[f"valclasses{k}.txt"] = val_classes
+    files.update({fname: "".join(f"{n}\n" for n in names).encode() for fname, names in lists.items()})
+    unit = original_att / np.linalg.norm(original_att, axis=1, keepdims=True)
+    features = np.maximum(0, unit[labels] @ rng.normal(size=(unit.shape[1], feature_dim))
+                          + rng.normal(0, 0.5, (len(labels), feature_dim)))   # the class signal, as res101's carry it
+    files["res101.mat"] = _mat_bytes(features=features.T, labels=(labels + 1).reshape(-1, 1).astype(np.float64),
+                                     image_files=cell(stored))
+    sizes = SplitSizes(n_images=len(labels), n_classes=len(classes), n_attributes=original_att.shape[1],
+                       **{k: len(v) for k, v in locs.items()})
+    return FakeRelease(name=name, files=files, sizes=sizes)
+
+
+def apy_release(objects_per_class: int = 6, seed: int = 0) -> FakeRelease:
+    """APY as the release lays it out (as public loaders read it: not checked against a res101.mat here): aPascal's
+    objects first — crops of VOC2008 images, so a file comes once per object, here two objects an image, in no
+    sorted order — then aYahoo's images; `original_att` a fraction of annotated objects, in [0, 1]."""
+    rng = np.random.default_rng(seed)
+    pascal = [c for c in range(20) for _ in range(objects_per_class)]
+    rng.shuffle(pascal)
+    voc_ids = rng.permutation(len(pascal))[np.arange(len(pascal)) // 2]
+    stored = [f"{CLUSTER_PREFIX}/data/APY/images_att/VOCdevkit/VOC2008/JPEGImages/2008_{i:06d}.jpg" for i in voc_ids]
+    yahoo = [c for c in range(20, 32) for _ in range(objects_per_class)]
+    stored += [f"{CLUSTER_PREFIX}/data/APY/ayahoo_test_images/{APY_CLASSES[c]}_{n}.jpg" for n, c in enumerate(yahoo)]
+    original = np.round(rng.uniform(0, 1, (32, 64)), 4)
+    return small_release("APY", APY_CLASSES, APY_UNSEEN, APY_VAL, original, np.array(pascal + yahoo), stored, seed=seed)
+
+
+def awa1_release(images_per_class: int = 5, seed: int = 0) -> tuple[FakeRelease, bytes]:
+    """AWA1's release and AwA2-base.zip (the metadata archive that names its attributes): `original_att` is
+    AwA's continuous matrix with two decimals and −1 at antelope × black, white, blue, brown, where AwA2's
+    predicate-matrix-continuous.txt has 0, as the real files have. Rows by class folder, then file name."""
+    rng = np.random.default_rng(seed)
+    original = np.round(rng.uniform(0, 100, (50, 85)), 2)
+    own = original.copy()
+    original[0, :4], own[0, :4] = -1.0, 0.0
+    predicates = PREDICATES + [f"attr{i}" for i in range(len(PREDICATES), 85)]
+    rows = sorted((AWA_CLASSES[c], f"{AWA_CLASSES[c]}_{10001 + 50 * c + i}.jpg", c)
+                  for c in range(50) for i in range(images_per_class))
+    stored = [f"{CLUSTER_PREFIX}/data/Animals_with_Attributes/JPEGImages/{folder}/{file}" for folder, file, _ in rows]
+    seen = [c for c in AWA_CLASSES if c not in AWA_UNSEEN]
+    val = {k: seen[k - 1::3][:13] for k in (1, 2, 3)}   # the fixture's own folds (the real ones: 27 / 13 as well)
+    release = small_release("AWA1", AWA_CLASSES, AWA_UNSEEN, val, original, np.array([c for *_, c in rows]), stored,
+                            seed=seed)
+    base = _zip({"Animals_with_Attributes2/classes.txt": "".join(f"{i + 1}\t{n}\n" for i, n in enumerate(AWA_CLASSES)),
+                 "Animals_with_Attributes2/predicates.txt": "".join(f"{i + 1}\t{n}\n" for i, n in enumerate(predicates)),
+                 "Animals_with_Attributes2/predicate-matrix-continuous.txt":
+                     "".join(" ".join(f"{v:.2f}" for v in row) + "\n" for row in own)})
+    return release, base

@@ -88,7 +88,15 @@ BAD_PARAMS = [
     (lambda p: p["train"].update(folds="one"), "train.folds must be auto or a list of fold numbers"),
     (lambda p: p["train"].update(search="random:x"), "train.search must be grid, none or random:N"),
     (lambda p: p["train"].update(methods=["eszsl", "nosuch"]), "unknown method 'nosuch'; available: "),
-    (lambda p: p["extract"]["synthetic"].update(input_sise=64), "unknown key extract.synthetic.input_sise"),
+    (lambda p: p["extract"]["synthetic"]["resnet10t"].update(input_sise=64),
+     "unknown key extract.synthetic.resnet10t.input_sise"),
+    (lambda p: p["features"].update({"synthetic-vit": {"dataset": "synthetic", "backbone": "vit"}}),
+     "features.synthetic-vit: no backbone.synthetic.vit section"),
+    (lambda p: p["features"].update({"vit": {"dataset": "synthetic", "backbone": "vit"}}),
+     "features.vit: the entry of (synthetic, vit) is named synthetic-vit"),
+    (lambda p: p.update(features={}), "dataset synthetic has no entry in `features`"),
+    (lambda p: p["backbone"]["synthetic"].update({"vit/b": {}}), "backbone.synthetic.vit/b: a backbone name is"),
+    (lambda p: p["ablate"].update(backbones="first"), "ablate.backbones must be default"),
     (lambda p: p["sources"]["synthetic"].update(n_clases=3), "unknown key sources.synthetic.n_clases"),
     (lambda p: p.update(trian={}), "unknown section 'trian'"),
     (lambda p: p["methods"].update(ale={"hparams": {"synthetic": {"lr": 0.1, "epoch": 3}}}),
@@ -164,11 +172,11 @@ def test_backbone_and_extract_verbs_run_their_stage(tiny_project, tmp_path):
         shutil.rmtree(root / d)
     out = run("backbone", "synthetic", cwd=root)
     assert out.returncode == 0, out.stderr
-    spec = json.loads((root / "data" / "backbones" / "synthetic" / "backbone.json").read_text())["spec"]
+    spec = json.loads((root / "data" / "backbones" / "synthetic" / "resnet10t" / "backbone.json").read_text())["spec"]
     assert spec["source"] == "train_on_seen" and "epochs" in spec and "weights_file" not in spec
     out = run("extract", "synthetic", cwd=root)
     assert out.returncode == 0, out.stderr
-    assert (root / "features" / "synthetic" / "index.json").is_file()
+    assert (root / "features" / "synthetic" / "resnet10t" / "index.json").is_file()
     assert run("extract", "nowhere", cwd=root).returncode == 2
 
 

@@ -22,7 +22,7 @@ from zsl_bench.runner import RunRequest, execute
 from zsl_bench.runtime import limit_threads
 limit_threads()
 root, slot = sys.argv[1:3]
-execute(RunRequest(dataset="synthetic", method="mgmrn", seed=0, search="none", device="cpu",
+execute(RunRequest(dataset="synthetic", backbone="resnet10t", method="mgmrn", seed=0, search="none", device="cpu",
                    hparam_overrides={"epochs": 2, "lr_step": 1}), ProjectPaths(Path(root)), progress=False, slot=Path(slot))
 """
 # Differences of float summation order (two half-batch gradients summed vs one batch) grow over training;

@@ -9,7 +9,7 @@ from zsl_bench.io import DataError, read_json
 
 
 def test_trained_backbone_saw_only_fold_train_images(tiny_project):
-    info = read_json(tiny_project / "data" / "backbones" / "synthetic" / "backbone.json")
+    info = read_json(tiny_project / "data" / "backbones" / "synthetic" / "resnet10t" / "backbone.json")
     d = load_dataset(tiny_project / "data" / "prepared" / "synthetic")
     trained = info["trained_on"]
     assert trained["split"] == "fold1_train"
@@ -21,7 +21,7 @@ def test_trained_backbone_saw_only_fold_train_images(tiny_project):
 
 def test_store_is_float16_memory_mapped_and_indexed(tiny_project):
     d = load_dataset(tiny_project / "data" / "prepared" / "synthetic")
-    store = FeatureStore(tiny_project / "features" / "synthetic")
+    store = FeatureStore(tiny_project / "features" / "synthetic" / "resnet10t")
     arr = store.array()
     assert isinstance(arr, np.memmap) and arr.dtype == np.float16
     assert arr.shape[0] == len(d.labels)
@@ -38,8 +38,8 @@ def test_extracted_features_match_the_backbone_on_the_same_image(tiny_project):
     from zsl_bench.images import load_batch, to_normalised_tensor
 
     d = load_dataset(tiny_project / "data" / "prepared" / "synthetic")
-    model, info = load_backbone(tiny_project / "data" / "backbones" / "synthetic")
-    store = FeatureStore(tiny_project / "features" / "synthetic")
+    model, info = load_backbone(tiny_project / "data" / "backbones" / "synthetic" / "resnet10t")
+    store = FeatureStore(tiny_project / "features" / "synthetic" / "resnet10t")
     x = to_normalised_tensor(load_batch([d.image_path(7)], store.index["input_size"]))
     with torch.inference_mode():
         direct = model(x).numpy()[0]
@@ -51,7 +51,7 @@ def test_store_from_another_dataset_version_is_refused(tiny_project, tmp_path):
     import shutil
 
     dst = tmp_path / "features"
-    shutil.copytree(tiny_project / "features" / "synthetic", dst)
+    shutil.copytree(tiny_project / "features" / "synthetic" / "resnet10t", dst)
     index = read_json(dst / "index.json")
     index["dataset_fingerprint"] = "0" * 64
     from zsl_bench.io import write_json
@@ -104,7 +104,7 @@ def test_map_extraction_resumes_after_an_interruption(tiny_project, tmp_path):
     from zsl_bench.features import ExtractSpec
 
     d = load_dataset(tiny_project / "data" / "prepared" / "synthetic")
-    backbone = tiny_project / "data" / "backbones" / "synthetic"
+    backbone = tiny_project / "data" / "backbones" / "synthetic" / "resnet10t"
     spec = ExtractSpec(levels=("layer3", "layer4"), batch_size=64)
     full = FeatureStore(extract(d, backbone, tmp_path / "full", spec, progress=False))
     with pytest.raises(KeyboardInterrupt):

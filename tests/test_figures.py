@@ -81,7 +81,7 @@ def rebuild_method(record, paths):
     from zsl_bench.registry import get_method
 
     cls = get_method(record["method"])
-    evaluator = Evaluator(load_dataset(paths.prepared("synthetic")), FeatureStore(paths.features("synthetic")), cls,
+    evaluator = Evaluator(load_dataset(paths.prepared("synthetic")), FeatureStore(paths.features("synthetic", "resnet10t")), cls,
                           seed=0, search=False, device="cpu", progress=False)
     method = cls(record["selected_configs"]["val"], evaluator.task, "cpu")
     method.load_state_dict(torch.load(Path(record["_folder"]) / "state.pt", weights_only=False))
@@ -145,7 +145,7 @@ def test_attention_maps_have_the_grid_shape_and_are_distributions_over_regions(r
     paths, records = runs
     from zsl_bench.features import FeatureStore
 
-    grid = FeatureStore(paths.features("synthetic")).shape("layer4")[2:]
+    grid = FeatureStore(paths.features("synthetic", "resnet10t")).shape("layer4")[2:]
     for name in REGION_METHODS:
         r = by_method(records, name)[0]
         data = {**fdata.attention_data(r), "weights": r.views()["weights"]}
@@ -242,15 +242,15 @@ def test_write_figures_writes_every_figure_as_a_valid_png_of_its_size(runs, tmp_
     written = figures.write_figures(records, tmp_path / "reports", progress=False)
     folder = tmp_path / "reports" / "figures"
     n_unseen = len(fdata.unseen_per_class_accuracy(records[0].predictions())[0])
-    labels, ns = fdata.curve_legend(fdata.group_records(records)["synthetic"])
+    labels, ns = fdata.curve_legend(fdata.group_records(records)["synthetic/resnet10t"])
     assert ns == [1, 2] and labels["eszsl"].startswith("eszsl — AUSUC ") and labels["eszsl"].endswith("(n = 2)")
     expected = {
-        "synthetic_seen_unseen_curves.png": style.curve_figsize(list(labels.values())),
-        "synthetic_unseen_per_class_accuracy.png": style.per_class_figsize(n_unseen),
-        "synthetic_accuracy_vs_cost.png": plots.COST_SIZE,
-        "synthetic_attention_dazle.png": style.attention_figsize(1),
-        "synthetic_attention_transzero.png": style.attention_figsize(1),
-        "synthetic_attention_mgmrn.png": style.attention_figsize(3),
+        "synthetic-resnet10t_seen_unseen_curves.png": style.curve_figsize(list(labels.values())),
+        "synthetic-resnet10t_unseen_per_class_accuracy.png": style.per_class_figsize(n_unseen),
+        "synthetic-resnet10t_accuracy_vs_cost.png": plots.COST_SIZE,
+        "synthetic-resnet10t_attention_dazle.png": style.attention_figsize(1),
+        "synthetic-resnet10t_attention_transzero.png": style.attention_figsize(1),
+        "synthetic-resnet10t_attention_mgmrn.png": style.attention_figsize(3),
     }
     assert {p.name for p in written} == set(expected) and all(p.parent == folder for p in written)
     for name, size in expected.items():
@@ -269,8 +269,8 @@ def test_figures_without_region_runs_or_predictions_are_skipped_with_a_reason(ru
     (no_predictions / "predictions.npz").unlink()
     broken = [eszsl[0], RunRecord.read(no_predictions)]
     written = figures.write_figures(broken, tmp_path, progress=False)
-    assert sorted(p.name for p in written) == ["synthetic_accuracy_vs_cost.png", "synthetic_seen_unseen_curves.png",
-                                              "synthetic_unseen_per_class_accuracy.png"]
+    assert sorted(p.name for p in written) == ["synthetic-resnet10t_accuracy_vs_cost.png", "synthetic-resnet10t_seen_unseen_curves.png",
+                                              "synthetic-resnet10t_unseen_per_class_accuracy.png"]
     out = capsys.readouterr().out
     assert "skipped synthetic attention figures: no run of a method that declares attention maps" in out
     assert "runs of eszsl in the prediction figures: no predictions.npz" in out
@@ -279,7 +279,7 @@ def test_figures_without_region_runs_or_predictions_are_skipped_with_a_reason(ru
 def test_per_class_figure_with_many_classes_draws_markers(runs, tmp_path, monkeypatch):
     _, records = runs
     monkeypatch.setattr(plots, "BAR_LIMIT", 0)
-    groups = fdata.group_records(records)["synthetic"]
+    groups = fdata.group_records(records)["synthetic/resnet10t"]
     with __import__("matplotlib").rc_context(style.FONT):
         path = plots.per_class_figure("synthetic", groups, style.colours(list(groups)), tmp_path / "m.png")
     n_unseen = len(fdata.unseen_per_class_accuracy(records[0].predictions())[0])

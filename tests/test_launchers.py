@@ -27,7 +27,7 @@ def _jobs(root: Path) -> list[Job]:
     paths = ProjectPaths(root)
     params = load_params(paths)
     return [Job(replace(stages.run_request("synthetic", "eszsl", seed, params), search="none"), str(root),
-                str(paths.run_slot("synthetic", "eszsl", seed))) for seed in SEEDS]
+                str(paths.run_slot("synthetic", "resnet10t", "eszsl", seed))) for seed in SEEDS]
 
 
 def _relative(folders, root: Path) -> list[str]:
@@ -65,7 +65,7 @@ def test_sweep_with_the_local_launcher_writes_what_execute_writes_and_the_train_
     assert main(["sweep", "--only", "train", "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "2 runs (2 train, 0 ablation) with the local launcher" in out
-    assert "eszsl on synthetic, seed 1" in out and "runs/synthetic/train/eszsl/seed1" in out
+    assert "eszsl on synthetic, seed 1" in out and "runs/synthetic/resnet10t/train/eszsl/seed1" in out
     assert not (project_copy / "runs").exists() and not (project_copy / "mlflow.db").exists()
 
     assert main(["sweep", "--only", "train"]) == 0
@@ -258,7 +258,7 @@ def test_a_preempted_slurm_job_resumes_from_its_last_checkpoint(region_project, 
     paths = ProjectPaths(root)
     request = replace(stages.run_request("synthetic", "transzero", 0, load_params(paths)), search="none",
                       hparam_overrides={"epochs": 6})
-    slot = paths.run_slot("synthetic", "transzero", 0)
+    slot = paths.run_slot("synthetic", "resnet10t", "transzero", 0)
     job = Job(request, str(root), str(slot))
     _, (submitted,) = submit_slurm([job], _slurm_settings(tmp_path))
     deadline = time.time() + 120
@@ -322,5 +322,5 @@ def test_two_identical_train_commands_train_once(project_copy):
     assert len(folders) == 1
     waited = [o[1] for o in outs if "is making this run; waiting for it" in o[1]]
     assert len(waited) == 1, "exactly one of the two waited for the other"
-    slot = project_copy / "runs" / "synthetic" / "train" / "ale" / "seed3"
+    slot = project_copy / "runs" / "synthetic" / "resnet10t" / "train" / "ale" / "seed3"
     assert [p.name for p in slot.iterdir()] == [Path(folders.pop()).name]

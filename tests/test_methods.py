@@ -194,7 +194,7 @@ def test_reading_unseen_semantics_without_declaring_it_fails(tiny_project):
     from zsl_bench.data.dataset import load_dataset
 
     d = load_dataset(tiny_project / "data" / "prepared" / "synthetic")
-    store = FeatureStore(tiny_project / "features" / "synthetic")
+    store = FeatureStore(tiny_project / "features" / "synthetic" / "resnet10t")
     with pytest.raises(LeakageError, match="uses_unseen_semantics"):
         Evaluator(d, store, Snooper, seed=0, progress=False).run()
     out = Evaluator(d, store, DeclaredSnooper, seed=0, progress=False).run()
@@ -205,7 +205,7 @@ def test_fit_sees_only_seen_classes(tiny_project):
     from zsl_bench.data.dataset import load_dataset
 
     d = load_dataset(tiny_project / "data" / "prepared" / "synthetic")
-    store = FeatureStore(tiny_project / "features" / "synthetic")
+    store = FeatureStore(tiny_project / "features" / "synthetic" / "resnet10t")
     seen_in_fit = []
 
     class Recorder(ESZSL):

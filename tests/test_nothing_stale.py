@@ -58,7 +58,7 @@ def test_changing_a_methods_code_changes_its_runs_identity_and_the_run_is_not_re
     from zsl_bench.records import RunRecord
 
     paths = ProjectPaths(project_copy)
-    request = RunRequest(dataset="synthetic", method="test-ridge", seed=0, search=False, device="cpu")
+    request = RunRequest(dataset="synthetic", backbone="resnet10t", method="test-ridge", seed=0, search=False, device="cpu")
     code_before = code_fingerprint(load_plugin(tmp_path, "train.semantics.att[train.y]"))
     first = execute(request, paths, progress=False)
     assert execute(request, paths, progress=False) == first, "same code, same everything: reused"
@@ -150,7 +150,7 @@ def test_regress_reads_only_the_runs_of_this_code(trained_project, tmp_path):
     (repo / "regress").mkdir(parents=True)
     shutil.copyfile(trained_project / "params.yaml", repo / "regress" / "params.yaml")
     assert regress.regress(repo, trained_project, update=True, progress=False)[0] == 0
-    slot = trained_project / "runs" / "synthetic" / "train" / "ale" / "seed0"
+    slot = trained_project / "runs" / "synthetic" / "resnet10t" / "train" / "ale" / "seed0"
     (current,) = find_run_folders(slot)
     stale = slot / "0000000000000000"
     shutil.copytree(current, stale)
@@ -182,7 +182,7 @@ def test_runs_outside_params_yaml_are_named_never_averaged(trained_project):
     # part of that run: neither counted nor named as outside.
     import shutil
 
-    (configured,) = [p for p in paths.run_slot("synthetic", "ale", 0).iterdir() if (p / "done").exists()]
+    (configured,) = [p for p in paths.run_slot("synthetic", "resnet10t", "ale", 0).iterdir() if (p / "done").exists()]
     variant = shutil.copytree(configured, configured.parent / ("f" * len(configured.name)))
     record = json.loads((variant / "record.json").read_text())
     record.update(method="ale.variant", run_key=variant.name,
@@ -197,9 +197,9 @@ def test_runs_outside_params_yaml_are_named_never_averaged(trained_project):
     assert out.returncode == 0, out.stderr
     rows = {r["name"]: r for r in json.loads(out.stdout)["datasets"][0]["rows"]}
     assert rows["ale"]["n"] == 2 and rows["eszsl"]["n"] == 2
-    assert "1 run(s) below runs/ are outside params.yaml and not counted: ale/synthetic/seed7" in out.stderr
+    assert "1 run(s) below runs/ are outside params.yaml and not counted: ale/synthetic/resnet10t/seed7" in out.stderr
     report = cli("report", "--no-mlflow")
-    assert report.returncode == 0 and "ale/synthetic/seed7" in report.stderr
+    assert report.returncode == 0 and "ale/synthetic/resnet10t/seed7" in report.stderr
     assert "| ale | " in (trained_project / "reports" / "results.md").read_text()
     assert "| 2 | pooled vectors, frozen backbone | no |" in (trained_project / "reports" / "results.md").read_text()
     bad = cli("compare", "eszsl", "--dataset", "CUBB")
@@ -273,16 +273,16 @@ def test_a_missing_configured_run_refuses_the_report(trained_project):
     out = _cli(trained_project, "report", "--no-mlflow")
     assert out.returncode == 0
     table = (trained_project / "reports" / "results.md").read_text()
-    shutil.rmtree(trained_project / "runs" / "synthetic" / "train" / "ale" / "seed1")   # as DVC does before a rerun
+    shutil.rmtree(trained_project / "runs" / "synthetic" / "resnet10t" / "train" / "ale" / "seed1")   # as DVC does before a rerun
     out = _cli(trained_project, "report", "--no-mlflow")
-    assert out.returncode == 2 and "ale/synthetic/seed1" in out.stderr and "dvc repro" in out.stderr
+    assert out.returncode == 2 and "ale/synthetic/resnet10t/seed1" in out.stderr and "dvc repro" in out.stderr
     assert (trained_project / "reports" / "results.md").read_text() == table
 
 
 def test_a_truncated_feature_array_stops_a_run_before_training(trained_project):
     from zsl_bench.io import DataError
 
-    pooled = trained_project / "features" / "synthetic" / "pooled.npy"
+    pooled = trained_project / "features" / "synthetic" / "resnet10t" / "pooled.npy"
     pooled.write_bytes(pooled.read_bytes()[:-64])
     out = subprocess_run_train(trained_project)
     assert out.returncode == 2 and "Traceback" not in out.stderr
@@ -293,7 +293,7 @@ def test_a_truncated_feature_array_stops_a_run_before_training(trained_project):
 def subprocess_run_train(root):
     import subprocess
 
-    shutil.rmtree(root / "runs" / "synthetic" / "train" / "sae", ignore_errors=True)
+    shutil.rmtree(root / "runs" / "synthetic" / "resnet10t" / "train" / "sae", ignore_errors=True)
     return subprocess.run([sys.executable, "-m", "zsl_bench_pipelines.train", "synthetic", "eszsl", "3"], capture_output=True,
                           text=True, cwd=root)
 

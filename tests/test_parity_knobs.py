@@ -191,7 +191,7 @@ def mgmrn(name, shapes=((16, 12, 12), (32, 6, 6), (64, 3, 3)), **hparams):
 def test_channels_input_only_variant_fits_one_epoch_and_scores():
     cls = get_method("mgmrn.channels-input-only")
     assert cls.default_hparams("CUB")["halvings"] == "released"
-    assert get_method("mgmrn").default_hparams("CUB")["halvings"] == "consistent"
+    assert get_method("mgmrn").default_hparams("CUB")["halvings"] == "auto"   # consistent on ResNet maps
     method = mgmrn("mgmrn.channels-input-only")   # the embedded default's 12×12 / 6×6 / 3×3 maps
     rng = np.random.default_rng(0)
     n = 16
@@ -211,10 +211,23 @@ def test_channels_input_only_variant_fits_one_epoch_and_scores():
     np.testing.assert_allclose(maps["fine (layer2)"].sum((1, 2)), 1.0, rtol=1e-5)
 
 
+def test_auto_halvings_bring_a_cnns_levels_and_a_vits_blocks_to_one_grid():
+    from zsl_bench_methods.mgmrn.model import auto_halvings
+
+    assert auto_halvings({1: (56, 56), 2: (28, 28), 3: (14, 14)}) == "consistent"   # ResNet-101 at 448 px
+    assert auto_halvings({1: (12, 12), 2: (6, 6), 3: (3, 3)}) == "consistent"       # the embedded default
+    assert auto_halvings({1: (32, 32), 2: (32, 32), 3: (32, 32)}) == "equal"        # DINOv2 ViT-B/14 at 448 px
+    head = mgmrn("mgmrn", shapes=((16, 4, 4), (16, 4, 4), (16, 4, 4))).build_net()["head"]
+    assert head.halvings == {1: 0, 2: 0, 3: 0}
+    assert mgmrn("mgmrn").build_net()["head"].halvings == {1: 2, 2: 1, 3: 0}
+
+
 def test_halvings_that_would_shrink_a_map_below_one_cell_are_a_clear_error():
     with pytest.raises(ValueError, match=r"mgmrn\.channels-input-only: the fine \(layer2\) map is 1×1"):
         mgmrn("mgmrn.channels-input-only", shapes=((16, 1, 1), (32, 2, 2), (64, 1, 1))).build_net()
     with pytest.raises(ValueError, match=r"^mgmrn: the fine \(layer2\) map is 2×2; halving it 2 time"):
+        mgmrn("mgmrn", shapes=((16, 2, 2), (32, 2, 2), (64, 1, 1)), halvings="consistent").build_net()
+    with pytest.raises(ValueError, match=r"^mgmrn: halvings 'auto' found no mode bringing the maps 2×2, 2×2, 1×1"):
         mgmrn("mgmrn", shapes=((16, 2, 2), (32, 2, 2), (64, 1, 1))).build_net()
     head = mgmrn("mgmrn.channels-input-only").build_net()["head"]   # built for 12/6/3, fed smaller maps
     tiny = {1: torch.zeros(1, 16, 1, 1), 2: torch.zeros(1, 32, 2, 2), 3: torch.zeros(1, 64, 1, 1)}
@@ -252,7 +265,7 @@ def evaluate(region_project, name, **hparams):
     from zsl_bench.features import FeatureStore
 
     d = load_dataset(region_project / "data" / "prepared" / "synthetic")
-    store = FeatureStore(region_project / "features" / "synthetic")
+    store = FeatureStore(region_project / "features" / "synthetic" / "resnet10t")
     return Evaluator(d, store, get_method(name), seed=0, search=False, progress=False, hparams=hparams).run()
 
 

@@ -83,12 +83,13 @@ def test_report_and_compare(trained_project):
     paths = ProjectPaths(trained_project)
     written = report_stage.report(load_params(paths), paths)
     md = (trained_project / "reports" / "results.md").read_text()
-    assert [p.name for p in written][:4] == ["results.md", "results.csv", "results.tex", "ablation.md"]
+    assert [p.name for p in written][:5] == ["results.md", "results.csv", "results.tex", "overlap.md", "ablation.md"]
+    assert "Pretraining overlap" in (trained_project / "reports" / "overlap.md").read_text()
     assert "| ale |" in md and "| eszsl |" in md and "ddof = 1" in md and "selection: val" in md
     assert "Std 0 for eszsl" in md
     assert "0 ablation runs" in (trained_project / "reports" / "ablation.md").read_text()
     csv = (trained_project / "reports" / "results.csv").read_text().splitlines()
-    assert csv[0].startswith("dataset,method,policy") and len(csv) == 1 + 2 * 4
+    assert csv[0].startswith("dataset,backbone,method,policy") and len(csv) == 1 + 2 * 4
 
     index = (trained_project / "reports" / "README.md").read_text()
     for name in ("results.md", "results.tex", "ablation.md", "figures/synthetic_seen_unseen_curves.png",
@@ -259,7 +260,7 @@ def test_dvc_repro_runs_everything_then_nothing_and_stage_deps_cover_imports(tin
 
     def run_folders(method):
         return {p: (p / "record.json").stat().st_ino
-                for p in (root / "runs" / "synthetic" / "train" / method / "seed0").iterdir() if p.is_dir()}
+                for p in (root / "runs" / "synthetic" / "resnet10t" / "train" / method / "seed0").iterdir() if p.is_dir()}
 
     eszsl_before = run_folders("eszsl")
     params["methods"]["sae"] = {"hparams": {"synthetic": {"lambda": 0.5}}}
@@ -270,7 +271,7 @@ def test_dvc_repro_runs_everything_then_nothing_and_stage_deps_cover_imports(tin
     # every one of its runs by its key
     assert ran == ["ablate@synthetic", "mirror", "report", "train@synthetic"], ran
     assert run_folders("eszsl") == eszsl_before, "an unchanged method was retrained, not found by its key"
-    (old_sae,) = [p for p in (root / "runs" / "synthetic" / "train" / "sae" / "seed0").iterdir()   # the older key pruned
+    (old_sae,) = [p for p in (root / "runs" / "synthetic" / "resnet10t" / "train" / "sae" / "seed0").iterdir()   # the older key pruned
                   if json.loads((p / "record.json").read_text())["method"] == "sae"]   # (not its scoring variant)
 
     # Killed after the run folder was written but before DVC recorded the stage: the rerun adopts the
@@ -278,7 +279,7 @@ def test_dvc_repro_runs_everything_then_nothing_and_stage_deps_cover_imports(tin
     lock = yaml.safe_load((root / "dvc.lock").read_text())
     del lock["stages"]["train@synthetic"]
     (root / "dvc.lock").write_text(yaml.safe_dump(lock))
-    (folder,) = [p for p in (root / "runs" / "synthetic" / "train" / "eszsl" / "seed0").iterdir()]
+    (folder,) = [p for p in (root / "runs" / "synthetic" / "resnet10t" / "train" / "eszsl" / "seed0").iterdir()]
     inode = (folder / "record.json").stat().st_ino
     fourth = sh(sys.executable, "-m", "dvc", "repro")
     assert "Running stage 'train@synthetic'" in fourth
@@ -346,7 +347,7 @@ def test_a_method_the_features_cannot_serve_is_skipped_and_every_table_says_why(
 
     project_copy = copy_project(region_project, tmp_path / "project")
     paths = ProjectPaths(project_copy)
-    index_file = paths.features("synthetic") / "index.json"
+    index_file = paths.features("synthetic", "resnet10t") / "index.json"
     original = index_file.read_text()
     index = json.loads(original)
     index["arrays"] = {"pooled": index["arrays"]["pooled"]}
@@ -357,7 +358,7 @@ def test_a_method_the_features_cannot_serve_is_skipped_and_every_table_says_why(
     params["methods"]["dazle"] = {}
     for method in ("eszsl", "dazle"):
         stages.train_run("synthetic", method, 0, params, paths, progress=False)
-    slot = paths.run_slot("synthetic", "dazle", 0)
+    slot = paths.run_slot("synthetic", "resnet10t", "dazle", 0)
     assert (slot / SKIPPED_FILE).is_file() and not [p for p in slot.iterdir() if p.is_dir()]
     report_stage.report(params, paths, progress=False)
     text = (project_copy / "reports" / "results.md").read_text()
@@ -425,8 +426,8 @@ def test_the_train_stage_keeps_runs_a_user_made_by_hand(trained_project, capfd):
     stages.train("synthetic", params, paths, progress=False)
     assert by_hand.is_dir(), "a run made by hand was deleted"
     assert "kept 1 run slot(s) made outside params.yaml (ale/seed7)" in capfd.readouterr().err
-    assert not paths.run_slot("synthetic", "ale", 1).exists() and not paths.run_slot("synthetic", "eszsl", 1).exists()
-    assert paths.run_slot("synthetic", "eszsl", 0).is_dir()
+    assert not paths.run_slot("synthetic", "resnet10t", "ale", 1).exists() and not paths.run_slot("synthetic", "resnet10t", "eszsl", 1).exists()
+    assert paths.run_slot("synthetic", "resnet10t", "eszsl", 0).is_dir()
 
 
 def test_the_mirror_stage_rebuilds_a_missing_mirror_and_is_a_no_op_when_current(trained_project):

@@ -198,10 +198,11 @@ def test_hdf5_maps_through_the_pipeline_stages(project_copy):
     d = load_dataset(paths.prepared("synthetic"))
     maps = np.random.default_rng(2).random((len(d.labels), 4, 2, 2)).astype(np.float32)
     write_dazle_hdf5(project_copy / "maps.hdf5", d, maps, leaky=False)
-    params["backbone"]["synthetic"] = {"arch": "resnet101", "source": "hdf5", "pretraining_data": "imagenet-1k",
-                                       "features_file": str(project_copy / "maps.hdf5")}
+    params["backbone"]["synthetic"]["resnet10t"] = {"arch": "resnet101", "source": "hdf5",
+                                                    "pretraining_data": "imagenet-1k",
+                                                    "features_file": str(project_copy / "maps.hdf5")}
     stages.backbone("synthetic", params, paths, progress=False)
-    assert not (paths.backbone("synthetic") / "weights.pt").exists(), "nothing is trained for an HDF5 source"
+    assert not (paths.backbone("synthetic", "resnet10t") / "weights.pt").exists(), "nothing is trained for an HDF5 source"
     store = FeatureStore(stages.extract("synthetic", params, paths, progress=False))
     np.testing.assert_array_equal(store.read([1, 0], "layer4"), maps[[1, 0]])
 
@@ -223,9 +224,9 @@ def test_a_real_dataset_s_vector_methods_read_the_xlsa17_vectors_and_apn_its_224
     d = load_dataset(cub.prepare_source(raw / "CUB", prepared / "CUB", {"mirror": server.url}, progress=False,
                                         downloads=downloads))
     repo = ProjectPaths(Path(__file__).resolve().parents[1])
-    configured = load_params(repo)["extract"]["CUB"]
+    configured = load_params(repo)["extract"]["CUB"]["resnet101"]
     assert configured["vectors"] == "xlsa17_res101" and configured["extra_sizes"] == [224]
-    backbone = tiny_project / "data" / "backbones" / "synthetic"   # the fixture's images are the tiny project's
+    backbone = tiny_project / "data" / "backbones" / "synthetic" / "resnet10t"   # the fixture's images are the tiny project's
 
     def store(**change):
         spec = features.ExtractSpec.from_params({**configured, "input_size": 64, "batch_size": 64, **change})

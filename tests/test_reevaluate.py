@@ -128,7 +128,7 @@ def test_status_names_each_stale_run_and_why(trained_project, monkeypatch, tmp_p
     (trained_project / "params.yaml").write_text(yaml.safe_dump(params))
 
     # the features: every run, named by the folder
-    index = trained_project / "features" / "synthetic" / "index.json"
+    index = trained_project / "features" / "synthetic" / "resnet10t" / "index.json"
     saved = index.read_text()
     meta = json.loads(saved)
     for entry in meta["arrays"].values():

@@ -193,7 +193,7 @@ def test_transzero_offset_is_calibration_with_gamma_two(region_project):
     from zsl_bench.metrics import per_class_accuracy
 
     d = load_dataset(region_project / "data" / "prepared" / "synthetic")
-    store = FeatureStore(region_project / "features" / "synthetic")
+    store = FeatureStore(region_project / "features" / "synthetic" / "resnet10t")
     out = Evaluator(d, store, get_method("transzero"), seed=0, search=False, progress=False,
                     hparams={"epochs": 2}).run()
     p = out.predictions
@@ -323,7 +323,7 @@ def test_ablate_stage_runs_variants_in_parallel_resumes_and_prunes(region_projec
     aa = [r for r in records if r.method == "mgmrn (A/A)"]
     official = {r.seed: r for r in records if r.method == "mgmrn"}
     assert all(r["selection"]["val"]["metrics"] != official[r.seed]["selection"]["val"]["metrics"] for r in aa)
-    assert "identical to the official configuration" in read_skipped(paths.ablation_slot("synthetic", "mgmrn.update-joint", 0))
+    assert "identical to the official configuration" in read_skipped(paths.ablation_slot("synthetic", "resnet10t", "mgmrn.update-joint", 0))
     # the table states each row's paired interval and detectable ΔH, and the A/A floor it is read against
     from zsl_bench.report import ablation_markdown
     table = ablation_markdown(records, "mgmrn")
@@ -338,7 +338,7 @@ def test_ablate_stage_runs_variants_in_parallel_resumes_and_prunes(region_projec
     stages.ablate("synthetic", params, paths, progress=False)
     assert {r.method for r in find_records(paths.runs)} == {"mgmrn", "mgmrn (A/A)", "mgmrn.levels1", *inference}, \
         "runs no longer asked for are removed"
-    assert read_skipped(paths.ablation_slot("synthetic", "mgmrn.update-joint", 0)) is None
+    assert read_skipped(paths.ablation_slot("synthetic", "resnet10t", "mgmrn.update-joint", 0)) is None
 
 
 @pytest.mark.slow
@@ -365,13 +365,13 @@ def test_the_ablation_reads_the_train_stage_run_when_it_is_the_official_configur
     (trained,) = stages.train("synthetic", params, paths, progress=False)
     stamp = (trained / "record.json").stat().st_mtime_ns
     folders = stages.ablate("synthetic", params, paths, progress=False)
-    official_slot = paths.ablation_slot("synthetic", "mgmrn", 0)
+    official_slot = paths.ablation_slot("synthetic", "resnet10t", "mgmrn", 0)
     assert trained in folders and (trained / "record.json").stat().st_mtime_ns == stamp, "trained a second time"
-    assert read_shared(official_slot) == paths.run_slot("synthetic", "mgmrn", 0) and not find_run_folders(official_slot)
+    assert read_shared(official_slot) == paths.run_slot("synthetic", "resnet10t", "mgmrn", 0) and not find_run_folders(official_slot)
     # a seed the train stage does not run is trained by the ablation in its own slot, never in the train stage's
-    assert not paths.run_slot("synthetic", "mgmrn", 1).exists()
-    assert read_shared(paths.ablation_slot("synthetic", "mgmrn", 1)) is None
-    assert [r.method for r in find_records(paths.ablation_slot("synthetic", "mgmrn", 1))].count("mgmrn") == 1
+    assert not paths.run_slot("synthetic", "resnet10t", "mgmrn", 1).exists()
+    assert read_shared(paths.ablation_slot("synthetic", "resnet10t", "mgmrn", 1)) is None
+    assert [r.method for r in find_records(paths.ablation_slot("synthetic", "resnet10t", "mgmrn", 1))].count("mgmrn") == 1
     ablation = configured_records(params, paths)[1]
     assert {r.folder for r in ablation if r.method == "mgmrn" and r.seed == 0} == {trained}
     assert {r.method for r in ablation} >= {"mgmrn", "mgmrn (A/A)", "mgmrn.levels1"}

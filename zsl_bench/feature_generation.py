@@ -30,7 +30,7 @@ def search_spaces_around(loss_weight: str) -> dict:
     """The validation grid of a feature-generating method around each official setting: its auxiliary loss
     weight and the synthetic features per class; the embedded default runs the defaults only (time goal of
     `dvc repro`)."""
-    around = {"CUB": [100, 300], "SUN": [100, 400], "AWA2": [600, 1800], "*": [100, 300]}
+    around = {"CUB": [100, 300], "SUN": [100, 400], "AWA2": [600, 1800], "AWA1": [600, 1800], "*": [100, 300]}
     return {**{ds: {loss_weight: [0.01, 0.1], "syn_num": n} for ds, n in around.items()}, "synthetic": {}}
 
 

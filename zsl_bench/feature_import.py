@@ -84,7 +84,7 @@ def register_hdf5(dataset, hdf5_path: Path, out: Path, backbone_info: dict) -> P
             "dataset": dataset.name, "dataset_fingerprint": dataset.fingerprint(),
             "backbone": {k: backbone_info.get(k) for k in ("arch", "pretraining_data", "trained_on")},
             "backbone_spec": backbone_info["spec"], "input_size": None, "resize": "as in the HDF5 file",
-            "arrays": {"layer4": {"file": str(hdf5_path), "format": "hdf5", "key": "feature_map", "shape": shape,
+            "levels": ["layer4"], "arrays": {"layer4": {"file": str(hdf5_path), "format": "hdf5", "key": "feature_map", "shape": shape,
                                   "dtype": dtype, "sha256": f"size {hdf5_path.stat().st_size}, head64MiB {head}"}},
             "ignored_keys": ignored,
         })

@@ -3,8 +3,10 @@
     index.json      what is stored: backbone description, input size, dataset fingerprint, and one entry
                     per array (file, format, shape, dtype, checksum)
     pooled.npy      N × D, global-average-pooled vectors, rows in the dataset's image order
-    <level>.npy     N × C × H × W spatial maps of a backbone stage (`layer4`, or `layer2..4` for Mg-MRN)
-    <last>@<S>.npy  the last stage's maps with the images at S px (`extra_sizes`: APN's 224 px → 7 × 7 grid)
+    <level>.npy     N × C × H × W spatial maps of a backbone stage (`layer4`, or `layer2..4` for Mg-MRN) or
+                    a token model's block (`blocks.11`: its patch tokens on their grid, class and register
+                    tokens dropped); index.json's `levels` lists them fine to coarse
+    <last>@<S>.npy  the coarsest level's maps with the images at S px (`extra_sizes`: APN's 224 px → 7 × 7)
     xlsa17_res101.npy  xlsa17's published ResNet-101 vectors beside the extracted ones (`vectors`): what
                     the vector methods read where the papers did (index.json's `vectors` names the array)
 
@@ -28,6 +30,12 @@ STORE_DTYPE = np.float16
 # What an imported backbone source provides, and nothing else (stages.extract imports them as they are).
 IMPORTED_ARRAYS = {"xlsa17_res101": ("pooled",), "hdf5": ("layer4",)}
 HDF5_REQUIRED = ("feature_map", "labels", "trainval_loc", "test_seen_loc", "test_unseen_loc", "att", "original_att")
+
+
+# Methods name maps by role, never by a backbone's stage names: the store's `levels` (fine to coarse) give
+# the last three roles, so `coarse` is ResNet's layer4 or a ViT's chosen last block, `coarse@224` the
+# coarsest level at 224 px (Evaluator.features_of resolves them).
+LEVEL_ROLES = ("fine", "mid", "coarse")
 
 
 # --- how a store is made (params.yaml `extract.<dataset>`; feature_extraction.py makes it) -----------
@@ -133,7 +141,7 @@ class FeatureStore:
         self.root = Path(self.root)
         if not (self.root / "index.json").is_file():
             raise DataError(f"{self.root}: no feature store here; run the extract stage first "
-                            f"(`dvc repro extract@{self.root.name}`)")
+                            f"(`dvc repro extract@{self.root.parent.name}-{self.root.name}`)")
         self.index = read_json(self.root / "index.json")
         self._files: dict[str, object] = {}
         self._resident: dict[str, np.ndarray] = {}
@@ -142,12 +150,29 @@ class FeatureStore:
         entry = self.index["arrays"].get(name)
         if entry is None:
             level, _, size = name.partition("@")
-            hint = (f"; `extract.{self.root.name}.extra_sizes: [{size}]` stores {level}'s maps at {size} px "
-                    "(then `dvc repro`)" if size else f"; `extract.{self.root.name}.levels` lists the stored maps"
-                    if name.startswith("layer") else "")
+            where = f"extract.{self.root.parent.name}.{self.root.name}"
+            hint = (f"; `{where}.extra_sizes: [{size}]` stores the coarsest level's maps at {size} px "
+                    "(then `dvc repro`)" if size else f"; `{where}.levels` lists the stored maps, fine to coarse"
+                    if level in LEVEL_ROLES or "." in level or level.startswith("layer") else "")
             raise DataError(f"{self.root / 'index.json'}: no '{name}' array (has {sorted(self.index['arrays'])})"
                             + hint)
         return entry
+
+    @property
+    def levels(self) -> list[str]:
+        """The stored map levels, fine to coarse (index.json `levels`)."""
+        return list(self.index.get("levels") or [])
+
+    def resolve(self, name: str) -> str:
+        """A stored array's name for a role (`pooled`: the vectors methods read; `fine`/`mid`/`coarse`[@S]:
+        the last three levels); other names, and roles this store has too few levels for, unchanged (then
+        `unavailable` or reading says what is missing)."""
+        if name == "pooled":
+            return self.vectors
+        role, at, size = name.partition("@")
+        if role in LEVEL_ROLES and len(self.levels) >= len(LEVEL_ROLES) - LEVEL_ROLES.index(role):
+            return self.levels[LEVEL_ROLES.index(role) - len(LEVEL_ROLES)] + at + size
+        return name
 
     @property
     def vectors(self) -> str:
@@ -236,7 +261,8 @@ class FeatureStore:
             if entry.get("format", "npy") == "hdf5":
                 continue   # checked against the dataset when it was registered
             path = self.root / entry["file"]
-            again = f"delete {self.root} and run the extract stage again (`dvc repro extract@{self.root.name}`)"
+            again = (f"delete {self.root} and run the extract stage again "
+                     f"(`dvc repro extract@{self.root.parent.name}-{self.root.name}`)")
             try:
                 rows = NpyRows.open(path)
             except (OSError, ValueError, EOFError) as e:

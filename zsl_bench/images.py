@@ -36,10 +36,12 @@ def load_rgb_center_crop(path: Path, size: int) -> np.ndarray:
     return img[top:top + size, left:left + size]
 
 
-def load_batch_for_backbone(paths: list[Path], size: int, crop: str = "none"):
+def load_batch_for_backbone(paths: list[Path], size: int, crop: str = "none", mean=IMAGENET_MEAN, std=IMAGENET_STD):
     """Images → normalised N×3×size×size tensor; crop "none" (whole image) or "center"."""
+    import torch
+
     load = load_rgb if crop == "none" else load_rgb_center_crop
-    return to_normalised_tensor(np.stack([load(p, size) for p in paths]))
+    return normalise(torch.as_tensor(np.stack([load(p, size) for p in paths])).permute(0, 3, 1, 2), mean, std)
 
 
 def to_normalised_tensor(batch_uint8):

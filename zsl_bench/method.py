@@ -159,8 +159,9 @@ PARAMETER_COUNT = "parameter_count"   # `parameter_count()`: learned values and 
 ZSL_SCORER = "zsl_scorer"             # `score_zsl(x, unseen)`: T1 from a classifier over unseen classes only
 CAPABILITIES = {ATTENTION_MAPS: "attention_maps", PARAMETER_COUNT: "parameter_count",
                 ZSL_SCORER: "score_zsl"}   # capability → the method implementing it
-# The feature-store arrays each input kind reads ("pooled": the store's vectors, `FeatureStore.vectors`).
-FEATURES_OF_INPUT = {"vector": ("pooled",), "map": ("layer4",), "maps": ("layer2", "layer3", "layer4")}
+# The feature-store arrays each input kind reads, by role ("pooled": the store's vectors; fine/mid/coarse: its
+# map levels, a ResNet's layer2/3/4 or a ViT's chosen blocks; `FeatureStore.resolve`).
+FEATURES_OF_INPUT = {"vector": ("pooled",), "map": ("coarse",), "maps": ("fine", "mid", "coarse")}
 DEVICES = ("any", "cpu")               # "any": cuda when train.device allows; "cpu": numpy code, always CPU
 ANY_DATASET = "*"                      # a profile used for any dataset the method has no own profile for
 
@@ -244,7 +245,7 @@ class Method:
     def feature_arrays(cls, hparams: dict) -> tuple[str, ...]:
         """The feature-store arrays a fit with `hparams` reads ("image" methods read the dataset's images).
         By input kind; a method whose official network sees another resolution overrides it (APN reads
-        `layer4@224`, extracted at 224 px as `extract.<dataset>.extra_sizes` asks)."""
+        `coarse@224`, the coarsest level extracted at 224 px as `extract.<dataset>.<backbone>.extra_sizes` asks)."""
         return FEATURES_OF_INPUT.get(cls.input_kind, ())
 
     @classmethod

@@ -2,12 +2,15 @@
 
 Every section has a schema below; an unknown or misspelt key, a wrong type, an unknown dataset or
 method stops the run before any work with one line naming the file, the key and what is allowed.
-Per-dataset sections (`sources`, `backbone`, `extract`) are keyed by dataset; per-method settings live
+Per-dataset sections are keyed by dataset (`sources.<dataset>`) or by dataset and backbone name
+(`backbone.<dataset>.<name>`, `extract.<dataset>.<name>`); `features` names the (dataset, backbone) pairs
+every stage after prepare runs on, one DVC stage each (the backbone axis); per-method settings live
 under `methods.<name>` (`hparams.<dataset>`: overrides of the method's defaults, `search_space.<dataset>`:
 its validation grid), each read by exactly the stages of that method (dvc.yaml).
 """
 from __future__ import annotations
 
+import re
 from dataclasses import MISSING, fields
 from pathlib import Path
 
@@ -36,6 +39,9 @@ def spec_of_dataclass(cls) -> dict:
     """A section schema from a settings dataclass: each field's type is its default's (floats take ints)."""
     out = {}
     for f in fields(cls):
+        if "schema" in f.metadata:   # a field whose type its default cannot say (a mapping)
+            out[f.name] = f.metadata["schema"]
+            continue
         default = f.default if f.default is not MISSING else None
         kind = type(default)
         out[f.name] = ((int, float) if kind is float else listof(f.metadata.get("item", str)) if kind is tuple else
@@ -54,7 +60,8 @@ def _schemas() -> dict:
         "train": {"methods": listof(str), "seeds": listof(int), "folds": object, "selection_metric": str,
                   "search": object, "device": str, "precision": str, "micro_batch": (int, NONE),
                   "loader_workers": (int, NONE)},
-        "ablate": {"method": str, "variants": listof(str), "seeds": listof(int)},
+        "features": mapof({"dataset": str, "backbone": str}),
+        "ablate": {"method": str, "variants": listof(str), "seeds": listof(int), "backbones": (str, list)},
         "launch": {"launcher": str, "workers": (int, NONE), "gpus": (list, NONE),
                    "slurm": {"partition": (str, NONE), "timeout_min": int, "gpus_per_node": int,
                              "cpus_per_task": int, "mem_gb": (int, float), "array_parallelism": int,
@@ -100,30 +107,38 @@ def validate(params: dict, file: Path) -> dict:
     from zsl_bench.data import available_sources, source_module
 
     schemas = _schemas()
-    top = ("datasets", "sources", "backbone", "extract", "train", "methods", "ablate", "launch", "tracking", "compare")
+    top = ("datasets", "features", "sources", "backbone", "extract", "train", "methods", "ablate", "launch",
+           "tracking", "compare")
     if not isinstance(params, dict):
         raise ConfigError(f"{file}: must be a mapping of sections ({', '.join(top)})")
     for k in params:
         if k not in top:
             raise ConfigError(f"{file}: unknown section {k!r}; allowed: {', '.join(top)}")
-    for k in ("datasets", "sources", "train", "tracking", "compare"):   # dvc.yaml tracks them: each must exist
+    for k in ("datasets", "features", "sources", "train", "tracking", "compare"):   # dvc.yaml tracks them
         if k not in params:
             raise ConfigError(f"{file}: missing section {k!r}" + (" (write `compare: {}` for no comparisons)"
                                                                   if k == "compare" else ""))
     _check(params["datasets"], listof(str), "datasets", file)
     known = available_sources()
-    for section in ("sources", "backbone", "extract"):
-        for ds, body in (params.get(section) or {}).items():
+    for ds, body in (params.get("sources") or {}).items():
+        if ds not in known:
+            raise ConfigError(f"{file}: unknown dataset sources.{ds}; datasets: {', '.join(known)}")
+        _check(body, source_module(ds).PARAMS, f"sources.{ds}", file)
+    for section in ("backbone", "extract"):   # <section>.<dataset>.<backbone name>
+        for ds, named in (params.get(section) or {}).items():
             if ds not in known:
                 raise ConfigError(f"{file}: unknown dataset {section}.{ds}; datasets: {', '.join(known)}")
-            spec = source_module(ds).PARAMS if section == "sources" else schemas[section]
-            _check(body, spec, f"{section}.{ds}", file)
+            _check(named, mapof(schemas[section]), f"{section}.{ds}", file)
+            for name in named:
+                if not BACKBONE_NAME.fullmatch(str(name)):
+                    raise ConfigError(f"{file}: {section}.{ds}.{name}: a backbone name is letters, digits, _ and "
+                                      "- (it names folders and DVC stages)")
     for ds in params["datasets"]:
         if ds not in known:
             raise ConfigError(f"{file}: unknown dataset {ds!r} in datasets; datasets: {', '.join(known)}")
-        for section in ("sources", "backbone", "extract"):
-            if ds not in (params.get(section) or {}):
-                raise ConfigError(f"{file}: missing {section}.{ds} (dataset {ds} is in `datasets`)")
+        if ds not in (params.get("sources") or {}):
+            raise ConfigError(f"{file}: missing sources.{ds} (dataset {ds} is in `datasets`)")
+    _check_features(params, schemas, file)
     for section in ("train", "ablate", "launch", "tracking", "compare"):
         if section in params:
             _check(params[section], schemas[section], section, file)
@@ -166,6 +181,86 @@ def validate(params: dict, file: Path) -> dict:
         _check(body, schemas["method"], f"methods.{name}", file)
     _check_method_names(params, file)
     return params
+
+
+BACKBONE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*")
+
+
+def feature_set_name(dataset: str, backbone: str) -> str:
+    """The name of a (dataset, backbone) pair: `features.<name>` in params.yaml and its DVC stages
+    (`extract@<name>`); dataset names hold no `-`, so the name reads back unambiguously."""
+    return f"{dataset}-{backbone}"
+
+
+def _check_features(params: dict, schemas: dict, file: Path) -> None:
+    """`features`: each entry a (dataset, backbone) pair of a dataset in `datasets` with its backbone and
+    extract sections, named `<dataset>-<backbone>` (DVC iterates the mapping: its keys name the stages);
+    every dataset has one at least; `ablate.backbones` names backbones that exist."""
+    _check(params["features"], schemas["features"], "features", file)
+    for name, pair in params["features"].items():
+        missing = [k for k in ("dataset", "backbone") if k not in pair]
+        if missing:
+            raise ConfigError(f"{file}: features.{name} needs {' and '.join(missing)} (e.g. "
+                              "`synthetic-vit: {dataset: synthetic, backbone: vit}`)")
+        ds, bb = pair["dataset"], pair["backbone"]
+        if name != feature_set_name(ds, bb):
+            raise ConfigError(f"{file}: features.{name}: the entry of ({ds}, {bb}) is named "
+                              f"{feature_set_name(ds, bb)} (DVC's stage names come from these keys)")
+        if ds not in params["datasets"]:
+            raise ConfigError(f"{file}: features.{name}: dataset {ds} is not in `datasets` "
+                              f"({', '.join(params['datasets'])}); add it there or remove this entry")
+        for section in ("backbone", "extract"):
+            if bb not in ((params.get(section) or {}).get(ds) or {}):
+                raise ConfigError(f"{file}: features.{name}: no {section}.{ds}.{bb} section (the backbone "
+                                  f"{bb} of {ds} needs one; the shipped params.yaml has examples)")
+    for ds in params["datasets"]:
+        if not backbones_of(params, ds):
+            raise ConfigError(f"{file}: dataset {ds} has no entry in `features`; add e.g. "
+                              f"`{feature_set_name(ds, 'resnet101')}: {{dataset: {ds}, backbone: resnet101}}`")
+    chosen = (params.get("ablate") or {}).get("backbones", "default")
+    if isinstance(chosen, str) and chosen not in ("default", "all"):
+        raise ConfigError(f"{file}: ablate.backbones must be default (each dataset's first backbone), all, "
+                          f"or a list of backbone names, not {chosen!r}")
+
+
+def feature_sets(params: dict, dataset: str | None = None) -> list[tuple[str, str]]:
+    """The (dataset, backbone) pairs params.yaml's `features` names, in its order (of `dataset` only)."""
+    return [(p["dataset"], p["backbone"]) for p in (params.get("features") or {}).values()
+            if dataset in (None, p["dataset"])]
+
+
+def backbones_of(params: dict, dataset: str) -> list[str]:
+    """The backbones `dataset` runs on; the first is its default (what a command without --backbone uses)."""
+    return [bb for _, bb in feature_sets(params, dataset)]
+
+
+def default_backbone(params: dict, dataset: str) -> str:
+    """The dataset's first backbone in `features`, else the first it describes (`backbone.<dataset>`)."""
+    named = backbones_of(params, dataset) or list(((params.get("backbone") or {}).get(dataset) or {}))
+    if not named:
+        raise ConfigError(f"params.yaml: dataset {dataset} has no backbone (`backbone.{dataset}.<name>`) and no "
+                          "`features` entry")
+    return named[0]
+
+
+def resolve_backbone(params: dict, dataset: str, backbone: str | None) -> str:
+    """`backbone` checked against the dataset's sections (None: its default): one line naming those there are."""
+    if backbone is None:
+        return default_backbone(params, dataset)
+    described = list(((params.get("backbone") or {}).get(dataset) or {}))
+    if backbone not in described:
+        raise ConfigError(f"params.yaml: dataset {dataset} has no backbone {backbone!r} (backbone.{dataset} "
+                          f"names {', '.join(described) or 'none'})")
+    return backbone
+
+
+def ablated_backbones(params: dict, dataset: str) -> list[str]:
+    """The backbones the ablate stage runs on for `dataset` (`ablate.backbones`: default, all, or names)."""
+    chosen = (params.get("ablate") or {}).get("backbones", "default")
+    mine = backbones_of(params, dataset)
+    if chosen == "default":
+        return mine[:1]
+    return mine if chosen == "all" else [b for b in mine if b in chosen]
 
 
 def _check_launch(launch: dict, file: Path) -> None:
@@ -282,18 +377,18 @@ def section(params: dict, *keys: str, path: Path | str = "params.yaml"):
 AA_SLOT_SUFFIX = "-AA"   # runs/<dataset>/ablation/<method>-AA/seed<S>: the A/A replicate's slot
 
 
-def ablation_runs(dataset: str, params: dict, paths: ProjectPaths):
+def ablation_runs(dataset: str, params: dict, paths: ProjectPaths, backbone: str):
     """What the ablate stage runs, as (method, replicate, seed, slot) — what params.yaml's `ablate` section configures: the official configuration, its A/A
     rerun (replicate 1: the same configuration with an independent random stream, the noise floor every
     variant's ΔH is read against) and each variant, all in the same worker pool under the same thread
     settings, so no row differs from another by its numerical environment."""
     cfg = section(params, "ablate")
     base = cfg["method"]
-    if not cfg["variants"]:
+    if not cfg["variants"] or backbone not in ablated_backbones(params, dataset):
         return   # nothing to ablate: no official row or A/A either
     for seed in cfg["seeds"]:
-        yield base, 0, int(seed), paths.ablation_slot(dataset, base, int(seed))
-        yield base, 1, int(seed), paths.ablation_slot(dataset, base + AA_SLOT_SUFFIX, int(seed))
+        yield base, 0, int(seed), paths.ablation_slot(dataset, backbone, base, int(seed))
+        yield base, 1, int(seed), paths.ablation_slot(dataset, backbone, base + AA_SLOT_SUFFIX, int(seed))
     for name in (f"{base}.{v}" for v in cfg["variants"]):
         for seed in cfg["seeds"]:
-            yield name, 0, int(seed), paths.ablation_slot(dataset, name, int(seed))
+            yield name, 0, int(seed), paths.ablation_slot(dataset, backbone, name, int(seed))

@@ -35,24 +35,32 @@ class ProjectPaths:
     def prepared(self, dataset: str) -> Path:
         return self.root / "data" / "prepared" / dataset
 
-    def backbone(self, dataset: str) -> Path:
-        return self.root / "data" / "backbones" / dataset
+    def backbone(self, dataset: str, backbone: str) -> Path:
+        return self.root / "data" / "backbones" / dataset / backbone
 
-    def features(self, dataset: str) -> Path:
+    def features(self, dataset: str, backbone: str) -> Path:
+        return self.features_of(dataset) / backbone
+
+    def features_of(self, dataset: str) -> Path:
+        """Every backbone's feature store of a dataset."""
         return self.root / "features" / dataset
 
     @property
     def runs(self) -> Path:
         return self.root / "runs"
 
-    def run_slot(self, dataset: str, method: str, seed: int) -> Path:
-        """Where the `train` stage (one DVC output per dataset, `runs/<dataset>/train`) keeps a method's run of one
-        seed: the content-addressed run folder(s)."""
-        return self.runs / dataset / "train" / method / f"seed{seed}"
+    def runs_of(self, dataset: str, backbone: str, stage: str = "train") -> Path:
+        """One DVC output per (dataset, backbone) and stage: `runs/<dataset>/<backbone>/<stage>`."""
+        return self.runs / dataset / backbone / stage
 
-    def ablation_slot(self, dataset: str, method: str, seed: int) -> Path:
-        """Where the `ablate` stage (one DVC output per dataset) keeps a variant's run."""
-        return self.runs / dataset / "ablation" / method / f"seed{seed}"
+    def run_slot(self, dataset: str, backbone: str, method: str, seed: int) -> Path:
+        """Where the `train` stage keeps a method's run of one seed on a (dataset, backbone): the
+        content-addressed run folder(s)."""
+        return self.runs_of(dataset, backbone) / method / f"seed{seed}"
+
+    def ablation_slot(self, dataset: str, backbone: str, method: str, seed: int) -> Path:
+        """Where the `ablate` stage keeps a variant's run."""
+        return self.runs_of(dataset, backbone, "ablation") / method / f"seed{seed}"
 
     @property
     def reports(self) -> Path:

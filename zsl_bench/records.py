@@ -32,7 +32,7 @@ from zsl_bench.io import DataError, atomic_directory, canonical_json, read_json,
 from zsl_bench.protocol import TABLE_METRICS, as_percent
 from zsl_bench.provenance import read_provenance, write_provenance
 
-SCHEMA_VERSION = 5   # 5: code identity per module, key_spec, `selected_configs` (policies re-read traces); 4: selection policies incl. paper, validation folds, per-calibration traces; 3: time, memory and host moved to provenance.json; 2: `model` and views.npz
+SCHEMA_VERSION = 6   # 6: `backbone` (the feature set's backbone name) and its pretraining overlap; 5: code identity per module, key_spec, `selected_configs` (policies re-read traces); 4: selection policies incl. paper, validation folds, per-calibration traces; 3: time, memory and host moved to provenance.json; 2: `model` and views.npz
 DONE = "done"
 RECORD_FILE, PREDICTIONS_FILE, VIEWS_FILE = "record.json", "predictions.npz", "views.npz"
 SKIPPED_FILE = "skipped.json"
@@ -40,11 +40,16 @@ SHARED_FILE = "shared.json"   # a slot whose run is another stage's run of the s
 REPLICATE_LABEL = " (A/A)"   # a rerun of a configuration with an independent random stream
 # Keys every record has, as (path, what it is), checked when a record is read.
 REQUIRED = (("schema_version", "format version"), ("method", "method name"), ("dataset", "dataset name"),
-            ("seed", "run seed"), ("run_key", "content key"), ("traces", "validation and test traces"),
+            ("backbone", "backbone name"), ("seed", "run seed"), ("run_key", "content key"), ("traces", "validation and test traces"),
             ("selection", "the checkpoints whose test scores the run kept"),
             ("selected_configs", "configurations the run's policies selected"), ("config", "run configuration"),
             ("method_info", "what the method declares"), ("data", "dataset and feature fingerprints"),
             ("environment", "software and device"), ("model", "parameter counts"))
+
+
+def feature_set_label(dataset: str, backbone: str) -> str:
+    """A (dataset, backbone) pair as tables, compare and the MLflow mirror name it."""
+    return f"{dataset}/{backbone}"
 
 
 def run_key(spec: dict) -> str:
@@ -83,7 +88,8 @@ class RunRecord(dict):
 
     @property
     def stage(self) -> str:
-        """"ablation" for a run of the ablate stage (runs/<dataset>/ablation/<method>/seed<S>/<key>), else "train"."""
+        """"ablation" for a run of the ablate stage (runs/<dataset>/<backbone>/ablation/<method>/seed<S>/<key>),
+        else "train"."""
         return "ablation" if len(self.folder.parts) >= 4 and self.folder.parts[-4] == "ablation" else "train"
 
     @property
@@ -94,6 +100,16 @@ class RunRecord(dict):
     @property
     def dataset(self) -> str:
         return self["dataset"]
+
+    @property
+    def backbone(self) -> str:
+        """The backbone name of the run's feature set (params.yaml `features`)."""
+        return self["backbone"]
+
+    @property
+    def feature_set(self) -> str:
+        """`<dataset>/<backbone>`: what tables group by (one section per dataset and backbone)."""
+        return feature_set_label(self["dataset"], self["backbone"])
 
     @property
     def seed(self) -> int:

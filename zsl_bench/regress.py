@@ -53,7 +53,7 @@ def run_ci_configuration(params_file: Path, workdir: Path, progress: bool = True
     from dataclasses import replace
 
     from zsl_bench import launchers, stages
-    from zsl_bench.params import load_params
+    from zsl_bench.params import feature_sets, load_params
     from zsl_bench.paths import ProjectPaths
     from zsl_bench.records import RunRecord
 
@@ -81,17 +81,18 @@ def run_ci_configuration(params_file: Path, workdir: Path, progress: bool = True
         # Every stage applies runtime.limit_threads, which reads THREADS_ENV (1 here) for torch and BLAS;
         # the context and `finally` give the caller its own thread counts back.
         with threadpool_limits(1):
-            for dataset in params["datasets"]:
+            for dataset, backbone in feature_sets(params):
                 if not (paths.prepared(dataset) / "dataset.json").is_file():
                     stages.prepare(dataset, params, paths, progress=progress)
-                if not (paths.features(dataset) / "index.json").is_file():
-                    stages.backbone(dataset, params, paths, progress=progress)
-                    stages.extract(dataset, params, paths, progress=progress)
+                if not (paths.features(dataset, backbone) / "index.json").is_file():
+                    stages.backbone(dataset, params, paths, progress=progress, name=backbone)
+                    stages.extract(dataset, params, paths, progress=progress, name=backbone)
                 # The runs in parallel, one single-threaded process per core (at most 8: each holds its
                 # features): the same numbers as one after another (one thread either way), sooner.
-                jobs = [replace(job, threads=1) for job in stages.train_jobs(dataset, params, paths)]
+                jobs = [replace(job, threads=1) for job in stages.train_jobs(dataset, params, paths,
+                                                                              backbone=backbone)]
                 made = launchers.local(jobs, {"workers": min(8, usable_cores())}, progress=progress,
-                                       desc=f"regress {dataset}")
+                                       desc=f"regress {dataset}/{backbone}")
                 for folder in made:
                     stages.prune_slot(folder)
                 folders += made
@@ -105,12 +106,14 @@ def run_ci_configuration(params_file: Path, workdir: Path, progress: bool = True
 
 
 def measured(records: list[dict]) -> dict:
-    """dataset → method → {"seeds": {seed: {metric: %}}, "mean", "std", "n"} under POLICY."""
+    """dataset → method → {"seeds": {seed: {metric: %}}, "mean", "std", "n"} under POLICY; a dataset on
+    several backbones is keyed `<dataset>/<backbone>`."""
     out: dict = {}
+    several = {d for d in {r.dataset for r in records} if len({r.backbone for r in records if r.dataset == d}) > 1}
     for r in records:
         if r.base_method is not None:   # a scoring variant: read off runs that are checked themselves
             continue
-        m = out.setdefault(r.dataset, {}).setdefault(r.method, {"seeds": {}})
+        m = out.setdefault(r.feature_set if r.dataset in several else r.dataset, {}).setdefault(r.method, {"seeds": {}})
         m["seeds"][str(r.seed)] = r.metrics(POLICY)
     for methods in out.values():
         for m in methods.values():

@@ -25,7 +25,7 @@ def long_table(records: list[dict]):
     rows = []
     for r in map(RunResult.from_record, records):
         for policy in POLICIES:
-            rows.append({"dataset": r.dataset, "method": r.method, "seed": r.seed, "policy": policy,
+            rows.append({"dataset": r.feature_set, "method": r.method, "seed": r.seed, "policy": policy,
                          "uses_unseen_semantics": r.uses_unseen_semantics, "run_key": r.run_key, "wall_s": r.wall_s,
                          "searched": r.searched, "input": INPUT_REGIMES.get(r.input_kind, r.input_kind),
                          "precision": r.precision, **r.metrics[policy]})
@@ -89,15 +89,15 @@ def deterministic_methods(df) -> list[str]:
 
 def setup_lines(records: list[dict]) -> list[str]:
     lines = []
-    for dataset in sorted({r["dataset"] for r in records}):
-        r = next(x for x in records if x["dataset"] == dataset)
+    for dataset in sorted({r.feature_set for r in records}):
+        r = next(x for x in records if x.feature_set == dataset)
         f = r["data"]["features"]
         bb = f["backbone"]
         trained = bb.get("trained_on")
         origin = (f"trained here on {trained['split']} ({trained['n_images']} images of {len(trained['classes'])} "
                   "seen classes; no validation-unseen, test or unseen-class image)" if trained else
                   f"pretrained on {bb.get('pretraining_data')}")
-        arrays = sorted({a for x in records if x["dataset"] == dataset for a in x["data"]["features"].get("arrays", [])})
+        arrays = sorted({a for x in records if x.feature_set == dataset for a in x["data"]["features"].get("arrays", [])})
         lines.append(f"- **{dataset}**: features from `{bb.get('arch')}`, {origin}; input {f['input_size']} px "
                      f"({', '.join(arrays)}); dataset fingerprint `{r['data']['dataset_fingerprint'][:12]}`; "
                      f"validation fold{'s' * (len(r['config']['folds']) > 1)} {', '.join(map(str, r['config']['folds']))} "
@@ -110,8 +110,26 @@ def _datasets(df, skipped: dict | None) -> list[str]:
     return sorted(set(df["dataset"].unique()) | {d for d, _ in (skipped or {})})
 
 
+def overlap_summaries(records: list) -> dict[str, dict]:
+    """`<dataset>/<backbone>` → its pretraining overlap (zsl_bench.overlap), from the unseen class names and
+    the backbone's pretraining data every record keeps."""
+    from zsl_bench.overlap import overlap_summary
+
+    out = {}
+    for r in records:
+        classes = r["data"].get("classes")
+        if r.feature_set not in out and classes:
+            out[r.feature_set] = overlap_summary(
+                r.dataset, r.backbone, r["data"]["features"]["backbone"].get("pretraining_data") or "none",
+                classes["test_unseen"], classes["val_unseen"])
+    return out
+
+
 def results_markdown(records: list[dict], skipped: dict | None = None) -> str:
+    from zsl_bench.overlap import headline
+
     df = long_table(records)
+    overlap = overlap_summaries(records)
     parts = [
         "# Results",
         "",
@@ -125,7 +143,11 @@ def results_markdown(records: list[dict], skipped: dict | None = None) -> str:
     for policy in POLICIES:
         s = summary(df, policy, skipped)
         for dataset in _datasets(df, skipped):
-            parts += [f"## {dataset} — selection: {POLICIES[policy].title}", "", markdown_table(s, dataset), ""]
+            parts += [f"## {dataset} — selection: {POLICIES[policy].title}", ""]
+            if overlap.get(dataset, {}).get("flag", "none") != "none":   # the backbone may have seen unseen classes
+                parts += [f"Pretraining overlap: **{overlap[dataset]['flag']}**: {headline(overlap[dataset])} "
+                          "(overlap.md).", ""]
+            parts += [markdown_table(s, dataset), ""]
             if not s[s["dataset"] == dataset]["hparams_searched"].all():
                 parts += [NOT_SEARCHED_NOTE, ""]
     det = deterministic_methods(df)
@@ -166,6 +188,10 @@ def results_csv(records: list[dict], skipped: dict | None = None):
     import pandas as pd
 
     out = pd.concat(frames, ignore_index=True)
+    # The tables group by `<dataset>/<backbone>`; the CSV keeps the two apart.
+    pair = out["dataset"].str.partition("/")
+    out["dataset"] = pair[0]
+    out.insert(1, "backbone", pair[2])
     out["std_definition"] = "sample std over seeds, ddof=1"
     out["units"] = "percent"
     return out
@@ -205,7 +231,7 @@ def ablation_markdown(records: list[dict], method: str, skipped: dict | None = N
              f"Every row ran in the same worker pool with the same thread settings. Selection policy: "
              f"{POLICIES[HEADLINE_POLICY].title}. All in %, {STD_NOTE}.", ""]
     for dataset in _datasets(df, skipped):
-        official = next((r for r in records if r.method == method and r["dataset"] == dataset), None)
+        official = next((r for r in records if r.method == method and r.feature_set == dataset), None)
         if official is None:
             why = skipped.get((dataset, method)) or next((v for (d, _), v in skipped.items() if d == dataset), None)
             parts += [f"## {dataset}", "", f"— (skipped: {why})" if why else
@@ -236,7 +262,7 @@ def ablation_markdown(records: list[dict], method: str, skipped: dict | None = N
             detectable = paired_power.detectable(d)
             power = "—" if name == method or not math.isfinite(detectable) else f"{detectable:.1f}"
             verdict = "—" if name in (method, aa) or not d.n else paired_power.verdict(d, floor)
-            example = next(r for r in records if r.method == name and r["dataset"] == dataset)
+            example = next(r for r in records if r.method == name and r.feature_set == dataset)
             changes = ("official configuration" if name == method else
                        "none: another random stream (A/A)" if name == aa else variant_changes(example, official))
             parts.append(f"| {name} | {changes} | " + " | ".join(cells)
@@ -251,7 +277,7 @@ def positive_control(records: list, dataset: str, method: str, names: list[str])
     official run. Nothing when the dataset declares no pairs."""
     from zsl_bench import paired_power, twin_pairs
 
-    mine = [r for r in records if r["dataset"] == dataset]
+    mine = [r for r in records if r.feature_set == dataset]
     official = next(r for r in mine if r.method == method)
     kinds = twin_pairs.pair_kinds(official)
     if not kinds:
@@ -288,6 +314,8 @@ INDEX_LINES = (   # (file name pattern, one line saying what it is)
     (r"results\.md", "headline tables: every method, mean ± std over seeds, n, for each selection policy"),
     (r"results\.csv", "the same numbers, machine-readable (one row per dataset × method × policy)"),
     (r"results\.tex", "the same tables in LaTeX (booktabs), for a paper's results section"),
+    (r"overlap\.md", "per dataset and backbone, which test-unseen and validation-unseen classes the backbone's "
+                     "pretraining labels include (or may include: web-scale data), by a stated rule"),
     (r"ablation\.md", "ablations of params.yaml's `ablate.method`: one switch at a time, validation-selected, paired ΔH per seed"),
     (r"comparisons\.md", "params.yaml's `compare` questions: paired Δ per seed with bootstrap intervals, val and paper rules"),
     (r"selection_gap\.md", "selection inflation: paper − val and oracle − val in T1 and H, paired bootstrap intervals, "
@@ -322,7 +350,7 @@ def index_markdown(files: list[Path], out_dir: Path) -> str:
 def write_reports(records: list[dict], out_dir: Path, ablation: list[dict] | None = None,
                   ablation_method: str | None = None, skipped: dict | None = None,
                   skipped_ablation: dict | None = None) -> list[Path]:
-    """results.md/.csv/.tex and ablation.md. `skipped` and `skipped_ablation`: (dataset, method) → why the
+    """results.md/.csv/.tex, overlap.md and ablation.md. `skipped` and `skipped_ablation`: (dataset, method) → why the
     method (or ablation variant) did not run there; a cell says so."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -331,7 +359,11 @@ def write_reports(records: list[dict], out_dir: Path, ablation: list[dict] | Non
     md.write_text(results_markdown(records, skipped))
     results_csv(records, skipped).to_csv(csv, index=False, float_format="%.4f")
     tex.write_text(results_latex(records, skipped))
-    written = [md, csv, tex]
+    overlap = out_dir / "overlap.md"
+    from zsl_bench.overlap import overlap_markdown
+
+    overlap.write_text(overlap_markdown(list(overlap_summaries(records).values())))
+    written = [md, csv, tex, overlap]
     if ablation_method:
         path = out_dir / "ablation.md"
         ablation_skips = {**(skipped or {}), **(skipped_ablation or {})}

@@ -14,19 +14,21 @@ from zsl_bench.paths import ProjectPaths
 
 
 def configured_slots(params: dict, paths: ProjectPaths):
-    """Every slot params.yaml configures, as (kind, dataset, method, seed, slot): kind "train" for datasets ×
-    methods × seeds, "ablation" for what the ablate stage runs (`params.ablation_runs`: the official
-    configuration, its A/A replicate, the variants). The one enumeration that configured_records, skipped_runs
-    and missing_runs share."""
-    from zsl_bench.params import ablation_runs
+    """Every slot params.yaml configures, as (kind, feature set, method, seed, slot): kind "train" for the
+    `features` pairs × methods × seeds, "ablation" for what the ablate stage runs (`params.ablation_runs`: the
+    official configuration, its A/A replicate, the variants); the feature set as tables name it
+    (`<dataset>/<backbone>`). The one enumeration that configured_records, skipped_runs and missing_runs share."""
+    from zsl_bench.params import ablation_runs, feature_sets
+    from zsl_bench.records import feature_set_label
 
-    for dataset in section(params, "datasets"):
+    for dataset, backbone in feature_sets(params):
+        label = feature_set_label(dataset, backbone)
         for method in section(params, "train", "methods"):
             for seed in section(params, "train", "seeds"):
-                yield "train", dataset, method, int(seed), paths.run_slot(dataset, method, seed)
+                yield "train", label, method, int(seed), paths.run_slot(dataset, backbone, method, seed)
         if (params.get("ablate") or {}).get("method"):
-            for method, _, seed, slot in ablation_runs(dataset, params, paths):
-                yield "ablation", dataset, method, seed, slot
+            for method, _, seed, slot in ablation_runs(dataset, params, paths, backbone):
+                yield "ablation", label, method, seed, slot
 
 
 def configured_records(params: dict, paths: ProjectPaths) -> tuple[list, list]:
@@ -76,7 +78,7 @@ def outside_notice(outside: list) -> str:
     """One line naming the runs left out, or '' when there are none."""
     if not outside:
         return ""
-    names = sorted({f"{r.method}/{r.dataset}/seed{r.seed}" for r in outside})
+    names = sorted({f"{r.method}/{r.feature_set}/seed{r.seed}" for r in outside})
     shown = ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
     return (f"note: {len(outside)} run(s) below runs/ are outside params.yaml and not counted: {shown} "
             "(add them to params.yaml to count them)")
@@ -85,7 +87,7 @@ def outside_notice(outside: list) -> str:
 def missing_runs(params: dict, paths: ProjectPaths, results: list, skipped: dict) -> list[str]:
     """The configured (dataset, method, seed) slots with neither a finished run nor a skip, as
     `method/dataset/seedK`."""
-    have = {(r.dataset, r.method, r.seed) for r in results}
+    have = {(r.feature_set, r.method, r.seed) for r in results}
     return [f"{m}/{d}/seed{s}" for kind, d, m, s, _ in configured_slots(params, paths)
             if kind == "train" and (d, m, s) not in have and (d, m) not in skipped]
 

@@ -18,7 +18,7 @@ from urllib.parse import unquote, urlparse
 
 from zsl_bench.protocol import PROTOCOL_VERSION, TABLE_METRICS
 from zsl_bench.policies import POLICIES
-from zsl_bench.records import RunRecord, newest_per_seed
+from zsl_bench.records import RunRecord, feature_set_label, newest_per_seed
 from zsl_bench.tracking import experiment_name
 
 SOURCES = ("auto", "records", "mlflow")
@@ -26,7 +26,7 @@ SOURCES = ("auto", "records", "mlflow")
 
 @dataclass(frozen=True)
 class RunResult:
-    dataset: str
+    dataset: str           # `<dataset>/<backbone>` (records.feature_set_label): what compare groups by
     method: str
     seed: int
     run_key: str
@@ -40,10 +40,14 @@ class RunResult:
     precision: str = "fp32"   # the torch fits' precision: anything else is marked next to the method in tables
     mlflow_run_id: str = ""   # set when read from MLflow with artifacts not on this disk (see `_with_predictions`)
 
+    @property
+    def feature_set(self) -> str:
+        return self.dataset
+
     @classmethod
     def from_record(cls, r: RunRecord) -> "RunResult":
         predictions = r.folder / "predictions.npz"
-        return cls(dataset=r.dataset, method=r.method, seed=r.seed, run_key=r.run_key, created_unix=r.created_unix,
+        return cls(dataset=r.feature_set, method=r.method, seed=r.seed, run_key=r.run_key, created_unix=r.created_unix,
                    uses_unseen_semantics=r.uses_unseen_semantics, wall_s=r.wall_s,
                    metrics={p: r.metrics(p) for p in POLICIES},
                    predictions=predictions if predictions.is_file() else None, searched=r.searched,
@@ -60,7 +64,7 @@ class RunResult:
             return None   # compare reads the train stage's runs, as from run records
         artifacts = _local_path(run.info.artifact_uri)
         predictions = artifacts / "predictions.npz" if artifacts else None
-        return cls(dataset=tags["dataset"], method=tags["method"], seed=int(tags["seed"]), run_key=tags["run_key"],
+        return cls(dataset=feature_set_label(tags["dataset"], tags.get("backbone_name", "")), method=tags["method"], seed=int(tags["seed"]), run_key=tags["run_key"],
                    created_unix=float(tags.get("created_unix", 0.0)),
                    uses_unseen_semantics=tags.get("uses_unseen_semantics") == "true",
                    wall_s=float(metrics.get("wall_s", math.nan)),

@@ -34,19 +34,21 @@ def configured_jobs(params: dict, paths: ProjectPaths, only: str | None = None) 
     """Every run params.yaml configures as a launchers.Job (the train stages' and the ablate stages'), each
     run once (the ablation's official runs may be the train stage's own: stages.shares_train_run)."""
     from zsl_bench import stages
+    from zsl_bench.params import feature_sets
 
     jobs = []
-    for dataset in params["datasets"]:
+    for dataset, backbone in feature_sets(params):
         if only != "ablate":
-            jobs += stages.train_jobs(dataset, params, paths)
+            jobs += stages.train_jobs(dataset, params, paths, backbone=backbone)
         if only != "train" and params.get("ablate"):
-            jobs += stages.ablation_jobs(dataset, params, paths)[0]
+            jobs += stages.ablation_jobs(dataset, params, paths, backbone)[0]
     return list({(j.slot, j.request.stage, j.request.replicate): j for j in jobs}.values())
 
 
 # key_spec field → what the user changed to move it
 _CAUSES = {"dataset_fingerprint": "the dataset changed (data/prepared/{d})",
-           "features_sha256": "the features changed (features/{d}: extract.{d} or the backbone)",
+           "features_sha256": "the features changed (features/{d}/{b}: extract.{d}.{b} or the backbone)",
+           "backbone": "its backbone",
            "configs": "its configurations changed (methods.{m}.hparams / search_space, or the method's defaults)",
            "hparam_overrides": "params.yaml methods.{m}.hparams.{d}", "search_space_override":
            "params.yaml methods.{m}.search_space.{d}", "search": "params.yaml train.search",
@@ -60,12 +62,13 @@ def why_stale(old: dict, planned) -> list[str]:
     from zsl_bench.code_identity import changed_modules
 
     spec, d, m = planned.key_spec, planned.request.dataset, planned.request.method.split(".")[0]
+    b = planned.request.backbone
     out = []
     recorded = old.get("key_spec")
     if recorded is None:
         out.append("made by an older zsl-bench (its record keeps no key spec)")
     else:
-        out += [_CAUSES.get(k, k).format(d=d, m=m) for k in spec if k != "code" and recorded.get(k) != spec[k]]
+        out += [_CAUSES.get(k, k).format(d=d, m=m, b=b) for k in spec if k != "code" and recorded.get(k) != spec[k]]
     code_old, code_new = old.get("code", {}), spec["code"]
     if code_old.get("harness") != code_new["harness"]:
         out.append(f"zsl-bench version {code_old.get('harness')} → {code_new['harness']}")
@@ -101,15 +104,20 @@ def status(params: dict, paths: ProjectPaths, dataset: str | None = None) -> lis
     from zsl_bench.runner import plan_run
 
     out, jobs = [], []
-    for d in [dataset] if dataset else params["datasets"]:
+    from zsl_bench.params import feature_set_name, feature_sets
+    from zsl_bench.records import feature_set_label
+
+    for d, b in feature_sets(params, dataset):
         try:
-            jobs += configured_jobs({**params, "datasets": [d]}, paths)
-        except DataError as e:   # the dataset's inputs are not made yet: every run of it waits for them
-            out.append(RunStatus(dataset=d, method="*", seed=-1, stage="train", replicate=0, state="blocked",
-                                 why=(str(e),), compute_s=math.nan, slot=str(paths.run_slot(d, "*", 0).parent)))
+            jobs += configured_jobs({**params, "features": {feature_set_name(d, b): {"dataset": d, "backbone": b}}},
+                                    paths)
+        except DataError as e:   # the inputs are not made yet: every run on them waits for them
+            out.append(RunStatus(dataset=feature_set_label(d, b), method="*", seed=-1, stage="train", replicate=0,
+                                 state="blocked", why=(str(e),), compute_s=math.nan,
+                                 slot=str(paths.runs_of(d, b))))
     for job in jobs:
         r, slot = job.request, Path(job.slot)
-        base = dict(dataset=r.dataset, method=r.method, seed=r.seed, stage=r.stage, replicate=r.replicate,
+        base = dict(dataset=feature_set_label(r.dataset, r.backbone), method=r.method, seed=r.seed, stage=r.stage, replicate=r.replicate,
                     slot=str(slot.relative_to(paths.root)) if slot.is_relative_to(paths.root) else str(slot))
         try:
             planned = plan_run(r, paths, progress=False, slot=slot)

@@ -29,6 +29,8 @@ class RunRequest:
     dataset: str
     method: str
     seed: int
+    backbone: str = ""                   # the feature set's backbone name (params.yaml `features`); the store
+                                         # read is features/<dataset>/<backbone>
     folds: tuple | str = "auto"         # validation folds (protocol.resolve_folds)
     selection_metric: str = "H"
     search: bool | str = "grid"          # grid | none | random:N (True/False: grid/none)
@@ -95,7 +97,9 @@ def plan_run(request: RunRequest, paths: ProjectPaths, progress: bool = True, sl
 
     method_cls = get_method(request.method)
     dataset = load_dataset(paths.prepared(request.dataset))
-    store = FeatureStore(paths.features(request.dataset))
+    if not request.backbone:
+        raise DataError(f"run of {request.method} on {request.dataset}: no backbone named (params.yaml `features`)")
+    store = FeatureStore(paths.features(request.dataset, request.backbone))
     store.check_matches(dataset)
     defaults = (request.defaults if request.defaults is not None
                 else method_cls.default_hparams(dataset.name, request.hparam_overrides))
@@ -109,6 +113,7 @@ def plan_run(request: RunRequest, paths: ProjectPaths, progress: bool = True, sl
                           progress=progress and Distributed.current().is_main, defaults=defaults,
                           search_space=request.search_space, replicate=request.replicate, settings=settings)
     key_spec = {"protocol_version": PROTOCOL_VERSION, "method": request.method, "dataset": request.dataset,
+                "backbone": request.backbone,
                 "dataset_fingerprint": dataset.fingerprint(), "features_sha256": [store.fingerprint(f) for f in evaluator.features],
                 "seed": request.seed, "folds": list(folds), "search": evaluator.search,
                 "selection_metric": request.selection_metric,
@@ -117,7 +122,7 @@ def plan_run(request: RunRequest, paths: ProjectPaths, progress: bool = True, sl
                 "stage": request.stage, "training": {"precision": settings.precision, "micro_batch": settings.micro_batch},
                 "code": code_fingerprint(method_cls)}
     key = run_key(key_spec)
-    folder = (slot or paths.run_slot(request.dataset, request.method, request.seed)) / key
+    folder = (slot or paths.run_slot(request.dataset, request.backbone, request.method, request.seed)) / key
     return PlannedRun(request, key, key_spec, folder, evaluator, device)
 
 
@@ -171,7 +176,8 @@ def _shared_record(request: RunRequest, paths: ProjectPaths, evaluator, out, dev
     dataset, store, method_cls = evaluator.dataset, evaluator.store, evaluator.method_cls
     return {
         "schema_version": SCHEMA_VERSION, "protocol_version": PROTOCOL_VERSION,
-        "dataset": request.dataset, "seed": request.seed, "replicate": request.replicate,
+        "dataset": request.dataset, "backbone": request.backbone, "seed": request.seed,
+        "replicate": request.replicate,
         "seeds": {"run": request.seed, "per_fit": "seed_hash(run seed, phase name): the same for every configuration and variant",
                   "validation_split": dataset.meta.get("split_seed"),
                   "data": dataset.meta.get("generator", {}).get("seed"),
@@ -193,6 +199,11 @@ def _shared_record(request: RunRequest, paths: ProjectPaths, evaluator, out, dev
                  # pairs of classes the dataset's maker declares told apart at one scale only (the ground truth
                  # an ablation of granularity is read against: zsl_bench.twin_pairs)
                  "class_pairs": dataset.meta.get("class_pairs", []),
+                 # what the pretraining-overlap report reads (zsl_bench.overlap, in the report stage): the
+                 # classes that must be unseen to the backbone
+                 "classes": {"test_unseen": [dataset.class_names[c] for c in dataset.unseen_classes],
+                             "val_unseen": sorted({dataset.class_names[c] for k in evaluator.folds
+                                                   for c in dataset.fold_classes(k)[1]})},
                  "features": {"path": str(store.root.relative_to(paths.root)) if store.root.is_relative_to(paths.root)
                               else str(store.root), "arrays": list(evaluator.features),
                               "sha256": [store.fingerprint(f) for f in evaluator.features],

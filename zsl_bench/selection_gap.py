@@ -25,7 +25,7 @@ def gap_rows(records: list[RunRecord]) -> list[dict]:
     its interval, or the reason there is none."""
     by_method: dict[tuple, list[RunRecord]] = {}
     for r in records:
-        by_method.setdefault((r.dataset, r.method), []).append(r)
+        by_method.setdefault((r.feature_set, r.method), []).append(r)
     rows = []
     for (dataset, method), runs in sorted(by_method.items()):
         predictions = {}   # each run's predictions.npz read once, for every policy
@@ -124,5 +124,5 @@ def write_selection_gap(records: list[RunRecord], out_dir: Path) -> list[Path]:
     rows = gap_rows(records)
     out = Path(out_dir) / FILE
     out.write_text(markdown(rows))
-    return [out, *(figure(rows, d, Path(out_dir) / "figures" / f"selection_gap_{d}.png")
+    return [out, *(figure(rows, d, Path(out_dir) / "figures" / f"selection_gap_{d.replace('/', '-')}.png")
                    for d in sorted({r["dataset"] for r in rows}))]

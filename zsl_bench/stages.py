@@ -10,9 +10,12 @@ from zsl_bench.params import ablation_runs, check_method_settings, section
 from zsl_bench.paths import ProjectPaths
 
 
-def check_dataset(dataset: str, params: dict) -> None:
+def check_dataset(dataset: str, params: dict, backbone: str | None = None) -> str | None:
     """A dataset every stage can name: one of zsl-bench's sources (zsl_bench/data/), with its sections in
-    params.yaml. Otherwise one line saying which names exist or which section to add."""
+    params.yaml, and (given) a backbone it describes; returns the backbone (None: the dataset's default).
+    Otherwise one line saying which names exist or which section to add."""
+    from zsl_bench.params import resolve_backbone
+
     missing = [f"{s}.{dataset}" for s in ("sources", "backbone", "extract") if dataset not in (params.get(s) or {})]
     if missing:   # only now ask which datasets exist (that imports every source: not on a stage's own path)
         from zsl_bench.data import available_sources
@@ -23,6 +26,7 @@ def check_dataset(dataset: str, params: dict) -> None:
                               "(`zsl-bench datasets` shows what each needs)")
         raise ConfigError(f"params.yaml: no {' or '.join(missing)} section for dataset {dataset} (the shipped "
                           "params.yaml has one for each dataset: copy it from there)")
+    return resolve_backbone(params, dataset, backbone)
 
 
 def check_seed(seed: int, where: str = "--seed") -> int:
@@ -63,54 +67,58 @@ def prepare(dataset: str, params: dict, paths: ProjectPaths, progress: bool = Tr
     return out
 
 
-def backbone(dataset: str, params: dict, paths: ProjectPaths, progress: bool = True) -> Path:
+def backbone(dataset: str, params: dict, paths: ProjectPaths, progress: bool = True, name: str | None = None) -> Path:
+    """The backbone stage of one (dataset, backbone): train it here, or record what will be loaded or
+    imported (`name`: the backbone; None: the dataset's default)."""
     from zsl_bench.backbone import BackboneSpec, describe_untrained, train_backbone
     from zsl_bench.data.dataset import load_dataset
     from zsl_bench.runtime import limit_threads
 
-    check_dataset(dataset, params)
-    spec = BackboneSpec.from_params(section(params, "backbone", dataset))
+    name = check_dataset(dataset, params, name)
+    spec = BackboneSpec.from_params(section(params, "backbone", dataset, name), where=f"backbone.{dataset}.{name}")
+    out = paths.backbone(dataset, name)
     if spec.source != "train_on_seen":  # pretrained weights, imported vectors or an HDF5 file: nothing to train
-        return describe_untrained(spec, paths.backbone(dataset))
+        return describe_untrained(spec, out)
     limit_threads()
-    return train_backbone(load_dataset(paths.prepared(dataset)), spec, paths.backbone(dataset), progress=progress)
+    return train_backbone(load_dataset(paths.prepared(dataset)), spec, out, progress=progress)
 
 
-def extract(dataset: str, params: dict, paths: ProjectPaths, progress: bool = True) -> Path:
+def extract(dataset: str, params: dict, paths: ProjectPaths, progress: bool = True, name: str | None = None) -> Path:
+    """The extract stage of one (dataset, backbone): extract its features, or import them."""
     from zsl_bench import feature_extraction, feature_import, features
     from zsl_bench.data.dataset import load_dataset
     from zsl_bench.io import read_json
     from zsl_bench.runtime import limit_threads
 
-    check_dataset(dataset, params)
+    name = check_dataset(dataset, params, name)
     ds = load_dataset(paths.prepared(dataset))
-    info = read_json(paths.backbone(dataset) / "backbone.json")
-    source = info["spec"]["source"]
+    info = read_json(paths.backbone(dataset, name) / "backbone.json")
+    source, out = info["spec"]["source"], paths.features(dataset, name)
     if source == "xlsa17_res101":
         if ds.xlsa17_dir is None:
             raise DataError(f"{paths.prepared(dataset)}: not split by an xlsa17 release; no res101.mat to import")
-        return feature_import.import_res101(ds, ds.xlsa17_dir / "res101.mat", paths.features(dataset), info)
+        return feature_import.import_res101(ds, ds.xlsa17_dir / "res101.mat", out, info)
     if source == "hdf5":
-        return feature_import.register_hdf5(ds, Path(info["spec"]["features_file"]).expanduser(),
-                                            paths.features(dataset), info)
+        return feature_import.register_hdf5(ds, Path(info["spec"]["features_file"]).expanduser(), out, info)
     limit_threads()
-    spec = features.ExtractSpec.from_params(section(params, "extract", dataset))
-    return feature_extraction.extract(ds, paths.backbone(dataset), paths.features(dataset), spec, progress=progress)
+    spec = features.ExtractSpec.from_params(section(params, "extract", dataset, name))
+    return feature_extraction.extract(ds, paths.backbone(dataset, name), out, spec, progress=progress)
 
 
-def run_request(dataset: str, method: str, seed: int, params: dict, search: bool | str | None = None):
-    """The RunRequest params.yaml makes for (dataset, method, seed): train settings and the method's
-    hyperparameter overrides and grid for the dataset."""
+def run_request(dataset: str, method: str, seed: int, params: dict, search: bool | str | None = None,
+                backbone: str | None = None):
+    """The RunRequest params.yaml makes for (dataset, method, seed) on a backbone (None: the dataset's
+    default): train settings and the method's hyperparameter overrides and grid for the dataset."""
     from zsl_bench.params import method_overrides
     from zsl_bench.registry import get_method
     from zsl_bench.runner import RunRequest
 
-    check_dataset(dataset, params)
+    backbone = check_dataset(dataset, params, backbone)
     check_seed(seed)
     t = section(params, "train")
     overrides = method_overrides(params, method, dataset)   # merged over the defaults here, once
     folds = t["folds"] if t["folds"] == "auto" else tuple(int(k) for k in t["folds"])
-    return RunRequest(dataset=dataset, method=method, seed=int(seed), folds=folds,
+    return RunRequest(dataset=dataset, backbone=backbone, method=method, seed=int(seed), folds=folds,
                       selection_metric=t["selection_metric"], search=t["search"] if search is None else search,
                       device=t["device"], hparam_overrides=overrides["hparams"], search_space=overrides["search_space"],
                       defaults=get_method(method).default_hparams(dataset, overrides["hparams"]),
@@ -118,8 +126,9 @@ def run_request(dataset: str, method: str, seed: int, params: dict, search: bool
                       loader_workers=t.get("loader_workers"))
 
 
-def train(dataset: str, params: dict, paths: ProjectPaths, progress: bool = True) -> list[Path]:
-    """The train stage of one dataset: every method × seed of params.yaml (`train_jobs`) through the launcher
+def train(dataset: str, params: dict, paths: ProjectPaths, progress: bool = True,
+          backbone: str | None = None) -> list[Path]:
+    """The train stage of one (dataset, backbone): every method × seed of params.yaml (`train_jobs`) through the launcher
     (`launch.launcher`: a local pool of `launch.workers` processes with cores // workers threads each, one run
     per GPU, or a Slurm job array), like the ablate stage. Runs done before are found again by their content
     key (so editing one method retrains only its runs), slots no longer configured are removed, and a method
@@ -129,12 +138,13 @@ def train(dataset: str, params: dict, paths: ProjectPaths, progress: bool = True
     from zsl_bench.launchers import launch
     from zsl_bench.records import SKIPPED_FILE, write_skipped
 
-    jobs, skipped = train_jobs(dataset, params, paths, with_skipped=True)
+    backbone = check_dataset(dataset, params, backbone)
+    jobs, skipped = train_jobs(dataset, params, paths, with_skipped=True, backbone=backbone)
     marked = {write_skipped(slot, method, dataset, why) for slot, (method, why) in skipped.items()}
     for job in jobs:
         (Path(job.slot) / SKIPPED_FILE).unlink(missing_ok=True)   # it runs now (the inputs changed)
-    folders = launch(jobs, params, progress=progress, desc=f"train {dataset}")
-    root = paths.runs / dataset / "train"
+    folders = launch(jobs, params, progress=progress, desc=f"train {dataset}/{backbone}")
+    root = paths.runs_of(dataset, backbone)
     root.mkdir(parents=True, exist_ok=True)   # the stage's DVC output, even with nothing to run
     for folder in folders:
         prune_slot(folder)   # folders of other keys (older code or settings) go once the current one is there
@@ -149,13 +159,13 @@ def train(dataset: str, params: dict, paths: ProjectPaths, progress: bool = True
     if kept:
         import sys
 
-        print(f"train {dataset}: kept {len(kept)} run slot(s) made outside params.yaml ({', '.join(kept)}); reports "
+        print(f"train {dataset}/{backbone}: kept {len(kept)} run slot(s) made outside params.yaml ({', '.join(kept)}); reports "
               "name them and never average them; delete a folder to drop it", file=sys.stderr)
     _stage_slots(root, sorted(p.relative_to(root).as_posix() for p in slots))
     return folders
 
 
-STAGE_SLOTS = ".stage_slots.json"   # runs/<dataset>/train/: the slots the train stage itself made
+STAGE_SLOTS = ".stage_slots.json"   # runs/<dataset>/<backbone>/train/: the slots the train stage itself made
 
 
 def _stage_slots(root: Path, slots: list[str] | None = None) -> set[str]:
@@ -170,10 +180,10 @@ def _stage_slots(root: Path, slots: list[str] | None = None) -> set[str]:
     return set(read_json(path)["slots"]) if path.is_file() else set()
 
 
-def train_run(dataset: str, method: str, seed: int, params: dict, paths: ProjectPaths,
-              progress: bool = True) -> Path:
+def train_run(dataset: str, method: str, seed: int, params: dict, paths: ProjectPaths, progress: bool = True,
+              backbone: str | None = None) -> Path:
     """One run of the train stage in its slot, in this process (by hand, or under torchrun:
-    `python -m zsl_bench_pipelines.train DATASET METHOD SEED`). A complete run folder of the same key is adopted, not
+    `python -m zsl_bench_pipelines.train DATASET BACKBONE METHOD SEED`). A complete run folder of the same key is adopted, not
     retrained; folders of other keys are removed once the current one is there."""
     import sys
 
@@ -185,13 +195,14 @@ def train_run(dataset: str, method: str, seed: int, params: dict, paths: Project
 
     limit_threads()
     check_method_settings(params, paths.root / "params.yaml")
-    request = run_request(dataset, method, seed, params)
+    request = run_request(dataset, method, seed, params, backbone=backbone)
+    slot = paths.run_slot(dataset, request.backbone, method, seed)
     try:
-        with slot_lock(paths.root, paths.run_slot(dataset, method, seed)):
+        with slot_lock(paths.root, slot):
             folder = execute(request, paths, progress=progress)
     except NotApplicable as e:
-        print(f"skipped {method} on {dataset} (seed {seed}): {e}", file=sys.stderr)
-        return write_skipped(paths.run_slot(dataset, method, seed), method, dataset, str(e))
+        print(f"skipped {method} on {dataset}/{request.backbone} (seed {seed}): {e}", file=sys.stderr)
+        return write_skipped(slot, method, dataset, str(e))
     from zsl_bench.training import Distributed
 
     if not Distributed.current().is_main:
@@ -201,8 +212,9 @@ def train_run(dataset: str, method: str, seed: int, params: dict, paths: Project
     return folder
 
 
-def train_jobs(dataset: str, params: dict, paths: ProjectPaths, with_skipped: bool = False):
-    """The train stage's runs of a dataset as `launchers.Job`s (also `zsl-bench sweep`). A method the features
+def train_jobs(dataset: str, params: dict, paths: ProjectPaths, with_skipped: bool = False,
+               backbone: str | None = None):
+    """The train stage's runs of a (dataset, backbone) as `launchers.Job`s (also `zsl-bench sweep`). A method the features
     can never serve is left out with one line; with `with_skipped`, returns (jobs, {slot: (method, why)})."""
     import sys
 
@@ -211,20 +223,20 @@ def train_jobs(dataset: str, params: dict, paths: ProjectPaths, with_skipped: bo
     from zsl_bench.registry import get_method
     from zsl_bench.runner import NotApplicable, check_applicable
 
-    check_dataset(dataset, params)
+    backbone = check_dataset(dataset, params, backbone)
     check_method_settings(params, paths.root / "params.yaml")
-    store = FeatureStore(paths.features(dataset))   # no features yet: one line naming the stage to run
+    store = FeatureStore(paths.features(dataset, backbone))   # no features yet: one line naming the stage to run
     jobs, skipped = [], {}
     seeds = [int(s) for s in section(params, "train", "seeds")]
     for method in section(params, "train", "methods"):
-        requests = [run_request(dataset, method, seed, params) for seed in seeds]
+        requests = [run_request(dataset, method, seed, params, backbone=backbone) for seed in seeds]
         try:
             check_applicable(get_method(method), store, requests[0].defaults)
         except NotApplicable as e:
-            print(f"skipped {method} on {dataset}: {e}", file=sys.stderr)
-            skipped.update({paths.run_slot(dataset, method, seed): (method, str(e)) for seed in seeds})
+            print(f"skipped {method} on {dataset}/{backbone}: {e}", file=sys.stderr)
+            skipped.update({paths.run_slot(dataset, backbone, method, seed): (method, str(e)) for seed in seeds})
             continue
-        jobs += [Job(r, str(paths.root), str(paths.run_slot(dataset, method, r.seed))) for r in requests]
+        jobs += [Job(r, str(paths.root), str(paths.run_slot(dataset, backbone, method, r.seed))) for r in requests]
     return (jobs, skipped) if with_skipped else jobs
 
 
@@ -244,7 +256,7 @@ def prune_slot(folder: Path) -> None:
             shutil.rmtree(other)
 
 
-def shares_train_run(dataset: str, params: dict) -> bool:
+def shares_train_run(dataset: str, params: dict, backbone: str | None = None) -> bool:
     """Whether the train stage's run of `ablate.method` is the ablation's official configuration itself: the
     method is among train.methods and its validation search tries its defaults only (`train.search: none`,
     or a grid of one point, the defaults). Both stages run in the same kind of pool under the same thread
@@ -255,7 +267,7 @@ def shares_train_run(dataset: str, params: dict) -> bool:
     base = section(params, "ablate", "method")
     if base not in section(params, "train", "methods"):
         return False
-    request = run_request(dataset, base, 0, params)
+    request = run_request(dataset, base, 0, params, backbone=backbone)
     mode = search_mode(request.search)
     if mode != "grid":
         return mode == "none"
@@ -264,7 +276,7 @@ def shares_train_run(dataset: str, params: dict) -> bool:
     return all(values and all(v == default[k] for v in values) for k, values in space.items())
 
 
-def ablation_jobs(dataset: str, params: dict, paths: ProjectPaths):
+def ablation_jobs(dataset: str, params: dict, paths: ProjectPaths, backbone: str | None = None):
     """The ablate stage's plan, writing nothing: (jobs, skipped, shared) where jobs are `launchers.Job`s of
     the runs to make, skipped maps a slot to (variant, why) for a variant that cannot run on the dataset's
     inputs (maps on imported vectors) or computes exactly the official configuration on them (one line each),
@@ -278,16 +290,20 @@ def ablation_jobs(dataset: str, params: dict, paths: ProjectPaths):
     from zsl_bench.registry import get_method
     from zsl_bench.runner import NotApplicable, check_applicable
 
+    backbone = check_dataset(dataset, params, backbone)
     check_method_settings(params, paths.root / "params.yaml", only=[section(params, "ablate", "method")])
-    store = FeatureStore(paths.features(dataset))
     jobs, skipped, why_not, shared = [], {}, {}, {}
-    share = shares_train_run(dataset, params)
+    runs = list(ablation_runs(dataset, params, paths, backbone))
+    if not runs:
+        return jobs, skipped, shared   # not ablated on this backbone (`ablate.backbones`)
+    store = FeatureStore(paths.features(dataset, backbone))
+    share = shares_train_run(dataset, params, backbone)
     train_seeds = {int(s) for s in section(params, "train", "seeds")}   # only a seed the train stage runs
-    for name, replicate, seed, slot in ablation_runs(dataset, params, paths):
+    for name, replicate, seed, slot in runs:
         if name not in why_not:
             try:
                 cls = get_method(name)
-                check_applicable(cls, store, run_request(dataset, name, seed, params).defaults)
+                check_applicable(cls, store, run_request(dataset, name, seed, params, backbone=backbone).defaults)
                 same = cls.identical_to_base()
                 why_not[name] = f"not run: identical to the official configuration here ({same})" if same else None
             except NotApplicable as e:
@@ -298,16 +314,18 @@ def ablation_jobs(dataset: str, params: dict, paths: ProjectPaths):
             skipped[slot] = (name, why_not[name])
             continue
         if share and name == section(params, "ablate", "method") and not replicate and seed in train_seeds:
-            shared[slot] = paths.run_slot(dataset, name, seed)
-            jobs.append(Job(run_request(dataset, name, seed, params), str(paths.root), str(shared[slot])))
+            shared[slot] = paths.run_slot(dataset, backbone, name, seed)
+            jobs.append(Job(run_request(dataset, name, seed, params, backbone=backbone), str(paths.root),
+                            str(shared[slot])))
             continue
-        request = replace(run_request(dataset, name, seed, params, search="none"), replicate=replicate,
+        request = replace(run_request(dataset, name, seed, params, search="none", backbone=backbone), replicate=replicate,
                           stage="ablation")
         jobs.append(Job(request, str(paths.root), str(slot)))
     return jobs, skipped, shared
 
 
-def ablate(dataset: str, params: dict, paths: ProjectPaths, progress: bool = True) -> list[Path]:
+def ablate(dataset: str, params: dict, paths: ProjectPaths, progress: bool = True,
+           backbone: str | None = None) -> list[Path]:
     """`ablation_jobs` through params.yaml's launcher (`launch.launcher`: a local pool of `launch.workers`,
     one run per GPU, or a Slurm job array; zsl_bench/launchers.py), all under one thread setting. Runs done
     before are found again by their content key, and runs no longer asked for are removed. A variant that
@@ -319,13 +337,14 @@ def ablate(dataset: str, params: dict, paths: ProjectPaths, progress: bool = Tru
     from zsl_bench.launchers import launch
     from zsl_bench.records import SHARED_FILE, SKIPPED_FILE, write_shared, write_skipped
 
-    jobs, skipped, shared = ablation_jobs(dataset, params, paths)
+    backbone = check_dataset(dataset, params, backbone)
+    jobs, skipped, shared = ablation_jobs(dataset, params, paths, backbone)
     marked = {write_skipped(slot, name, dataset, why) for slot, (name, why) in skipped.items()}
     for job in jobs:
         (Path(job.slot) / SKIPPED_FILE).unlink(missing_ok=True)
     for slot, source in shared.items():
         write_shared(slot, source, "the train stage's run is this configuration (stages.shares_train_run)")
-    root = paths.runs / dataset / "ablation"
+    root = paths.runs_of(dataset, backbone, "ablation")
     for marker in [p for p in root.glob(f"*/seed*/{SHARED_FILE}") if p.parent not in shared]:
         marker.unlink()   # its configuration runs here again (a grid was added, or the method left train)
     folders = launch(jobs, params, progress=progress, desc=f"ablate {section(params, 'ablate', 'method')}")

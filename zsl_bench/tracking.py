@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 DESCRIPTION = ("zsl-bench runs, one per run record (runs/). Metrics `<policy>.<metric>` are in percent, "
                "as in reports/; `<policy>.gamma` is the calibration offset; `wall_s` in seconds.")
-MIRROR_VERSION = "6"   # bump when what a mirrored run holds changes: `sync` then replaces older runs
+MIRROR_VERSION = "7"   # 7: backbone_name and feature_set tags; bump when what a mirrored run holds changes: `sync` then replaces older runs
 HEADLINE = HEADLINE_POLICY       # its metrics are also logged under their short names (T1, U, S, H, AUSUC): the columns
                        # a reader looks for first; every policy's stay as `<policy>.<metric>`
 NOT_PERCENT = ("gamma",)   # selection metrics that are not accuracies
@@ -152,6 +152,7 @@ def record_tags(record: dict) -> dict[str, str]:
     features = record["data"]["features"]
     return {"method": record["method"], "dataset": record["dataset"], "seed": str(record["seed"]),
             "input": record["method_info"]["input_kind"], "backbone": str(features["backbone"].get("arch")),
+            "backbone_name": record["backbone"], "feature_set": record.feature_set,
             "precision": record.precision, "features": ",".join(features.get("arrays", [])),
             "selection": HEADLINE_POLICY, "protocol_version": record["protocol_version"], "run_key": record["run_key"],
             "uses_unseen_semantics": str(record["method_info"]["uses_unseen_semantics"]).lower(),
@@ -319,7 +320,7 @@ def sync(records: list[dict], tracking_uri: str, artifact_root: Path, reports: l
                     _delete(c, run.info.run_id)
                     deleted += 1
     for dataset in sorted({r["dataset"] for r in records}) if reports else []:
-        _log_report(dataset, [p for p in reports if p.suffix != ".png" or p.name.startswith(f"{dataset}_")],
+        _log_report(dataset, [p for p in reports if p.suffix != ".png" or p.name.startswith((f"{dataset}_", f"{dataset}-", f"selection_gap_{dataset}"))],
                     tracking_uri, artifact_root)
     return created, deleted
 

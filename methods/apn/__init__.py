@@ -80,19 +80,24 @@ class APN(OneMapMethod):
                                   "the GZSL scripts' --calibrated_stacking")
     capabilities = frozenset({ATTENTION_MAPS, PARAMETER_COUNT})
     warm = True   # in the warm-up (head only, no L_CPT): set by `epoch_start`
-    profiles = dataset_profiles(COMMON, PAPER, SYNTHETIC)
+    # The release-only xlsa17 datasets: AWA1 has AWA2's 50 classes and 85 attributes, so AWA2's setting (what
+    # papers reporting AWA1 use); APY, which APN does not report, CUB's setting, the method's reference, without
+    # CUB's body-part groups (they index CUB's attributes).
+    profiles = dataset_profiles(COMMON, {**PAPER, "AWA1": PAPER["AWA2"], "APY": {**PAPER["CUB"], "groups": "none"}},
+                                SYNTHETIC)
     # real datasets: λ_Reg over the values the three official scripts use; the embedded default: two
     search_spaces = {"*": {"l_attri": [1e-2, 5e-2, 1e-1]}, "synthetic": {"l_attri": [0.1, 1.0]}}
     variants = {"image": {"mode": "image", "input_kind": "image"}, "prototypes-off": {"l_xe": 0.0, "l_attri": 0.0,
                                                                                          "l_regular": 0.0, "cpt": 0.0},
                 "zsl": {"script": "zsl"}}   # the ZSL scripts' settings (ZSL_SCRIPTS), where the paper's T1 is from
-    zsl_settings = ZSL_SCRIPTS
+    zsl_settings = {**ZSL_SCRIPTS, "AWA1": ZSL_SCRIPTS["AWA2"]}
 
     @classmethod
     def feature_arrays(cls, hparams: dict) -> tuple[str, ...]:
-        """Map mode reads layer4 of the images at `map_size` px (`layer4@224`: the official 7 × 7 grid)."""
+        """Map mode reads the coarsest level of the images at `map_size` px (`coarse@224`: ResNet-101's layer4,
+        the official 7 × 7 grid)."""
         if cls.input_kind == "map" and hparams.get("map_size"):
-            return (f"layer4@{int(hparams['map_size'])}",)
+            return (f"coarse@{int(hparams['map_size'])}",)
         return super().feature_arrays(hparams)
 
     def image_transform(self, size: int, train: bool):

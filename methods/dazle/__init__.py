@@ -80,7 +80,9 @@ class DAZLE(AllClassMapMethod):
                                   "H; offset core/DAZLE.py:L28,L76-L80,L300-L302 with bias_seen = bias_unseen = 0 "
                                   "(DAZLE_CUB.ipynb:L130,L276; core/helper_func.py:L130-L148)")
     capabilities = frozenset({ATTENTION_MAPS, PARAMETER_COUNT})
-    profiles = dataset_profiles(COMMON, PAPER, SYNTHETIC)
+    # The release-only xlsa17 datasets: AWA1 has AWA2's 50 classes and 85 attributes, so AWA2's setting (what
+    # papers reporting AWA1 use); APY, which DAZLE does not report, CUB's setting, the method's reference.
+    profiles = dataset_profiles(COMMON, {**PAPER, "AWA1": PAPER["AWA2"], "APY": PAPER["CUB"]}, SYNTHETIC)
 
     def build_net(self):
         return build_dazle(self.task.input_shape[0], self.attribute_embedding(), self.hparams["normalize_V"],

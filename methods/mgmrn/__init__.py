@@ -29,7 +29,8 @@ COMMON = {
     "momentum": 0.9, "weight_decay": 1e-5, "lr_step": 10, "batches_per_epoch": 300, "epochs": 30,
     "lambda_cls": 1.0, "image_size": 448, "backbone": "resnet101.tv_in1k", "pretrained": True,
     "weights_file": None, "eval_batch_size": 32,   # the official test batch
-    "halvings": "consistent",   # fine/mid/coarse 2/1/0 resizes: the release's commented-out alternative (README)
+    "halvings": "auto",   # to the coarse grid: on a ResNet fine/mid/coarse 2/1/0 resizes (`consistent`, the release's
+                          # commented-out alternative, README); on a ViT's one token grid none (`equal`)
 }
 PAPER = {
     "CUB": {"ways": 8, "shots": 2, "lr": 5e-4, "lr_gamma": 0.1, "scale": 20.0, "lambda_reg": 0.1},
@@ -69,7 +70,9 @@ class MgMRN(TorchMethod):
                                   "best test H, best test AUSUC kept separately); inferencer.py:L47-L116 cal_AUSUC "
                                   "(γ on the seen scores swept from 0 in ±0.01 steps on test, the best-H γ kept)")
     capabilities = frozenset({ATTENTION_MAPS, PARAMETER_COUNT})
-    profiles = dataset_profiles(COMMON, PAPER, SYNTHETIC)
+    # The release-only xlsa17 datasets: AWA1 has AWA2's 50 classes and 85 attributes, so AWA2's setting (what
+    # papers reporting AWA1 use); APY, which Mg-MRN does not report, CUB's setting, the method's reference.
+    profiles = dataset_profiles(COMMON, {**PAPER, "AWA1": PAPER["AWA2"], "APY": PAPER["CUB"]}, SYNTHETIC)
     variants = VARIANTS
     # On frozen maps no parameter is shared between the branches' losses (the stop-gradients cut the fusion
     # paths), so the three sequential steps and one step on the summed loss move every parameter identically.
@@ -80,7 +83,7 @@ class MgMRN(TorchMethod):
     def build_net(self):
         import torch.nn as nn
 
-        from zsl_bench_methods.mgmrn.model import MgMRNHead
+        from zsl_bench_methods.mgmrn.model import MgMRNHead, auto_halvings
 
         hp = self.hparams
         backbone = None
@@ -89,8 +92,11 @@ class MgMRN(TorchMethod):
             channels = backbone.channels
         else:
             channels = tuple(shape[0] for shape in self.task.input_shapes)
+        halvings = hp["halvings"]
+        if halvings == "auto":
+            halvings = auto_halvings(self.level_sizes(), self.name or "mgmrn")
         head = MgMRNHead(channels, self.attribute_embedding(), hp["width"], hp["levels"], hp["fusion"],
-                         hp["grouping"], hp["stop_gradient"], hp["parts"], hp["halvings"], self.name or "mgmrn")
+                         hp["grouping"], hp["stop_gradient"], hp["parts"], halvings, self.name or "mgmrn")
         head.grids(self.level_sizes())   # a clear error now rather than a 0×0 resize in the first forward
         return nn.ModuleDict({"backbone": backbone, "head": head} if backbone else {"head": head})
 

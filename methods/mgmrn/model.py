@@ -20,8 +20,20 @@ FUSION_MODES = ("none", "one-way", "mutual")
 # 0.5× resizes per branch (fine, mid, coarse). "consistent": the commented-out alternative of the release
 # (model_mg_rfm_mr_scam.py:L77-L78), every level brought to the coarse grid; "released": the released
 # n_upsamples (1, 1, 0) with only the input channels fixed, so the fine level stays at twice the grid.
-HALVINGS = {"consistent": {1: 2, 2: 1, 3: 0}, "released": {1: 1, 2: 1, 3: 0}}
+# "equal": no resize, for levels already on one grid (a ViT's blocks). "auto" (the default) picks whichever
+# of consistent and equal brings the stored levels to one grid (`auto_halvings`): consistent on a ResNet.
+HALVINGS = {"consistent": {1: 2, 2: 1, 3: 0}, "released": {1: 1, 2: 1, 3: 0}, "equal": {1: 0, 2: 0, 3: 0}}
 LEVEL_NAMES = {1: "fine (layer2)", 2: "mid (layer3)", 3: "coarse (layer4)"}
+
+
+def auto_halvings(sizes: dict[int, tuple[int, int]], name: str = "mgmrn") -> str:
+    """The halvings mode that brings levels of `sizes` (branch → H × W) to the coarse grid: `consistent` for a
+    CNN's stride-2 stages, `equal` for a ViT's blocks on one token grid."""
+    for mode in ("consistent", "equal"):
+        if len({(halved(h, HALVINGS[mode][k]), halved(w, HALVINGS[mode][k])) for k, (h, w) in sizes.items()}) == 1:
+            return mode
+    raise ValueError(f"{name}: halvings 'auto' found no mode bringing the maps "
+                     f"{', '.join(f'{h}×{w}' for h, w in sizes.values())} to one grid; set halvings explicitly")
 
 
 def halved(size: int, times: int) -> int:

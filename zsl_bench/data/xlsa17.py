@@ -246,10 +246,11 @@ class SplitSizes:
 def build_dataset(*, name: str, source: str, xlsa17_dir: Path, out: Path, image_root: Path, image_files: list[str],
                   image_classes: list[str], attribute_names: list[str], expected: SplitSizes | None,
                   original_att=None, checks: list[str] | None = None, extra: dict | None = None,
-                  res101_strip=None) -> Path:
+                  res101_strip=None, keep_row_order: bool = False) -> Path:
     """Join an image list (in any order) with the xlsa17 split and write the normalised dataset folder.
 
-    Rows are put in res101.mat order (directory listing); labels index allclasses. Every fact of
+    Rows are put in res101.mat order (directory listing; with `keep_row_order`, `image_files` already is
+    res101.mat's list and stays as it is); labels index allclasses. Every fact of
     protocol.md §1.8 is checked; a failure names the file and the broken fact. If the release's
     res101.mat is present, its image list and labels must agree with ours row for row.
     """
@@ -269,10 +270,13 @@ def build_dataset(*, name: str, source: str, xlsa17_dir: Path, out: Path, image_
     if unknown:
         raise DataError(f"{xlsa17_dir / 'allclasses.txt'}: image folders {unknown[:3]} name no class of the split "
                         "(an older release with other class names?)")
-    order = directory_listing_order(image_files)
+    # A list read from res101.mat is in its row order by definition; sorting it is right only where that order is
+    # the directory listing (CUB, SUN, AWA2). APY's is not: aPascal objects, then aYahoo images, one file per object.
+    order = list(range(len(image_files))) if keep_row_order else directory_listing_order(image_files)
     image_files = [image_files[i] for i in order]
     labels = np.array([class_index[image_classes[i]] for i in order], dtype=np.int64)
-    checks.append("rows in directory-listing order, labels in allclasses order")
+    checks.append("rows in res101.mat order as listed there, labels in allclasses order" if keep_row_order
+                  else "rows in directory-listing order, labels in allclasses order")
     original = att.original_att if original_att is None else np.asarray(original_att, dtype=np.float64)
     if original.shape[1] != len(attribute_names):
         raise DataError(f"{splits_file}: {original.shape[1]} attributes, but {len(attribute_names)} attribute names")
@@ -340,8 +344,9 @@ def _check_locs(path: Path, locs: dict[str, np.ndarray], labels: np.ndarray, n: 
 
 def prepare_from_release(raw: Path, out: Path, name: str, xlsa17_name: str, expected: SplitSizes, strip,
                          image_root: Path, attribute_names: list[str] | None, original_att=None,
-                         extra: dict | None = None) -> Path:
-    """The xlsa17 release alone (no images): the image list and labels come from res101.mat."""
+                         extra: dict | None = None, keep_row_order: bool = False) -> Path:
+    """The xlsa17 release alone (no images): the image list and labels come from res101.mat (`keep_row_order`:
+    in its row order as it is, for releases whose order is not a directory listing)."""
     folder = xlsa17_folder(raw, xlsa17_name)
     res = read_res101(folder / "res101.mat", strip)
     att = read_att_splits(folder / "att_splits.mat")
@@ -352,6 +357,13 @@ def prepare_from_release(raw: Path, out: Path, name: str, xlsa17_name: str, expe
         name=name, source="xlsa17 release only (res101.mat image list)", xlsa17_dir=folder, out=out,
         image_root=image_root, image_files=res.image_files,
         image_classes=[att.class_names[label] for label in res.labels], attribute_names=names, expected=expected,
-        original_att=original_att,
+        original_att=original_att, keep_row_order=keep_row_order,
         extra={"images_downloaded": False, "attribute_names_known": attribute_names is not None, **(extra or {})},
     )
+
+
+def refuse_images(name: str, params: dict, why: str) -> None:
+    """Sources that exist only as the release (APY, AWA1): `images: true` is a user error, said in one line."""
+    if params.get("images", False):
+        raise DataError(f"sources.{name}.images: true, but {why}; set `images: false` (release-only: the xlsa17 "
+                        "res101.mat vectors, which every vector method reads; map methods are skipped)")

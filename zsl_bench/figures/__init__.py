@@ -18,6 +18,7 @@ def figure_jobs(records: list[RunRecord], skip) -> list[tuple[str, str, tuple]]:
 
     jobs = []
     for dataset, by_method in group_records(records).items():
+        stem = dataset.replace("/", "-")   # `<dataset>/<backbone>` → a file name, as in params.yaml's `features`
         with_predictions = {m: [r for r in rs if (r.folder / "predictions.npz").is_file()]
                             for m, rs in by_method.items()}
         missing = sorted(m for m, rs in with_predictions.items() if len(rs) < len(by_method[m]))
@@ -26,17 +27,17 @@ def figure_jobs(records: list[RunRecord], skip) -> list[tuple[str, str, tuple]]:
         with_predictions = {m: rs for m, rs in with_predictions.items() if rs}
         palette = colours(list(by_method))
         if with_predictions:
-            jobs.append((f"{dataset}_seen_unseen_curves.png", "curves", (dataset, with_predictions, palette)))
-            jobs.append((f"{dataset}_unseen_per_class_accuracy.png", "per_class", (dataset, with_predictions, palette)))
+            jobs.append((f"{stem}_seen_unseen_curves.png", "curves", (dataset, with_predictions, palette)))
+            jobs.append((f"{stem}_unseen_per_class_accuracy.png", "per_class", (dataset, with_predictions, palette)))
         else:
             skip(f"{dataset} curve and per-class figures", "no run has predictions.npz")
-        jobs.append((f"{dataset}_accuracy_vs_cost.png", "cost", (dataset, by_method, palette)))
+        jobs.append((f"{stem}_accuracy_vs_cost.png", "cost", (dataset, by_method, palette)))
         with_views = [m for m, rs in with_predictions.items()
                       if rs[0].base_method is None and (rs[0].folder / VIEWS_FILE).is_file()]
         if not with_views:
             skip(f"{dataset} attention figures", "no run of a method that declares attention maps")
         for m in with_views:
-            jobs.append((f"{dataset}_attention_{m}.png", "attention", (dataset, with_predictions[m][0])))
+            jobs.append((f"{stem}_attention_{m}.png", "attention", (dataset, with_predictions[m][0])))
     return jobs
 
 

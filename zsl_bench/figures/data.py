@@ -61,7 +61,7 @@ def group_records(records: list[RunRecord]) -> dict[str, dict[str, list[RunRecor
     order they first appear (params.yaml's order for the report stage)."""
     out: dict[str, dict[str, list[RunRecord]]] = {}
     for r in records:
-        out.setdefault(r.dataset, {}).setdefault(r.method, []).append(r)
+        out.setdefault(r.feature_set, {}).setdefault(r.method, []).append(r)
     for by_method in out.values():
         for rs in by_method.values():
             rs.sort(key=lambda r: r.seed)
