@@ -272,7 +272,7 @@ def test_figures_without_region_runs_or_predictions_are_skipped_with_a_reason(ru
     assert sorted(p.name for p in written) == ["synthetic-resnet10t_accuracy_vs_cost.png", "synthetic-resnet10t_seen_unseen_curves.png",
                                               "synthetic-resnet10t_unseen_per_class_accuracy.png"]
     out = capsys.readouterr().out
-    assert "skipped synthetic attention figures: no run of a method that declares attention maps" in out
+    assert "skipped synthetic/resnet10t attention figures: no run of a method that declares attention maps" in out
     assert "runs of eszsl in the prediction figures: no predictions.npz" in out
 
 

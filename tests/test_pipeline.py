@@ -92,8 +92,8 @@ def test_report_and_compare(trained_project):
     assert csv[0].startswith("dataset,backbone,method,policy") and len(csv) == 1 + 2 * 4
 
     index = (trained_project / "reports" / "README.md").read_text()
-    for name in ("results.md", "results.tex", "ablation.md", "figures/synthetic_seen_unseen_curves.png",
-                 "figures/synthetic_accuracy_vs_cost.png"):
+    for name in ("results.md", "results.tex", "ablation.md", "figures/synthetic-resnet10t_seen_unseen_curves.png",
+                 "figures/synthetic-resnet10t_accuracy_vs_cost.png"):
         assert f"[`{name}`]" in index and (trained_project / "reports" / name).is_file()
     tex = (trained_project / "reports" / "results.tex").read_text()
     assert tex.count(r"\begin{tabular}") == 4 and r"$\pm$" in tex and "ddof" in tex
@@ -236,7 +236,7 @@ def test_dvc_repro_runs_everything_then_nothing_and_stage_deps_cover_imports(tin
     after = snapshot()
     assert set(after) == set(before)
     changed = sorted(k for k in before if before[k] != after[k])
-    assert changed == ["reports/figures/synthetic_accuracy_vs_cost.png"], \
+    assert changed == ["reports/figures/synthetic-resnet10t_accuracy_vs_cost.png"], \
         f"a cold rerun of an unchanged tree rewrote {changed}: run-to-run noise inside a DVC output"
 
     dvc_yaml = yaml.safe_load((root / "dvc.yaml").read_text())

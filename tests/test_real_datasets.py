@@ -230,7 +230,8 @@ def test_a_real_dataset_s_vector_methods_read_the_xlsa17_vectors_and_apn_its_224
 
     def store(**change):
         spec = features.ExtractSpec.from_params({**configured, "input_size": 64, "batch_size": 64, **change})
-        return features.FeatureStore(feature_extraction.extract(d, backbone, tmp_path / "features" / "CUB", spec, progress=False))
+        return features.FeatureStore(feature_extraction.extract(d, backbone, tmp_path / "features" / "CUB" / "resnet101", spec,
+                                                                        progress=False))
 
     s = store()
     read = lambda name, **hp: Evaluator.features_of(get_method(name), s, get_method(name).default_hparams("CUB", hp))
@@ -245,5 +246,5 @@ def test_a_real_dataset_s_vector_methods_read_the_xlsa17_vectors_and_apn_its_224
 
     s = store(vectors="backbone", extra_sizes=[])
     assert read("eszsl") == ("pooled",) and "xlsa17_res101" not in s.names()
-    with pytest.raises(DataError, match=r"extract\.CUB\.extra_sizes: \[224\]"):
+    with pytest.raises(DataError, match=r"extract\.CUB\.resnet101\.extra_sizes: \[224\]"):
         s.read([0], read("apn")[0])

@@ -83,7 +83,7 @@ def test_a_policy_added_after_the_runs_fills_every_view_and_retrains_nothing(tra
     results_md = (tmp_path / "reports" / "results.md").read_text()
     assert "selection: val-fixed" in results_md and "selection: first-of-last" in results_md
     assert any(p.name == "results.csv" for p in written)
-    assert "val-fixed" in set(line.split(",")[2] for line in (tmp_path / "reports" / "results.csv").read_text().splitlines())
+    assert "val-fixed" in set(line.split(",")[3] for line in (tmp_path / "reports" / "results.csv").read_text().splitlines())
     monkeypatch.setitem(policies.POLICIES, NeedsANewMetric.name, NeedsANewMetric())
     lacking = records[0].metrics("by-new-metric")
     assert all(v != v for v in lacking.values()), "no number guessed"
@@ -162,7 +162,7 @@ def test_status_names_each_stale_run_and_why(trained_project, monkeypatch, tmp_p
     assert all(s.state == "stale" and s.why == ("code: zsl_bench/metrics.py",)
                for k, s in states.items() if k[2] == "train")
     text = render(list(states.values()))
-    assert "stale    synthetic ale seed 0 [train]" in text and "code: zsl_bench/metrics.py" in text
+    assert "stale    synthetic/resnet10t ale seed 0 [train]" in text and "code: zsl_bench/metrics.py" in text
 
 
 def test_status_on_the_command_line_says_what_a_repro_would_run(trained_project):
@@ -175,8 +175,8 @@ def test_status_on_the_command_line_says_what_a_repro_would_run(trained_project)
     out = subprocess.run([sys.executable, "-m", "zsl_bench.cli", "status"], cwd=trained_project, capture_output=True,
                          text=True, timeout=300)
     assert out.returncode == 0, out.stderr
-    assert "current  synthetic eszsl seed 0 [train]\n" in out.stdout   # listed, nothing to explain
-    assert "missing  synthetic eszsl seed 2 [train]  (" in out.stdout and "never run" in out.stdout
+    assert "current  synthetic/resnet10t eszsl seed 0 [train]\n" in out.stdout   # listed, nothing to explain
+    assert "missing  synthetic/resnet10t eszsl seed 2 [train]  (" in out.stdout and "never run" in out.stdout
     assert "6 configured runs: 4 current, 2 missing; bringing them current takes about" in out.stdout, out.stdout
     assert not list((trained_project / "runs").rglob("seed2")), "status trains nothing"
 

@@ -239,7 +239,8 @@ def _record_of(out, dataset) -> dict:
     chosen = out.configs[out.selection[HEADLINE_POLICY]["config_id"]]
     return {
         "attribute_embeddings": {
-            "available": {k: {f: v for f, v in e.items() if f in ("source", "git_blob", "shape")}
+            "available": {k: {f: v for f, v in e.items() if f in ("source", "git_blob", "shape", "text_model", "pretrained",
+                                                                  "templates", "templates_version")}
                           for k, e in dataset.meta.get("attribute_embeddings", {}).items()},
             "used": chosen.get("attribute_embedding"),
         },
