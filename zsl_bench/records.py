@@ -310,12 +310,12 @@ def find_records(root: Path) -> list[RunRecord]:
 
 
 def newest_per_seed(items: list) -> list:
-    """The newest item (by `created_unix`) per (dataset, method, seed): a configuration run again
+    """The newest item (by `created_unix`) per (dataset and backbone, method, seed): a configuration run again
     replaces the older result. Works on records and on table rows alike; keeps the order in which each
-    (dataset, method, seed) first appears (params.yaml's order, for the report)."""
+    (dataset and backbone, method, seed) first appears (params.yaml's order, for the report)."""
     newest: dict[tuple, object] = {}
     for r in items:   # a record of the ablate stage never replaces one of the train stage (RunRecord.stage)
-        k = (r.dataset, r.method, r.seed, getattr(r, "stage", "train"))
+        k = (getattr(r, "feature_set", r.dataset), r.method, r.seed, getattr(r, "stage", "train"))
         if k not in newest or r.created_unix > newest[k].created_unix:
             newest[k] = r
     return list(newest.values())
