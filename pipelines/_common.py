@@ -16,5 +16,5 @@ def run_stage(fn, *args, **named) -> None:
         fn(*args, load_params(paths), paths, **named)
 
     code = guarded(f"stage {fn.__name__}", call)
-    log_imports(fn.__name__, args)
+    log_imports(fn.__name__, [*args, *named.values()])   # the stage's dataset (and backbone): which deps apply
     sys.exit(code)

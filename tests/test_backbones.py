@@ -185,6 +185,32 @@ def test_compare_one_method_across_backbones(two_backbones):
     assert bad.returncode == 2 and "unknown backbone swin" in bad.stderr and "resnet10t" in bad.stderr
 
 
+def test_the_report_has_a_section_per_backbone_and_their_overlap(two_backbones, tmp_path):
+    import csv
+
+    from zsl_bench import stages
+    from zsl_bench.params import load_params
+    from zsl_bench.paths import ProjectPaths
+    from zsl_bench.records import find_records, newest_per_seed
+    from zsl_bench.report import write_reports
+
+    paths = ProjectPaths(two_backbones)
+    params = load_params(paths)
+    params["train"]["search"] = "none"
+    for b in ("resnet10t", "vit"):
+        stages.train_run("synthetic", "sae", 0, params, paths, progress=False, backbone=b)
+    records = [r for r in find_records(paths.runs) if r.method == "sae"]
+    assert sorted(r.backbone for r in newest_per_seed(records)) == ["resnet10t", "vit"]   # one per backbone and seed
+    write_reports(records, tmp_path)
+    md = (tmp_path / "results.md").read_text()
+    assert "## synthetic/resnet10t — selection: val" in md and "## synthetic/vit — selection: val" in md
+    rows = list(csv.DictReader((tmp_path / "results.csv").open()))
+    assert {(r["dataset"], r["backbone"]) for r in rows} == {("synthetic", "resnet10t"), ("synthetic", "vit")}
+    overlap = (tmp_path / "overlap.md").read_text()
+    # trained here on seen classes: nothing to overlap, said per backbone
+    assert overlap.count("## synthetic · ") == 2 and "Flag: none" in overlap and "Pretraining overlap:" not in md
+
+
 def test_bad_backbones_are_one_line_errors(tiny_project, tmp_path, monkeypatch):
     with pytest.raises(DataError, match="timm has no such model"):
         create_timm_model(BackboneSpec(arch="vit_nonesuch_patch16"), pretrained=False)

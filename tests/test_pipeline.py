@@ -179,12 +179,11 @@ def stage_deps(dvc_yaml: dict, stage: str, args: list[str], params: dict) -> lis
     """The deps of one expanded stage (foreach item or matrix item) of dvc.yaml."""
     spec = dvc_yaml["stages"][stage]
     deps = (spec.get("do") or spec)["deps"]
-    item = {"dataset": args[0], "method": args[1], "seed": args[2]} if "matrix" in spec else None
     out = []
     for d in deps:
         d = d.replace("${ablate.method}", params["ablate"]["method"])
-        if item:
-            d = d.replace("${item.dataset}", item["dataset"]).replace("${item.method}", item["method"])
+        if spec.get("foreach") == "${features}":   # per (dataset, backbone): the stage's args are both
+            d = d.replace("${item.dataset}", args[0]).replace("${item.backbone}", args[1])
         else:
             d = d.replace("${item}", args[0] if args else "")
         out.append(d)
@@ -232,7 +231,7 @@ def test_dvc_repro_runs_everything_then_nothing_and_stage_deps_cover_imports(tin
     for out in ("data", "features", "runs", "reports", ".dvc/cache"):
         shutil.rmtree(root / out)
     cold = sh(sys.executable, "-m", "dvc", "repro")
-    assert "Running stage 'backbone@synthetic'" in cold and "Running stage 'train@synthetic'" in cold
+    assert "Running stage 'backbone@synthetic-resnet10t'" in cold and "Running stage 'train@synthetic-resnet10t'" in cold
     after = snapshot()
     assert set(after) == set(before)
     changed = sorted(k for k in before if before[k] != after[k])
@@ -269,7 +268,7 @@ def test_dvc_repro_runs_everything_then_nothing_and_stage_deps_cover_imports(tin
     ran = sorted(set(re.findall(r"Running stage '([^']+)'", third)))
     # the ablate stage reads the train stage's runs (its official rows may be them), so it reruns too, finding
     # every one of its runs by its key
-    assert ran == ["ablate@synthetic", "mirror", "report", "train@synthetic"], ran
+    assert ran == ["ablate@synthetic-resnet10t", "mirror", "report", "train@synthetic-resnet10t"], ran
     assert run_folders("eszsl") == eszsl_before, "an unchanged method was retrained, not found by its key"
     (old_sae,) = [p for p in (root / "runs" / "synthetic" / "resnet10t" / "train" / "sae" / "seed0").iterdir()   # the older key pruned
                   if json.loads((p / "record.json").read_text())["method"] == "sae"]   # (not its scoring variant)
@@ -277,13 +276,26 @@ def test_dvc_repro_runs_everything_then_nothing_and_stage_deps_cover_imports(tin
     # Killed after the run folder was written but before DVC recorded the stage: the rerun adopts the
     # complete folder (same inode, not retrained) instead of deleting it and training again.
     lock = yaml.safe_load((root / "dvc.lock").read_text())
-    del lock["stages"]["train@synthetic"]
+    del lock["stages"]["train@synthetic-resnet10t"]
     (root / "dvc.lock").write_text(yaml.safe_dump(lock))
     (folder,) = [p for p in (root / "runs" / "synthetic" / "resnet10t" / "train" / "eszsl" / "seed0").iterdir()]
     inode = (folder / "record.json").stat().st_ino
     fourth = sh(sys.executable, "-m", "dvc", "repro")
-    assert "Running stage 'train@synthetic'" in fourth
+    assert "Running stage 'train@synthetic-resnet10t'" in fourth
     assert (folder / "record.json").stat().st_ino == inode and old_sae.is_dir()
+
+    # A second backbone is a new pair of stages: nothing of the first backbone's re-runs.
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["features"]["synthetic-vit"] = {"dataset": "synthetic", "backbone": "vit"}
+    params["backbone"]["synthetic"]["vit"] = {"arch": "vit_tiny_patch16_224", "input_size": 32, "epochs": 1,
+                                              "model_kwargs": {"depth": 2, "embed_dim": 32, "num_heads": 2,
+                                                               "patch_size": 8}}
+    params["extract"]["synthetic"]["vit"] = {"levels": ["blocks.0", "blocks.1"], "input_size": 32}
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    dry = sh(sys.executable, "-m", "dvc", "repro", "--dry")
+    would = sorted(set(re.findall(r"Running stage '([^']+)'", dry)))
+    assert would == ["ablate@synthetic-vit", "backbone@synthetic-vit", "extract@synthetic-vit", "mirror", "report",
+                     "train@synthetic-vit"], would
 
 
 def test_runs_that_searched_no_hyperparameters_say_so(project_copy):

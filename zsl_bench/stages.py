@@ -236,8 +236,18 @@ def train_jobs(dataset: str, params: dict, paths: ProjectPaths, with_skipped: bo
             print(f"skipped {method} on {dataset}/{backbone}: {e}", file=sys.stderr)
             skipped.update({paths.run_slot(dataset, backbone, method, seed): (method, str(e)) for seed in seeds})
             continue
+        check_arrays(get_method(method), store, requests[0].defaults)
         jobs += [Job(r, str(paths.root), str(paths.run_slot(dataset, backbone, method, r.seed))) for r in requests]
     return (jobs, skipped) if with_skipped else jobs
+
+
+def check_arrays(method_cls, store, hparams: dict) -> None:
+    """Every array the method reads is in the store (a level or size `extract` did not keep is a one-line
+    error naming the setting), checked when the stage plans its runs, not after the others have trained."""
+    from zsl_bench.evaluator import Evaluator
+
+    for name in Evaluator.features_of(method_cls, store, hparams):
+        store.shape(name)
 
 
 def prune_slot(folder: Path) -> None:
@@ -303,7 +313,9 @@ def ablation_jobs(dataset: str, params: dict, paths: ProjectPaths, backbone: str
         if name not in why_not:
             try:
                 cls = get_method(name)
-                check_applicable(cls, store, run_request(dataset, name, seed, params, backbone=backbone).defaults)
+                defaults = run_request(dataset, name, seed, params, backbone=backbone).defaults
+                check_applicable(cls, store, defaults)
+                check_arrays(cls, store, defaults)
                 same = cls.identical_to_base()
                 why_not[name] = f"not run: identical to the official configuration here ({same})" if same else None
             except NotApplicable as e:
