@@ -369,7 +369,7 @@ def test_a_method_code_change_moves_every_view(tmp_path):
     method_file.write_text(method_file.read_text().replace("target = train.semantics.att[train.y]",
                                                            "target = 3.0 * train.semantics.att[train.y] ** 2"))
     _, repro = sh(sys.executable, "-m", "dvc", "repro")
-    assert "Running stage 'ablate@synthetic'" in repro and "Running stage 'train@synthetic'" in repro
+    assert "Running stage 'ablate@synthetic-resnet10t'" in repro and "Running stage 'train@synthetic-resnet10t'" in repro
     after = views()
     unchanged = [name for name in before if before[name] == after[name]]
     assert not unchanged, f"still showing the old code's numbers: {unchanged}"

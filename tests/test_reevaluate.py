@@ -189,7 +189,7 @@ def test_selection_gap_report_comes_from_existing_runs(trained_project, tmp_path
     records = find_records(trained_project / "runs")
     written = write_selection_gap(records, tmp_path)
     text = (tmp_path / "selection_gap.md").read_text()
-    assert written[0].name == "selection_gap.md" and written[1].name == "selection_gap_synthetic.png"
+    assert written[0].name == "selection_gap.md" and written[1].name == "selection_gap_synthetic-resnet10t.png"
     rows = {(r["method"], r["policy"]): r for r in gap_rows(records)}
     for method in ("eszsl", "ale"):
         oracle = rows[(method, "oracle")]

@@ -91,7 +91,8 @@ def run_job(job: Job) -> str:
     limit_threads(job.threads)
     with slot_lock(Path(job.root), Path(job.slot)):
         folder = str(execute(job.request, ProjectPaths(Path(job.root)), progress=False, slot=Path(job.slot)))
-    log_imports({"ablation": "ablate"}.get(job.request.stage, job.request.stage), [job.request.dataset])
+    log_imports({"ablation": "ablate"}.get(job.request.stage, job.request.stage),
+                [job.request.dataset, job.request.backbone])
     return folder
 
 
