@@ -125,11 +125,12 @@ def overlap_summaries(records: list) -> dict[str, dict]:
     return out
 
 
-def results_markdown(records: list[dict], skipped: dict | None = None) -> str:
+def results_markdown(records: list[dict], skipped: dict | None = None, overlap: dict | None = None) -> str:
+    """`overlap`: `overlap_summaries(records)`, when the caller has it already (it also writes overlap.md)."""
     from zsl_bench.overlap import headline
 
     df = long_table(records)
-    overlap = overlap_summaries(records)
+    overlap = overlap_summaries(records) if overlap is None else overlap
     parts = [
         "# Results",
         "",
@@ -356,14 +357,14 @@ def write_reports(records: list[dict], out_dir: Path, ablation: list[dict] | Non
     out_dir.mkdir(parents=True, exist_ok=True)
     records = newest_per_seed(records)
     md, csv, tex = out_dir / "results.md", out_dir / "results.csv", out_dir / "results.tex"
-    md.write_text(results_markdown(records, skipped))
-    results_csv(records, skipped).to_csv(csv, index=False, float_format="%.4f")
-    tex.write_text(results_latex(records, skipped))
-    overlap = out_dir / "overlap.md"
     from zsl_bench.overlap import overlap_markdown
 
-    overlap.write_text(overlap_markdown(list(overlap_summaries(records).values())))
-    written = [md, csv, tex, overlap]
+    overlap = overlap_summaries(records)   # once: overlap.md and the line under each results heading
+    md.write_text(results_markdown(records, skipped, overlap))
+    results_csv(records, skipped).to_csv(csv, index=False, float_format="%.4f")
+    tex.write_text(results_latex(records, skipped))
+    (out_dir / "overlap.md").write_text(overlap_markdown(list(overlap.values())))
+    written = [md, csv, tex, out_dir / "overlap.md"]
     if ablation_method:
         path = out_dir / "ablation.md"
         ablation_skips = {**(skipped or {}), **(skipped_ablation or {})}
