@@ -313,7 +313,8 @@ def _train(args) -> int:
         params["train"]["search"] = "none"
     from zsl_bench.training import Distributed
 
-    folder = stages.train_run(args.dataset, args.method, args.seed, params, paths, backbone=args.backbone)
+    folder = stages.train_run(args.dataset, args.method, args.seed, params, paths, backbone=args.backbone,
+                              skip_inapplicable=False)
     if not Distributed.current().is_main:
         return 0   # under torchrun: rank 0 wrote the run and mirrors it
     print(folder)

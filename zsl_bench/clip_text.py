@@ -241,6 +241,53 @@ def class_name_embeddings(class_names: list[str], model: ClipText, templates: Pr
     return prompt_embeddings([clean_class_name(n) for n in class_names], model, templates or load_prompts())
 
 
+def dataset_class_prompts(dataset_name: str, class_names: list[str], path: Path = TEMPLATES_FILE
+                          ) -> tuple[Prompts, list[str]]:
+    """A dataset's class-name template set (the prompt file's `datasets.<name>.templates`) and its class names
+    as words: `clean_class_name`, unless `datasets.<name>.class_names` rewrites a name (keyed by the dataset's
+    own class names; a key that is not one of them is an error)."""
+    path = Path(path)
+    data = read_prompt_file(path)
+    entry = (data.get("datasets") or {}).get(dataset_name)
+    if not isinstance(entry, dict) or entry.get("templates") not in data["templates"]:
+        raise DataError(f"{path}: datasets.{dataset_name} must name the template set its class names go through "
+                        f"({', '.join(data['templates'])}), e.g. {{\"templates\": \"ensemble7\"}}; it has "
+                        f"{'no entry' if entry is None else repr(entry)}")
+    rewrites = entry.get("class_names") or {}
+    if not isinstance(rewrites, dict) or not all(isinstance(v, str) and v.strip() for v in rewrites.values()):
+        raise DataError(f"{path}: datasets.{dataset_name}.class_names must map class names to words, "
+                        f"e.g. {{{class_names[0]!r}: \"...\"}}")
+    unknown = [name for name in rewrites if name not in set(class_names)]
+    if unknown:
+        raise DataError(f"{path}: datasets.{dataset_name}.class_names: {unknown[0]!r} is not a class of "
+                        f"{dataset_name} ({len(unknown)} such; keys are its class names as in its dataset.json, "
+                        f"e.g. {class_names[0]!r})")
+    name = entry["templates"]
+    return (Prompts(name, tuple(data["templates"][name]), data["version"]),
+            [rewrites.get(c, clean_class_name(c)) for c in class_names])
+
+
+def class_text_embeddings(dataset, encoder: ClipText, path: Path = TEMPLATES_FILE) -> dict[str, tuple[np.ndarray, dict]]:
+    """{kind: (C × E unit rows, origin)} of a prepared dataset through one CLIP text tower: `names`, each class
+    name through the dataset's templates (prompt ensembling); `attributes`, each class as the mean of its
+    attribute phrases' embeddings (the attribute template) weighted by its attribute values, clipped at 0."""
+    from zsl_bench.attribute_embeddings import clean_attribute_name
+
+    prompts, words = dataset_class_prompts(dataset.name, list(dataset.class_names), path)
+    names, origin = prompt_embeddings(words, encoder, prompts)
+    phrases, phrase_origin = prompt_embeddings([clean_attribute_name(a) for a in dataset.attribute_names], encoder,
+                                               load_prompts(path=path, for_attributes=True))
+    weights = np.clip(np.asarray(dataset.original_att, dtype=np.float64), 0, None)
+    mixed = weights @ phrases.astype(np.float64)
+    norms = np.linalg.norm(mixed, axis=1, keepdims=True)
+    if (norms == 0).any():
+        raise DataError(f"{dataset.name}: class {dataset.class_names[int(np.flatnonzero(norms == 0)[0])]} has no "
+                        "positive attribute value: no attribute text to describe it")
+    phrase_origin = {**phrase_origin, "rule": "per class: mean of its attribute phrases' embeddings weighted by "
+                                              "its attribute values (clipped at 0), L2-normalised"}
+    return {"names": (names, origin), "attributes": ((mixed / norms).astype(np.float32), phrase_origin)}
+
+
 # ---------------------------------------------------------------------------------------------- image tower
 
 @dataclass(frozen=True)

@@ -146,7 +146,8 @@ class Evaluator:
     def semantics(self, classes: np.ndarray) -> ClassSemantics:
         classes = np.asarray(classes)
         return ClassSemantics(class_ids=classes, att=self.dataset.att[classes],
-                              original=self.dataset.original_att[classes])
+                              original=self.dataset.original_att[classes],
+                              text={kind: rows[classes] for kind, rows in self.store.class_text().items()})
 
     def inputs(self, rows: np.ndarray):
         """Pooled vectors as an array; maps as a lazy `MapView` (a map store need not fit in memory)."""

@@ -136,6 +136,9 @@ def extract(dataset, backbone_dir: Path, out: Path, spec: ExtractSpec = ExtractS
     progress_file.unlink()
     if vectors_from is not None:
         arrays["xlsa17_res101"] = write_res101(dataset, vectors_from, partial)
+    text_origin = {}
+    if info["spec"].get("library") == "open_clip":
+        text_origin = write_class_text(dataset, info["spec"], partial, arrays)
     write_json(partial / "index.json", {
         "dataset": dataset.name, "dataset_fingerprint": dataset.fingerprint(),
         "backbone": {k: info.get(k) for k in ("arch", "pretraining_data", "trained_on")},
@@ -144,6 +147,8 @@ def extract(dataset, backbone_dir: Path, out: Path, spec: ExtractSpec = ExtractS
         "normalisation": {"mean": list(norm[0]), "std": list(norm[1])},
         "arrays": arrays, "levels": list(spec.levels),
         "vectors": "pooled" if vectors_from is None else "xlsa17_res101",
+        "token_maps": is_token_model(model, [shapes[lv][1:] for lv in spec.levels]),
+        **({"class_text": text_origin} if text_origin else {}),
     })
     write_provenance(partial, provenance(out.parent, time.time() - started, resumed_from_row=start_row))
     if out.exists():
@@ -152,6 +157,32 @@ def extract(dataset, backbone_dir: Path, out: Path, spec: ExtractSpec = ExtractS
         shutil.rmtree(out)
     os.replace(partial, out)
     return out
+
+
+def is_token_model(model, level_shapes) -> bool:
+    """Whether the maps are a token model's patch tokens (open_clip's tower, a timm ViT: `patch_embed`, every
+    level of one width on one grid), not a CNN's layers; what `Method.requires_token_maps` asks of a store."""
+    from zsl_bench.clip_backbone import OpenClipBackbone
+
+    one_grid = len({tuple(s) for s in level_shapes}) <= 1
+    return isinstance(model, OpenClipBackbone) or (hasattr(model, "patch_embed") and one_grid)
+
+
+def write_class_text(dataset, spec: dict, folder: Path, arrays: dict) -> dict:
+    """A CLIP backbone's class text embeddings (zsl_bench.clip_text.class_text_embeddings, the same model's
+    text tower) as `class_text@<kind>.npy` in `folder`, entered in `arrays`; returns each kind's origin."""
+    from zsl_bench.clip_text import ClipModelSpec, class_text_embeddings, load_clip_text
+    from zsl_bench.features import CLASS_TEXT
+
+    encoder = load_clip_text(ClipModelSpec(spec["arch"], spec.get("pretrained_tag"), spec.get("weights_file")))
+    origins = {}
+    for kind, (rows, origin) in class_text_embeddings(dataset, encoder).items():
+        name = f"{CLASS_TEXT}{kind}"
+        np.save(folder / f"{name}.npy", rows.astype(np.float32))
+        arrays[name] = {"file": f"{name}.npy", "format": "npy", "shape": list(rows.shape), "dtype": "float32",
+                        "sha256": sha256_file(folder / f"{name}.npy")}
+        origins[kind] = origin   # model, weights, template set and version, and the texts encoded
+    return origins
 
 
 def _write_progress(path: Path, config_hash: str, rows_done: int) -> None:

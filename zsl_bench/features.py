@@ -36,6 +36,9 @@ HDF5_REQUIRED = ("feature_map", "labels", "trainval_loc", "test_seen_loc", "test
 # the last three roles, so `coarse` is ResNet's layer4 or a ViT's chosen last block, `coarse@224` the
 # coarsest level at 224 px (Evaluator.features_of resolves them).
 LEVEL_ROLES = ("fine", "mid", "coarse")
+# Class-level arrays of a CLIP backbone's store (one row per dataset class, not per image): its text tower's
+# embeddings of each class, `class_text@names` and `class_text@attributes` (feature_extraction.class_text).
+CLASS_TEXT = "class_text@"
 
 
 # --- how a store is made (params.yaml `extract.<dataset>`; feature_extraction.py makes it) -----------
@@ -179,12 +182,30 @@ class FeatureStore:
         """The array vector methods read: `pooled` (the backbone's) or `xlsa17_res101` (extract's `vectors`)."""
         return self.index.get("vectors", "pooled")
 
+    @property
+    def token_maps(self) -> bool:
+        """Whether the maps are a token model's patch tokens (a ViT's blocks), not a CNN's layers."""
+        return bool(self.index.get("token_maps"))
+
+    def class_text(self) -> dict[str, np.ndarray]:
+        """{kind: C × E} class text embeddings of the store's CLIP model (dataset class order); {} otherwise."""
+        return {name[len(CLASS_TEXT):]: self.read(np.arange(self.shape(name)[0]), name)
+                for name in self.names() if name.startswith(CLASS_TEXT)}
+
+    def backbone_label(self) -> str:
+        spec = self.index.get("backbone_spec") or {}
+        return f"{self.root.parent.name}/{self.root.name} ({spec.get('library', 'timm')} {spec.get('arch', '?')})"
+
     def unavailable(self, names) -> str | None:
         """Why this store can never hold `names`, or None: an imported source holds fixed arrays (a method
-        needing others is skipped on this dataset, not failed). Arrays missing from a store extracted here
-        are a configuration error instead (`extract.<dataset>.levels`), reported when they are read."""
+        needing others is skipped on this dataset, not failed), and only a CLIP image tower's store holds
+        class text. Other arrays missing from a store extracted here are a configuration error instead
+        (`extract.<dataset>.levels`), reported when they are read."""
         source = (self.index.get("backbone_spec") or {}).get("source")
         lacking = [n for n in names if n not in self.index["arrays"]]
+        if any(n.startswith(CLASS_TEXT) for n in lacking):
+            return (f"needs a CLIP backbone's class text embeddings (`library: open_clip`: an image tower with "
+                    f"its text tower); {self.backbone_label()} has none")
         if not lacking or source not in IMPORTED_ARRAYS:
             return None
         return (f"needs {' and '.join(lacking)}, and {self.index['dataset']}'s features are imported from {source} "

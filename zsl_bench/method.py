@@ -27,6 +27,10 @@ class ClassSemantics:
     class_ids: np.ndarray
     att: np.ndarray         # rows with unit L2 norm (xlsa17 `att`)
     original: np.ndarray    # the source's own scale (CUB: % of annotators)
+    # Class text embeddings of the feature store's CLIP model, by kind ("names": class names through the
+    # dataset's prompt templates; "attributes": the class's attribute phrases), one row per class; empty
+    # unless the store was extracted with a CLIP image tower. Unseen rows reach a method as `att`'s do.
+    text: dict = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.class_ids)
@@ -174,6 +178,9 @@ class Method:
     input_kind: ClassVar[str] = "vector"            # "vector" | "map" | "maps" | "image"
     device: ClassVar[str] = "any"                   # see DEVICES
     uses_unseen_semantics: ClassVar[bool] = False
+    # Reads a token model's patch tokens (a ViT's): on a store of CNN maps the run is not applicable
+    # (a configured sweep records the skip and why; an explicit request is a one-line error).
+    requires_token_maps: ClassVar[bool] = False
     default_calibration_gamma: ClassVar[float] = 0.0  # γ of the `last` policy
     # How the authors picked and calibrated what they report (the `paper` policy); None: not known.
     paper_rule: ClassVar[PaperRule | None] = None

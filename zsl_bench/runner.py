@@ -64,6 +64,9 @@ def check_applicable(method_cls, store, hparams: dict) -> None:
     from zsl_bench.evaluator import Evaluator
 
     why = store.unavailable(Evaluator.features_of(method_cls, store, hparams))
+    if not why and method_cls.requires_token_maps and method_cls.input_kind != "image" \
+            and not store.token_maps:
+        why = f"reads a token model's patch tokens (a ViT's); {store.backbone_label()} holds a CNN's maps"
     if why:
         raise NotApplicable(f"{method_cls.name} {why}")
 

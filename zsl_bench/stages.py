@@ -181,10 +181,12 @@ def _stage_slots(root: Path, slots: list[str] | None = None) -> set[str]:
 
 
 def train_run(dataset: str, method: str, seed: int, params: dict, paths: ProjectPaths, progress: bool = True,
-              backbone: str | None = None) -> Path:
+              backbone: str | None = None, skip_inapplicable: bool = True) -> Path:
     """One run of the train stage in its slot, in this process (by hand, or under torchrun:
     `python -m zsl_bench_pipelines.train DATASET BACKBONE METHOD SEED`). A complete run folder of the same key is adopted, not
-    retrained; folders of other keys are removed once the current one is there."""
+    retrained; folders of other keys are removed once the current one is there. A run the features can never
+    serve is recorded as skipped, as the stage does, or with `skip_inapplicable=False` (a user's explicit
+    request: `zsl-bench train`) raised as the one-line error it is."""
     import sys
 
     from zsl_bench.records import SKIPPED_FILE, write_skipped
@@ -201,6 +203,9 @@ def train_run(dataset: str, method: str, seed: int, params: dict, paths: Project
         with slot_lock(paths.root, slot):
             folder = execute(request, paths, progress=progress)
     except NotApplicable as e:
+        if not skip_inapplicable:
+            raise DataError(f"{e}: choose a backbone it can use (`--backbone`; params.yaml `features` lists "
+                            f"{dataset}'s)") from None
         print(f"skipped {method} on {dataset}/{request.backbone} (seed {seed}): {e}", file=sys.stderr)
         return write_skipped(slot, method, dataset, str(e))
     from zsl_bench.training import Distributed
