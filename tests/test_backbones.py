@@ -183,6 +183,17 @@ def test_compare_one_method_across_backbones(two_backbones):
     bad = subprocess.run([sys.executable, "-m", "zsl_bench.cli", "compare", "eszsl", "--backbone", "swin"],
                          cwd=two_backbones, capture_output=True, text=True)
     assert bad.returncode == 2 and "unknown backbone swin" in bad.stderr and "resnet10t" in bad.stderr
+    # METHOD@BACKBONE rows: methods on different backbones in one table per dataset, paired by seed
+    for seed in (0, 1):
+        stages.train_run("synthetic", "ale", seed, params, paths, progress=False, backbone="vit")
+    mixed = subprocess.run([sys.executable, "-m", "zsl_bench.cli", "compare", "ale@vit", "eszsl@resnet10t",
+                            "--runs", str(paths.runs)], cwd=two_backbones, capture_output=True, text=True)
+    assert mixed.returncode == 0, mixed.stderr
+    assert "## synthetic\n" in mixed.stdout and "Δ eszsl@resnet10t − ale@vit" in mixed.stdout
+    assert "synthetic/vit" not in mixed.stdout and "no seed run by both" not in mixed.stdout
+    half = subprocess.run([sys.executable, "-m", "zsl_bench.cli", "compare", "ale@vit", "eszsl"],
+                          cwd=two_backbones, capture_output=True, text=True)
+    assert half.returncode == 2 and "name every row METHOD@BACKBONE" in half.stderr
 
 
 def test_the_report_has_a_section_per_backbone_and_their_overlap(two_backbones, tmp_path):
@@ -209,6 +220,15 @@ def test_the_report_has_a_section_per_backbone_and_their_overlap(two_backbones, 
     overlap = (tmp_path / "overlap.md").read_text()
     # trained here on seen classes: nothing to overlap, said per backbone
     assert overlap.count("## synthetic · ") == 2 and "Flag: none" in overlap and "Pretraining overlap:" not in md
+    assert "| pretraining overlap |" in md and {r["pretraining_overlap"] for r in rows} == {"none"}
+    # a web-pretrained backbone's section: the flag on every row, whatever the method
+    from zsl_bench.report import results_markdown, overlap_summaries
+
+    flagged = {label: {**s, "flag": "possible"} for label, s in overlap_summaries(records).items()}
+    md = results_markdown(newest_per_seed(records), None, flagged)
+    table = md.split("## synthetic/vit — selection: val")[1].split("\n\n")[2]
+    assert "Pretraining overlap: **possible**" in md
+    assert [line.rstrip(" |").rsplit("| ", 1)[1] for line in table.splitlines()[2:]] == ["possible"]
 
 
 def test_bad_backbones_are_one_line_errors(tiny_project, tmp_path, monkeypatch):

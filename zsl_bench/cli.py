@@ -47,7 +47,8 @@ def _parser() -> argparse.ArgumentParser:
                                    "with their source. Reads the run records below runs/ (or, with --source mlflow, "
                                    "a tracking server); both give the same table.")
     c.add_argument("methods", nargs="+", metavar="METHOD", help="method names as in `zsl-bench methods` "
-                   "(variants as mgmrn.levels1); the first is the reference")
+                   "(variants as mgmrn.levels1); the first is the reference. METHOD@BACKBONE rows set methods on "
+                   "different backbones side by side (zerodino@vit mgmrn@resnet10t: one table per dataset)")
     c.add_argument("--dataset", help="only this dataset (default: every dataset with runs)")
     c.add_argument("--backbone", nargs="+", metavar="NAME",
                    help="only these backbones (params.yaml `features`; default: every one with runs, a table per "
@@ -193,17 +194,21 @@ def _compare(args) -> int:
     from zsl_bench.run_results import load_results
 
     for name in args.methods:
-        get_method(name)   # an unknown name stops here, naming the registered ones
+        get_method(name.partition("@")[0])   # an unknown name stops here, naming the registered ones
     paths = ProjectPaths.here()
     params = load_params(paths) if (paths.root / "params.yaml").is_file() else {}
     if args.dataset and params and args.dataset not in params["datasets"]:
         raise ConfigError(f"unknown dataset {args.dataset!r}: params.yaml's datasets are "
                           f"{', '.join(params['datasets'])}")
-    if args.backbone and params:
+    rows_at = [m.partition("@")[2] for m in args.methods if "@" in m]
+    if rows_at and (len(rows_at) < len(args.methods) or args.backbone):
+        raise ConfigError("compare: name every row METHOD@BACKBONE (e.g. zerodino@vit mgmrn@resnet10t), or none "
+                          "and choose backbones with --backbone")
+    if (args.backbone or rows_at) and params:
         from zsl_bench.params import feature_sets
 
         named = {b for d, b in feature_sets(params) if args.dataset in (None, d)}
-        unknown = [b for b in args.backbone if b not in named]
+        unknown = [b for b in (args.backbone or rows_at) if b not in named]
         if unknown:
             raise ConfigError(f"unknown backbone {', '.join(unknown)}: params.yaml's `features` name "
                               f"{', '.join(sorted(named))}{f' for {args.dataset}' if args.dataset else ''}")
@@ -236,25 +241,23 @@ def _on_backbones(results: list, skipped: dict, args) -> tuple[list, dict, list]
     """The results and skips `--dataset` and `--backbone` keep (compare groups by `<dataset>/<backbone>`), and
     the rows to compare: the methods; or, for one method on several backbones, `METHOD@BACKBONE` rows in one
     table per dataset (the same test images under each backbone, so seeds pair)."""
-    import dataclasses
+    from zsl_bench.compare import across_backbones
+
+    rows = list(args.methods)
+    if len(rows) == 1 and args.backbone and len(args.backbone) > 1:
+        rows = [f"{rows[0]}@{b}" for b in args.backbone]
+    if any("@" in row for row in rows):   # METHOD@BACKBONE rows: one table per dataset
+        on = lambda label: args.dataset in (None, label.partition("/")[0])  # noqa: E731
+        results = [r for r in results if on(r.dataset)]
+        return (*across_backbones(results, {k: v for k, v in skipped.items() if on(k[0])}, rows), rows)
 
     def keep(label: str) -> bool:
         dataset, _, backbone = label.partition("/")
         return args.dataset in (None, dataset) and (not args.backbone or backbone in args.backbone)
 
-    results = [r for r in results if keep(r.dataset) and r.method in args.methods]
-    skipped = {(d, m): why for (d, m), why in skipped.items() if keep(d) and m in args.methods}
-    if len(args.methods) > 1 or not args.backbone or len(args.backbone) < 2:
-        return results, skipped, list(args.methods)
-    method = args.methods[0]
-
-    def across(label: str) -> tuple[str, str]:
-        dataset, _, backbone = label.partition("/")
-        return dataset, f"{method}@{backbone}"
-
-    results = [dataclasses.replace(r, dataset=across(r.dataset)[0], method=across(r.dataset)[1]) for r in results]
-    skipped = {across(d): why for (d, _), why in skipped.items()}
-    return results, skipped, [f"{method}@{b}" for b in args.backbone]
+    results = [r for r in results if keep(r.dataset) and r.method in rows]
+    skipped = {(d, m): why for (d, m), why in skipped.items() if keep(d) and m in rows}
+    return results, skipped, rows
 
 
 def _current_runs(params: dict, paths) -> tuple[set, str]:

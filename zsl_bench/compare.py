@@ -66,6 +66,26 @@ def _scores(results: list[RunResult], dataset: str, method: str, policy: str) ->
             for r in results if r.dataset == dataset and r.method == method and r.predictions is not None}
 
 
+def across_backbones(results: list[RunResult], skipped: dict, rows: list[str]) -> tuple[list[RunResult], dict]:
+    """Rows `METHOD@BACKBONE` (a method on one of the dataset's backbones) in one table per dataset: each
+    result and skip relabelled from `<dataset>/<backbone>` and its method to `<dataset>` and its row. Every
+    backbone of a dataset is evaluated on the same test images, so seeds pair across rows."""
+    import dataclasses
+
+    wanted = {tuple(row.split("@", 1)): row for row in rows}
+    out = []
+    for r in results:
+        dataset, _, backbone = r.dataset.partition("/")
+        if (r.method, backbone) in wanted:
+            out.append(dataclasses.replace(r, dataset=dataset, method=wanted[r.method, backbone]))
+    skips = {}
+    for (label, method), why in skipped.items():
+        dataset, _, backbone = label.partition("/")
+        if (method, backbone) in wanted:
+            skips[dataset, wanted[method, backbone]] = why
+    return out, skips
+
+
 def compare(results: list[RunResult], methods: list[str], dataset: str | None = None, policy: str = HEADLINE_POLICY,
             expected_seeds: int | None = None, synthetic: tuple[str, ...] = ("synthetic",),
             skipped: dict | None = None) -> list[DatasetComparison]:

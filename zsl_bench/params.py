@@ -148,6 +148,11 @@ def validate(params: dict, file: Path) -> dict:
         # line (report_stage.write_comparisons), so restricting train.methods needs no other edit.
         if len(entry.get("methods", [])) < 2:
             raise ConfigError(f"{file}: compare.{name}.methods must name two or more methods")
+        at = [m for m in entry["methods"] if "@" in m]   # METHOD@BACKBONE rows: methods across backbones
+        named = {b for _, b in feature_sets(params)}
+        if at and (len(at) < len(entry["methods"]) or any(m.partition("@")[2] not in named for m in at)):
+            raise ConfigError(f"{file}: compare.{name}.methods: name every row METHOD@BACKBONE with a backbone of "
+                              f"`features` ({', '.join(sorted(named))}), or none")
     for k in ("methods", "seeds", "folds", "selection_metric", "search", "device", "precision", "micro_batch"):
         if k not in params["train"]:
             raise ConfigError(f"{file}: missing key train.{k}")

@@ -156,7 +156,7 @@ def write_comparisons(params: dict, records: list, out_dir: Path, skipped: dict)
     """reports/comparisons.md: for each `compare.<name>` of params.yaml, `zsl-bench compare`'s tables of its
     methods on the current runs (mean ± std, paired Δ per seed with 95 % bootstrap intervals over test
     images), under the headline `val` selection and under each method's own `paper` rule."""
-    from zsl_bench.compare import compare, render_md
+    from zsl_bench.compare import across_backbones, compare, render_md
     from zsl_bench.policies import COMPARISON_POLICIES
     from zsl_bench.records import newest_per_seed
     from zsl_bench.run_results import RunResult
@@ -168,12 +168,14 @@ def write_comparisons(params: dict, records: list, out_dir: Path, skipped: dict)
     for name, entry in (params.get("compare") or {}).items():
         methods = list(entry["methods"])
         parts += [f"# {name}: {' vs '.join(methods)}", "", entry.get("question", ""), ""]
-        missing = [m for m in methods if m not in params["train"]["methods"]]
+        missing = [m for m in methods if m.partition("@")[0] not in params["train"]["methods"]]
         if missing:
             parts.append(f"— skipped: {', '.join(missing)} not in train.methods\n")
             continue
+        rows, skips = (across_backbones(results, skipped, methods) if any("@" in m for m in methods)
+                       else (results, skipped))
         for policy in COMPARISON_POLICIES:
-            comps = compare(results, methods, policy=policy, expected_seeds=seeds, skipped=skipped)
+            comps = compare(rows, methods, policy=policy, expected_seeds=seeds, skipped=skips)
             table = "\n" + render_md(comps, methods, f"run records in runs/ ({len(results)} current runs)")
             parts.append(table.replace("\n## ", f"\n## {policy} · ") if comps else f"— no runs of {', '.join(methods)}\n")
     if not params.get("compare"):
