@@ -122,6 +122,43 @@ def region_project(tiny_project, tmp_path_factory) -> Path:
     return root
 
 
+TINY_CLIP = {"embed_dim": 24, "vision_cfg": {"image_size": 32, "layers": 3, "width": 32, "head_width": 16, "patch_size": 8},
+             "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
+
+
+@pytest.fixture(scope="session")
+def clip_data(region_project, tmp_path_factory):
+    """(dataset, store, model, model name) of the region project's dataset through a tiny random-initialised
+    open_clip model (3 blocks of 32 × 4 × 4 tokens) as a `pretrained` backbone from a weights file, what an
+    offline user sets, extracted by the real code: a token store with CLIP class text, which serves the
+    methods a CNN's store cannot (token methods, CLIP zero-shot)."""
+    import json
+
+    open_clip = pytest.importorskip("open_clip")
+    import torch
+
+    from zsl_bench.backbone import BackboneSpec, describe_untrained
+    from zsl_bench.data.dataset import load_dataset
+    from zsl_bench.feature_extraction import extract
+    from zsl_bench.features import ExtractSpec, FeatureStore
+
+    tmp = tmp_path_factory.mktemp("clip")
+    name = "zsl-tiny-clip-tests"
+    (tmp / f"{name}.json").write_text(json.dumps(TINY_CLIP))
+    open_clip.add_model_config(tmp / f"{name}.json")
+    torch.manual_seed(0)
+    model = open_clip.create_model(name).eval()
+    torch.save(model.state_dict(), tmp / "weights.pt")
+    describe_untrained(BackboneSpec(arch=name, library="open_clip", source="pretrained", input_size=32,
+                                    weights_file=str(tmp / "weights.pt")), tmp / "backbone")
+    dataset = load_dataset(region_project / "data" / "prepared" / "synthetic")
+    levels = ("resblocks.0", "resblocks.1", "resblocks.2")
+    store = FeatureStore(extract(dataset, tmp / "backbone", tmp / "store",
+                                 ExtractSpec(levels=levels, input_size=32, batch_size=64, vectors="backbone"),
+                                 progress=False))
+    return dataset, store, model, name
+
+
 @pytest.fixture(scope="session")
 def region_data(region_project):
     """(dataset, feature store) of the region project, for tests that drive the evaluator directly."""

@@ -20,35 +20,9 @@ from zsl_bench.io import DataError  # noqa: E402
 from zsl_bench.registry import get_method  # noqa: E402
 from zsl_bench.runner import NotApplicable, check_applicable  # noqa: E402
 
-SIZE = 32
-TINY_CLIP = {"embed_dim": 24, "vision_cfg": {"image_size": SIZE, "layers": 2, "width": 32, "head_width": 16, "patch_size": 8},
-             "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
-
-
 @pytest.fixture(scope="module")
-def clip_store(tiny_project, tmp_path_factory):
-    """(dataset, store, model): a tiny random-initialised open_clip model as a `pretrained` backbone from a
-    weights file (what an offline user sets), extracted through the real code."""
-    from dataclasses import replace
-
-    from zsl_bench.backbone import BackboneSpec, describe_untrained
-    from zsl_bench.feature_extraction import extract
-
-    tmp = tmp_path_factory.mktemp("clipzs")
-    name = "zsl-tiny-clip-frontier"
-    (tmp / f"{name}.json").write_text(json.dumps(TINY_CLIP))
-    open_clip.add_model_config(tmp / f"{name}.json")
-    torch.manual_seed(0)
-    model = open_clip.create_model(name).eval()
-    torch.save(model.state_dict(), tmp / "weights.pt")
-    spec = BackboneSpec(arch=name, library="open_clip", source="pretrained", input_size=SIZE,
-                        weights_file=str(tmp / "weights.pt"))
-    describe_untrained(spec, tmp / "backbone")
-    dataset = load_dataset(tiny_project / "data" / "prepared" / "synthetic")
-    store = FeatureStore(extract(dataset, tmp / "backbone", tmp / "store",
-                                 ExtractSpec(levels=("resblocks.0", "resblocks.1"), input_size=SIZE, batch_size=32,
-                                             vectors="backbone"), progress=False))
-    return dataset, store, model, name
+def clip_store(clip_data):
+    return clip_data
 
 
 def encode(model, name, texts) -> np.ndarray:
