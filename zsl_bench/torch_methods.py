@@ -183,3 +183,27 @@ def level_backbone(arch: str, pretrained: bool, weights_file: str | None = None)
             return {1: c3, 2: c4, 3: c5}
 
     return LevelBackbone()
+
+
+def token_backbone(arch: str, pretrained: bool, weights_file: str | None = None, **model_kwargs):
+    """A timm ViT (nn.Module) built with `dynamic_img_size=True`, whose forward(images, indices) returns the
+    patch tokens of the blocks `indices` as [B, C, H, W] grids on the patch grid (class/register tokens
+    dropped, no final norm); `net` is the timm model itself (for a method that runs its parts in its own
+    order), `channels` its width; `weights_file` loads local weights, `model_kwargs` go to timm."""
+    import torch.nn as nn
+
+    class TokenBackbone(nn.Module):
+        def __init__(self):
+            super().__init__()
+            import timm
+
+            kwargs = {"pretrained_cfg_overlay": {"file": weights_file}} if weights_file else {}
+            self.net = timm.create_model(arch, pretrained=pretrained or bool(weights_file), num_classes=0,
+                                         dynamic_img_size=True, **kwargs, **model_kwargs)
+            self.channels = int(self.net.embed_dim)
+
+        def forward(self, images, indices):
+            return self.net.forward_intermediates(images, indices=list(indices), norm=False, output_fmt="NCHW",
+                                                 intermediates_only=True)
+
+    return TokenBackbone()
