@@ -360,6 +360,15 @@ def _sweep(args) -> int:
     return 0
 
 
+def _reads_class_text(cls) -> bool:
+    """Whether the method's default fit reads a CLIP store's class text (its first profile's arrays)."""
+    from zsl_bench.features import CLASS_TEXT
+
+    first = next(iter(cls.profiles), None)
+    arrays = cls.feature_arrays(cls.profile(first)) if first else ()
+    return any(a.startswith(CLASS_TEXT) for a in arrays)
+
+
 def _methods(args) -> int:
     from zsl_bench.registry import available_methods, get_method
 
@@ -368,6 +377,8 @@ def _methods(args) -> int:
     for name in available_methods():
         cls = get_method(name)
         caps = f" capabilities={','.join(sorted(cls.capabilities))}" if cls.capabilities else ""
+        caps += " needs=token-maps (a ViT's)" if cls.requires_token_maps else ""
+        caps += " needs=clip-class-text" if _reads_class_text(cls) else ""
         print(f"{name:12s} input={cls.input_kind:7s} device={cls.device:4s} "
               f"uses_unseen_semantics={str(cls.uses_unseen_semantics).lower():5s}{caps}  {cls.paper}")
         if cls.variants:
