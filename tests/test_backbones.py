@@ -271,3 +271,19 @@ def test_a_map_method_on_a_store_without_maps_names_the_setting(two_backbones, t
     stages.extract("synthetic", params, paths, progress=False, name="vit")
     with pytest.raises(DataError, match=r"no 'coarse' array .*extract\.synthetic\.vit\.levels"):
         stages.train_run("synthetic", "dazle", 0, params, paths, progress=False, backbone="vit")
+
+
+def test_status_plans_the_ablation_on_the_ablated_backbone_only(two_backbones):
+    """`zsl-bench status` (and `sweep`) plan per pair with the whole params.yaml: `ablate.backbones: default`
+    is the dataset's first backbone of all of `features`, not the first of a one-pair copy (which listed the
+    ablation as missing on every other backbone)."""
+    from zsl_bench.params import load_params
+    from zsl_bench.paths import ProjectPaths
+    from zsl_bench.run_status import configured_jobs, status
+
+    paths = ProjectPaths(two_backbones)
+    params = load_params(paths)
+    params["ablate"].update(variants=["levels2"], seeds=[0])
+    ablation = {(s.dataset, s.method) for s in status(params, paths) if s.stage == "ablation"}
+    assert ablation and {d for d, _ in ablation} == {"synthetic/resnet10t"}, ablation
+    assert {j.request.backbone for j in configured_jobs(params, paths) if j.request.stage == "ablation"} == {"resnet10t"}

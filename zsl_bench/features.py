@@ -37,7 +37,7 @@ HDF5_REQUIRED = ("feature_map", "labels", "trainval_loc", "test_seen_loc", "test
 # coarsest level at 224 px (Evaluator.features_of resolves them).
 LEVEL_ROLES = ("fine", "mid", "coarse")
 # Class-level arrays of a CLIP backbone's store (one row per dataset class, not per image): its text tower's
-# embeddings of each class, `class_text@names` and `class_text@attributes` (feature_extraction.class_text).
+# embeddings of each class, `class_text@names` and `class_text@attributes` (feature_extraction.write_class_text).
 CLASS_TEXT = "class_text@"
 
 

@@ -30,14 +30,15 @@ class RunStatus:
     slot: str
 
 
-def configured_jobs(params: dict, paths: ProjectPaths, only: str | None = None) -> list:
+def configured_jobs(params: dict, paths: ProjectPaths, only: str | None = None, pairs=None) -> list:
     """Every run params.yaml configures as a launchers.Job (the train stages' and the ablate stages'), each
-    run once (the ablation's official runs may be the train stage's own: stages.shares_train_run)."""
+    run once (the ablation's official runs may be the train stage's own: stages.shares_train_run); `pairs`:
+    only these (dataset, backbone) pairs of `features`."""
     from zsl_bench import stages
     from zsl_bench.params import feature_sets
 
     jobs = []
-    for dataset, backbone in feature_sets(params):
+    for dataset, backbone in pairs or feature_sets(params):
         if only != "ablate":
             jobs += stages.train_jobs(dataset, params, paths, backbone=backbone)
         if only != "train" and params.get("ablate"):
@@ -104,13 +105,13 @@ def status(params: dict, paths: ProjectPaths, dataset: str | None = None) -> lis
     from zsl_bench.runner import plan_run
 
     out, jobs = [], []
-    from zsl_bench.params import feature_set_name, feature_sets
+    from zsl_bench.params import feature_sets
     from zsl_bench.records import feature_set_label
 
     for d, b in feature_sets(params, dataset):
         try:
-            jobs += configured_jobs({**params, "features": {feature_set_name(d, b): {"dataset": d, "backbone": b}}},
-                                    paths)
+            # the whole params: `ablate.backbones: default` means each dataset's first pair of all of `features`
+            jobs += configured_jobs(params, paths, pairs=[(d, b)])
         except DataError as e:   # the inputs are not made yet: every run on them waits for them
             out.append(RunStatus(dataset=feature_set_label(d, b), method="*", seed=-1, stage="train", replicate=0,
                                  state="blocked", why=(str(e),), compute_s=math.nan,
