@@ -25,7 +25,7 @@ from zsl_bench.params import CLUSTERS, LAUNCHER_NAMES   # params.yaml's check re
 SLURM_DEFAULTS = {"partition": None, "timeout_min": 720, "gpus_per_node": 1, "cpus_per_task": 8, "mem_gb": 32,
                   "array_parallelism": 32, "cluster": None, "folder": ".submitit"}
 DEFAULTS = {"launcher": "local", "workers": None, "gpus": None, "slurm": SLURM_DEFAULTS}
-RUN_STARTED = "zsl-bench job:"                  # first line a Slurm job prints (tests wait for it)
+RUN_STARTED = "zsl-bench job:"                  # first line a Slurm job prints, with its attempt number
 
 
 @dataclass(frozen=True)
