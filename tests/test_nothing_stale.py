@@ -162,9 +162,9 @@ def test_regress_reads_only_the_runs_of_this_code(trained_project, tmp_path):
         row.update({k: 0.99 for k in row if k.startswith(("H", "T1"))})
     (stale / "record.json").write_text(json.dumps(record))
     code, text = regress.regress(repo, trained_project, progress=False)
-    assert code == 0 and "all numbers within tolerance" in text, text
+    assert code == 0 and "exact mode: all numbers identical" in text, text
     assert np.isfinite(json.loads((repo / "regress" / "golden.json").read_text())["datasets"]["synthetic"]["ale"]
-                       ["mean"]["H"])
+                       ["seeds"]["0"]["H"])
 
 
 def test_runs_outside_params_yaml_are_named_never_averaged(trained_project):
@@ -363,7 +363,7 @@ def test_a_method_code_change_moves_every_view(tmp_path):
     sh(sys.executable, "-m", "dvc", "init", "-q")
     sh(sys.executable, "-m", "dvc", "repro")
     sh(sys.executable, "-m", "zsl_bench.cli", "regress", "--update")
-    assert sh(sys.executable, "-m", "zsl_bench.cli", "regress")[1].rstrip().endswith("all numbers within tolerance")
+    assert sh(sys.executable, "-m", "zsl_bench.cli", "regress")[1].rstrip().endswith("all numbers identical")
     before = views()
 
     method_file.write_text(method_file.read_text().replace("target = train.semantics.att[train.y]",
@@ -378,4 +378,4 @@ def test_a_method_code_change_moves_every_view(tmp_path):
         return [line for line in text.splitlines() if line.startswith("| ridge")]
     assert rows(after["compare records"]) == rows(after["compare mlflow"]) != rows(before["compare records"])
     code, text = sh(sys.executable, "-m", "zsl_bench.cli", "regress", ok=(1,))
-    assert "MOVED" in text and "FAILED" in text
+    assert "MOVED" in text and "FAILED in exact mode" in text
