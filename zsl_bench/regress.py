@@ -188,7 +188,7 @@ def golden_from(now: dict, params_file: Path, environment: dict, calibration: di
             env = ((calibration or {}).get("deltas") or {}).get(ds, {}).get(method)
             if env is not None:
                 m["environment_deltas"] = {k: [round(x, 4) for x in v] for k, v in env.items()}
-                m["tolerance"] = {k: tolerance(v) for k, v in env.items()}
+                m["tolerance"] = {k: tolerance(v) for k, v in m["environment_deltas"].items()}   # as stored
     return {"version": GOLDEN_VERSION, "policy": POLICY, "units": "percent",
             "config": params_file.name, "config_sha256": _digest(params_file),
             "written": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
