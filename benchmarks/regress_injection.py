@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import math
 import sys
 import time
 from pathlib import Path
@@ -47,6 +48,17 @@ def injections(method: str, defaults: dict) -> list[tuple[str, dict]]:
     if "lambda" in defaults:        # SAE
         out += [(f"lambda x{f}", {"lambda": defaults["lambda"] * f}) for f in (0.9, 0.75, 0.5)]
     return out
+
+
+def power(deltas: list[float], tol: float, change: float = 2.0) -> float:
+    """P(|change + noise| > tol) for noise ~ N(0, se²), se = rms(deltas)/√n (1.0 when se is 0 and change > tol)."""
+    from statistics import NormalDist
+
+    se = math.sqrt(sum(d * d for d in deltas) / len(deltas)) / math.sqrt(len(deltas))
+    if se == 0:
+        return float(change > tol)
+    z = NormalDist()
+    return z.cdf((change - tol) / se) + z.cdf((-change - tol) / se)
 
 
 def injected_params(base: dict, method: str, overrides: dict) -> dict:
@@ -87,8 +99,8 @@ def main(argv=None) -> int:
             exact_ok, _ = regress.check_exact(now, g)
             stat_ok, lines = regress.check_statistical(now, g)
             moved = [ln.split()[1] for ln in lines if ln.endswith("MOVED")]
-            d = {k: sum(v) / len(v) for k, v in regress.per_seed_deltas(now["synthetic"][method],
-                                                                           g["datasets"]["synthetic"][method]).items()}
+            d = {k: sum(v) / len(v) for k, v in regress.per_seed_deltas(
+                now["synthetic"][method], g["datasets"]["synthetic"][method], "last_seeds").items()}
             rows.append((method, label, d["T1"], d["H"], not exact_ok, not stat_ok, ",".join(moved)))
             for mode, caught in (("exact", not exact_ok), ("statistical", not stat_ok)):
                 if caught:
@@ -96,9 +108,20 @@ def main(argv=None) -> int:
             print(f"{method:10} {label:18} ΔT1 {d['T1']:+6.2f} ΔH {d['H']:+6.2f}  exact: "
                   f"{'FAIL' if not exact_ok else 'pass'}  statistical: {'FAIL ' + ','.join(moved) if not stat_ok else 'pass'}"
                   f"  ({time.time() - t:.0f} s)", flush=True)
-    table = ["| method | injection | ΔT1 | ΔH | exact mode | statistical mode |", "|---|---|---|---|---|---|"]
+    table = [f"| method | injection | ΔT1 ({regress.STAT_POLICY}) | ΔH ({regress.STAT_POLICY}) | exact mode | "
+             "statistical mode |", "|---|---|---|---|---|---|"]
     table += [f"| {m} | {lab} | {t1:+.2f} | {h:+.2f} | {'fails' if e else 'passes'} | "
               f"{'fails (' + mv + ')' if s else 'passes'} |" for m, lab, t1, h, e, s, mv in rows]
+    table += ["", "Statistical mode's power against a true change of 2 points, from the calibration (per-seed "
+              "environment-only differences d, n seeds: tolerance τ = max(floor, Z·rms(d)/√n), standard error "
+              "se = rms(d)/√n, power = Φ((2 − τ)/se) + Φ((−2 − τ)/se)):", "",
+              "| method | T1 τ | T1 power | H τ | H power |", "|---|---|---|---|---|"]
+    for method in methods:
+        e = golden["datasets"]["synthetic"][method]
+        cells = []
+        for k in ("T1", "H"):
+            cells += [f"{e['tolerance'][k]:.2f}", f"{power(e['environment_deltas'][k], e['tolerance'][k]):.3f}"]
+        table.append(f"| {method} | " + " | ".join(cells) + " |")
     text = "\n".join(table)
     print("\n" + text)
     if args.out:

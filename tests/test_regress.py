@@ -18,13 +18,14 @@ from zsl_bench.protocol import TABLE_METRICS
 @pytest.fixture(scope="module")
 def updated(tiny_project, tmp_path_factory):
     """A repository whose CI configuration is the tiny project's params (ESZSL and ALE, seeds 0 and 1, no
-    search), its
+    search, float64 backbone), its
     golden file written by `regress --update` (calibration included), and the work folder it used."""
     base = tmp_path_factory.mktemp("regress")
     repo, workdir = base / "repo", base / "work"
     (repo / "regress").mkdir(parents=True)
     params = yaml.safe_load((tiny_project / "params.yaml").read_text())
-    params["train"]["search"] = "none"   # defaults only, as in the real CI configuration
+    params["train"]["search"] = "none"   # defaults only, and a float64 backbone, as in the real CI configuration
+    params["backbone"]["synthetic"]["resnet10t"]["precision"] = "fp64"
     (repo / "regress" / "params.yaml").write_text(yaml.safe_dump(params))
     code, text = regress.regress(repo, workdir, update=True, progress=False)
     assert code == 0 and "new golden file" in text, text
@@ -44,7 +45,7 @@ def test_update_records_every_seed_the_environment_and_measured_tolerances(updat
     assert perturbed["threads"] == 2 and perturbed["torch_cpu_capability"] == "DEFAULT"
     for method in ("eszsl", "ale"):
         m = golden["datasets"]["synthetic"][method]
-        assert sorted(m["seeds"]) == ["0", "1"]
+        assert sorted(m["seeds"]) == sorted(m["last_seeds"]) == ["0", "1"]
         for k in TABLE_METRICS:
             assert len(m["environment_deltas"][k]) == 2
             assert m["tolerance"][k] == regress.tolerance(m["environment_deltas"][k])
@@ -58,7 +59,7 @@ def test_exact_mode_passes_unchanged_and_fails_an_injected_degradation(updated, 
     assert code == 0, text
     assert text.splitlines()[0].startswith("regress: exact mode (this environment is the golden file's")
     assert "all numbers identical" in text and "MOVED" not in text
-    assert sum(line.startswith("synthetic/") for line in text.splitlines()) == 4   # 2 methods × 2 seeds
+    assert sum(line.startswith("synthetic/") for line in text.splitlines()) == 8   # 2 methods × 2 seeds × 2 policies
 
     # A degradation a code change could make: ALE's learning rate halved. The configuration is edited
     # to make it, and the golden file told the configuration is the same (as it would be for a code change).
@@ -72,19 +73,21 @@ def test_exact_mode_passes_unchanged_and_fails_an_injected_degradation(updated, 
     code, text = regress.regress(repo, workdir, progress=False)
     assert code == 1 and "FAILED in exact mode" in text
     lines = text.splitlines()
-    assert [ln.split()[:2] for ln in lines if "MOVED" in ln] == [["synthetic/ale", "0"], ["synthetic/ale", "1"]]
+    assert [ln.split()[:3] for ln in lines if "MOVED" in ln] == [
+        ["synthetic/ale", "0", "val"], ["synthetic/ale", "1", "val"], ["synthetic/ale", "0", "last"],
+        ["synthetic/ale", "1", "last"]]
     assert all(ln.endswith("same") for ln in lines if ln.startswith("synthetic/eszsl"))
     assert any(ln.startswith("synthetic/ale seed 0 ") and "→" in ln for ln in lines)   # the moved numbers, spelled out
 
 
 def test_statistical_mode_passes_an_environment_only_change(updated):
     """Another machine, simulated: the configuration rerun in a process whose torch uses its unvectorised
-    kernels and whose BLAS uses another core type's (code and configuration unchanged). Its fingerprint
-    differs, so regress would pick statistical mode, and statistical mode passes it."""
+    kernels, one thread, this machine's BLAS (the calibration used two threads and an older core's BLAS
+    kernels as well). Its fingerprint differs, so regress would pick statistical mode, and that passes it."""
     repo, workdir = updated
     golden = _golden(repo)
     out = workdir / "other-machine.json"
-    env = {**os.environ, "ATEN_CPU_CAPABILITY": "default", "OPENBLAS_CORETYPE": "Sandybridge"}
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": "default"}
     subprocess.run([sys.executable, "-m", "zsl_bench.regress", str(repo / "regress" / "params.yaml"),
                     str(workdir / "other-machine"), "1", str(out)], env=env, check=True, capture_output=True)
     other = json.loads(out.read_text())
@@ -108,15 +111,17 @@ def test_update_says_what_moved_and_refuses_another_environments_file(updated, t
     old = _golden(src)["datasets"]
     new = json.loads(json.dumps(old))
     new["synthetic"]["ale"]["seeds"]["1"]["H"] += 1.5
+    new["synthetic"]["ale"]["last_seeds"]["0"]["T1"] -= 1.0
     del new["synthetic"]["eszsl"]
     summary = regress.moved_summary({"datasets": old}, new)
-    assert summary.splitlines() == ["synthetic/ale: H +0.75 (1/2 seeds)", "synthetic/eszsl: removed"]
+    assert summary.splitlines() == ["synthetic/ale: val H +0.75 (1/2 seeds), last T1 -0.50 (1/2 seeds)",
+                                    "synthetic/eszsl: removed"]
     assert regress.moved_summary({"datasets": old}, old) == "no number moved"
 
 
 def test_a_missing_seed_fails_both_modes_and_an_extra_method_is_reported():
     seeds = {"0": dict.fromkeys(TABLE_METRICS, 10.0), "1": dict.fromkeys(TABLE_METRICS, 10.0)}
-    row = {"seeds": seeds, "tolerance": dict.fromkeys(TABLE_METRICS, 1.0)}
+    row = {"seeds": seeds, "last_seeds": seeds, "tolerance": dict.fromkeys(TABLE_METRICS, 1.0)}
     golden = {"datasets": {"synthetic": {"ale": row}}}
     now = {"synthetic": {"ale": {"seeds": {"0": seeds["0"]}}, "dazle": row}}
     for check in (regress.check_exact, regress.check_statistical):
@@ -155,6 +160,6 @@ def test_the_committed_golden_file_belongs_to_the_committed_configuration():
     methods = golden["datasets"]["synthetic"]
     assert sorted(methods) == sorted(params["train"]["methods"])
     for name, m in methods.items():
-        assert sorted(m["seeds"], key=int) == [str(s) for s in params["train"]["seeds"]]
+        assert sorted(m["seeds"], key=int) == sorted(m["last_seeds"], key=int) == [str(s) for s in params["train"]["seeds"]]
         for k in TABLE_METRICS:
             assert m["tolerance"][k] == regress.tolerance(m["environment_deltas"][k]), (name, k)

@@ -28,7 +28,10 @@ SOURCES = {
 # the images would use): recorded from here.
 PUBLISHED = {"xlsa17_res101": {"arch": "resnet101 (Caffe; the xlsa17 release's res101.mat, 224 px, no crop)",
                                "pretraining_data": "imagenet-1k"}}
-_TRAINING = ("input_size", "epochs", "batch_size", "lr", "weight_decay", "optimizer", "seed", "fold")
+_TRAINING = ("input_size", "epochs", "batch_size", "lr", "weight_decay", "optimizer", "seed", "fold", "precision")
+PRECISIONS = {"fp32": "float32 (the default)",
+              "fp64": "float64 training (weights stored as float32): another CPU's rounding stays below float32's "
+                      "resolution instead of being amplified by training (regress/params.yaml)"}
 # The spec fields that mean something for each source: only those are recorded (backbone.json, index.json).
 APPLIES = {"train_on_seen": ("arch", "model_kwargs", "source", "pretraining_data", *_TRAINING),
            "pretrained": ("arch", "library", "pretrained_tag", "model_kwargs", "source", "pretraining_data",
@@ -62,6 +65,7 @@ class BackboneSpec:
     optimizer: str = "sgd"              # see OPTIMIZERS
     seed: int = 0
     fold: int = 1
+    precision: str = "fp32"             # see PRECISIONS
 
     @classmethod
     def from_params(cls, params: dict, where: str = "backbone") -> "BackboneSpec":
@@ -70,7 +74,8 @@ class BackboneSpec:
         if unknown:
             raise DataError(f"params.yaml: unknown {where} parameters {sorted(unknown)}; known: {sorted(known)}")
         spec = cls(**{k: (dict(v or {}) if k == "model_kwargs" else v) for k, v in params.items()})
-        for key, allowed in (("source", SOURCES), ("library", LIBRARIES), ("optimizer", OPTIMIZERS)):
+        for key, allowed in (("source", SOURCES), ("library", LIBRARIES), ("optimizer", OPTIMIZERS),
+                             ("precision", PRECISIONS)):
             if getattr(spec, key) not in allowed:
                 raise DataError(f"params.yaml: {where}.{key} must be one of {', '.join(allowed)}, "
                                 f"not {getattr(spec, key)!r}")
@@ -83,20 +88,23 @@ class BackboneSpec:
     def applicable(self) -> dict:
         """The fields that apply to this source (what backbone.json records): an imported source has no
         training settings, a trained one no weight file."""
-        return {**{k: v for k, v in asdict(self).items() if k in APPLIES[self.source]},
+        return {**{k: v for k, v in asdict(self).items() if k in APPLIES[self.source]
+                   and not (k == "precision" and v == "fp32")},   # backbone.json as before the option existed
                 **PUBLISHED.get(self.source, {})}
 
 
-def _augment(batch, size: int, generator):
-    """Random resized crop (scale 0.7–1) and horizontal flip, on a uint8 N×H×W×3 batch → N×3×s×s."""
+def _augment(batch, size: int, generator, dtype=None):
+    """Random resized crop (scale 0.7–1) and horizontal flip, on a uint8 N×H×W×3 batch → N×3×s×s (computed
+    in `dtype`, default float32)."""
     import torch
     import torch.nn.functional as F
 
     from zsl_bench.images import to_normalised_tensor
 
     x = to_normalised_tensor(batch)
+    x = x if dtype is None else x.to(dtype)
     n, _, h, w = x.shape
-    out = torch.empty(n, 3, size, size)
+    out = torch.empty(n, 3, size, size, dtype=x.dtype)
     scales = torch.empty(n).uniform_(0.7, 1.0, generator=generator).sqrt()
     for i in range(n):
         ch, cw = int(h * scales[i]), int(w * scales[i])
@@ -142,7 +150,13 @@ def train_backbone(dataset, spec: BackboneSpec, out: Path, progress: bool = True
 
     torch.manual_seed(spec.seed)
     generator = torch.Generator().manual_seed(spec.seed)
-    model = create_timm_model(spec, pretrained=False, num_classes=len(classes))
+    dtype = torch.float64 if spec.precision == "fp64" else torch.float32
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)   # fp64: initialised in float64 too (float32's vectorised sampler is CPU-specific)
+    try:
+        model = create_timm_model(spec, pretrained=False, num_classes=len(classes))
+    finally:
+        torch.set_default_dtype(previous)
     if spec.optimizer == "adamw":
         opt = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
     else:
@@ -159,7 +173,7 @@ def train_backbone(dataset, spec: BackboneSpec, out: Path, progress: bool = True
         total, correct, loss_sum = 0, 0, 0.0
         for b in range(steps_per_epoch):
             idx = perm[b * spec.batch_size:(b + 1) * spec.batch_size]
-            x = _augment(pixels[idx.numpy()], spec.input_size, generator)
+            x = _augment(pixels[idx.numpy()], spec.input_size, generator, None if dtype == torch.float32 else dtype)
             logits = model(x)
             loss = F.cross_entropy(logits, target[idx], label_smoothing=0.1)
             opt.zero_grad(set_to_none=True)
@@ -174,7 +188,7 @@ def train_backbone(dataset, spec: BackboneSpec, out: Path, progress: bool = True
 
     with atomic_directory(out) as tmp:
         model.reset_classifier(0)
-        torch.save(model.state_dict(), tmp / WEIGHTS_FILE)
+        torch.save(model.float().state_dict(), tmp / WEIGHTS_FILE)
         write_json(tmp / "backbone.json", {
             "spec": spec.applicable(), "arch": spec.arch, "pretraining_data": "none",
             "trained_on": {"dataset": dataset.name, "dataset_fingerprint": dataset.fingerprint(),
