@@ -32,7 +32,7 @@ from zsl_bench.io import read_json  # noqa: E402
 
 # kind → (hyperparameter, how the injection changes it, sizes from small to large)
 LR_SCALES = (0.9, 0.75, 0.5)
-EPOCH_DROPS = (1, 2, 4)
+EPOCH_DROPS = (1, 2)
 
 
 def injections(method: str, defaults: dict) -> list[tuple[str, dict]]:
@@ -88,7 +88,8 @@ def main(argv=None) -> int:
     workdir = Path(args.workdir)
     rows, smallest = [], {}
     for method in methods:
-        defaults = get_method(method).default_hparams("synthetic", (base["methods"].get(method) or {}).get("hparams"))
+        configured = ((base["methods"].get(method) or {}).get("hparams") or {}).get("synthetic")
+        defaults = get_method(method).default_hparams("synthetic", configured)
         g = {"datasets": {"synthetic": {method: golden["datasets"]["synthetic"][method]}}}
         for label, overrides in injections(method, defaults):
             t = time.time()
