@@ -7,8 +7,8 @@ features as the CI configuration (the work folder's upstream is reused: only `tr
 its numbers are checked against regress/golden.json in both modes. A degradation the method's own validation
 selection absorbs (an epoch it would not have picked) moves nothing, and that is the right verdict.
 
-    python benchmarks/regress_injection.py                       # every method, every injection (~1 h, 2 cores)
-    python benchmarks/regress_injection.py --methods ale dazle --out reports/regress_injection.md
+    python benchmarks/regress_injection.py                       # every method, every injection (~40 min, 2 cores)
+    python benchmarks/regress_injection.py --methods ale dazle --out benchmarks/results/regress_injection.md
 
 Prints, per injection: the paired mean change of T1 and H (points), whether exact mode failed, whether
 statistical mode failed (and on which metrics); then per method the smallest injection each mode detected.
