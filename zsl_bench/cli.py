@@ -85,13 +85,14 @@ def _parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("regress", help="rerun the CI configuration; fail when an accuracy moved",
                        description="Run regress/params.yaml (every method, 3 seeds, small synthetic data, CPU, one "
-                                   "thread per run) in a work folder and compare the validation-selected T1, U, S, H "
-                                   "and AUSUC with regress/golden.json. Exact mode (when this machine's float "
+                                   "thread per run, a float64 backbone) in a work folder and compare T1, U, S, H and "
+                                   "AUSUC with regress/golden.json. Exact mode (when this machine's float "
                                    "environment is the golden file's: Python, numpy, scipy, torch, torch's CPU "
-                                   "kernels, BLAS core type, threads): every seed's every number must be identical "
-                                   "(within 1e-6 as a fraction); any move fails. Statistical mode (another "
-                                   "environment, chosen by itself): per method and metric the paired mean over "
-                                   "seeds of now - golden must stay within a tolerance measured, at --update, "
+                                   "kernels, BLAS core type, threads): every seed's every number, validation-selected "
+                                   "and at the final checkpoint, must be identical (within 1e-6 as a fraction); any "
+                                   "move fails. Statistical mode (another environment, chosen by itself): per "
+                                   "method and metric the paired mean over seeds of now - golden at the final "
+                                   "checkpoint and default gamma must stay within a tolerance measured, at --update, "
                                    "from an environment-only perturbation. Exit 1 with a readable diff when a "
                                    "number moved. Prepared data, backbone and features in the work folder are "
                                    "rebuilt whenever the code, settings or environment that made them changed.")
