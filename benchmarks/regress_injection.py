@@ -3,7 +3,7 @@
 Each injection is a known degradation of one method, made through its hyperparameters in a copy of
 regress/params.yaml (the method's code is untouched): its learning rate scaled, its last epochs dropped, or (the
 closed forms) its regulariser moved. The copy runs that method alone, on the same prepared data, backbone and
-features as the CI configuration (the work folder's upstream is reused: only `train`/`methods` differ), and
+features as the CI configuration (one upstream for all injections: only `train`/`methods` differ), and
 its numbers are checked against regress/golden.json in both modes. A degradation the method's own validation
 selection absorbs (an epoch it would not have picked) moves nothing, and that is the right verdict.
 
@@ -75,7 +75,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--methods", nargs="*", help="methods to inject into (default: every trained method of the "
                                                  "golden file)")
-    ap.add_argument("--workdir", default=str(REPO / ".regress"), help="the regress work folder to reuse")
+    ap.add_argument("--workdir", default=str(REPO / ".regress-injection"),
+                    help="work folder (default: its own, so that pruning the injected runs' slots never removes "
+                         "the runs `zsl-bench regress` reuses in .regress/)")
     ap.add_argument("--out", help="also write the table here (markdown)")
     args = ap.parse_args(argv)
 

@@ -163,3 +163,4 @@ def test_the_committed_golden_file_belongs_to_the_committed_configuration():
         assert sorted(m["seeds"], key=int) == sorted(m["last_seeds"], key=int) == [str(s) for s in params["train"]["seeds"]]
         for k in TABLE_METRICS:
             assert m["tolerance"][k] == regress.tolerance(m["environment_deltas"][k]), (name, k)
+            assert m["tolerance"][k] <= 2.0, f"{name} {k}: a 2-point change could pass statistical mode"
