@@ -87,6 +87,9 @@ def main(argv=None) -> int:
     golden = read_json(golden_file)
     base = yaml.safe_load(params_file.read_text())
     methods = args.methods or sorted(golden["datasets"]["synthetic"])
+    unknown = sorted(set(methods) - set(golden["datasets"]["synthetic"]))
+    if unknown:
+        ap.error(f"{golden_file} has no {', '.join(unknown)}; it has {', '.join(sorted(golden['datasets']['synthetic']))}")
     workdir = Path(args.workdir)
     rows, smallest = [], {}
     for method in methods:

@@ -173,7 +173,7 @@ def train_backbone(dataset, spec: BackboneSpec, out: Path, progress: bool = True
         total, correct, loss_sum = 0, 0, 0.0
         for b in range(steps_per_epoch):
             idx = perm[b * spec.batch_size:(b + 1) * spec.batch_size]
-            x = _augment(pixels[idx.numpy()], spec.input_size, generator, None if dtype == torch.float32 else dtype)
+            x = _augment(pixels[idx.numpy()], spec.input_size, generator, dtype)
             logits = model(x)
             loss = F.cross_entropy(logits, target[idx], label_smoothing=0.1)
             opt.zero_grad(set_to_none=True)

@@ -12,17 +12,11 @@ from __future__ import annotations
 
 import platform
 import sys
-from importlib import metadata
+
+from zsl_bench.records import _version   # an installed distribution's version, or None
 
 PACKAGES = ("numpy", "scipy", "torch", "timm")
 INFORMATIONAL = ("cpu_model",)   # recorded, never compared
-
-
-def _version(dist: str) -> str | None:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return None
 
 
 def cpu_model() -> str:

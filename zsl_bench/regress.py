@@ -37,7 +37,6 @@ import sys
 import time
 from pathlib import Path
 
-
 from zsl_bench import float_environment
 from zsl_bench.io import read_json, write_json
 from zsl_bench.metrics import mean_std
@@ -99,9 +98,6 @@ def run_ci_configuration(params_file: Path, workdir: Path, progress: bool = True
     from zsl_bench.params import feature_sets, load_params
     from zsl_bench.paths import ProjectPaths
     from zsl_bench.records import RunRecord
-
-    import os
-
     from threadpoolctl import threadpool_limits
 
     from zsl_bench.runtime import THREADS_ENV, usable_cores
@@ -124,7 +120,9 @@ def run_ci_configuration(params_file: Path, workdir: Path, progress: bool = True
             key = upstream_key(params, threads)
             stamp = workdir / UPSTREAM_STAMP
             if not stamp.is_file() or read_json(stamp) != key:
-                for made in ("data", "features", "runs"):   # made by other code, settings or environment
+                # Made by other code, settings or environment. The runs stay: their keys cover the features'
+                # bytes, so they are reused only where the rebuilt features are byte-identical.
+                for made in ("data", "features"):
                     shutil.rmtree(workdir / made, ignore_errors=True)
                 stamp.unlink(missing_ok=True)
                 for dataset, backbone in feature_sets(params):
@@ -302,7 +300,7 @@ def moved_summary(old: dict | None, new: dict) -> str:
     return "\n".join(out) or "no number moved"
 
 
-def calibrate(params_file: Path, workdir: Path, now: dict, progress: bool = True) -> dict:
+def calibrate(params_file: Path, workdir: Path, now: dict) -> dict:
     """Measure what an environment-only change does: the configuration rerun in a child process under
     PERTURBATION (the variables must be set before torch loads), its per-seed differences from `now`."""
     folder, out = workdir / "calibration", workdir / "calibration.json"
@@ -350,7 +348,7 @@ def regress(repo: Path, workdir: Path, update: bool = False, mode: str = "auto",
                        "machine that wrote it, or pass --adopt-environment to make this one the reference.")
         now = measured(run_ci_configuration(params_file, workdir, progress=progress, threads=THREADS))
         calibration = None if recalibrate else _kept_calibration(golden, now, params_file)
-        calibration = calibration or calibrate(params_file, workdir, now, progress=progress)
+        calibration = calibration or calibrate(params_file, workdir, now)
         write_json(golden_file, golden_from(now, params_file, env, calibration))
         return 0, (f"wrote {golden_file}; what moved (mean over seeds, points):\n" + moved_summary(golden, now)
                    + "\nreview the diff and commit it with this summary")
