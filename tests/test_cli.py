@@ -105,7 +105,7 @@ BAD_PARAMS = [
     (lambda p: p["train"].update(seeds=[0, 1, -1]), "train.seeds must be non-negative integers"),
     (lambda p: p["ablate"].update(seeds=[-2]), "ablate.seeds must be non-negative integers"),
     (lambda p: p.update(compare={"own": {"methods": ["eszsl@resnet10t", "ale"]}}),
-     "compare.own.methods: name every row METHOD@BACKBONE with a backbone of `features` (resnet10t), or none"),
+     "compare.own.methods: name every row METHOD@BACKBONE with a backbone params.yaml describes (resnet10t), or none"),
     (lambda p: p.update(compare={"own": {"methods": ["eszsl@resnet10t", "ale@swin"]}}),
      "compare.own.methods: name every row METHOD@BACKBONE"),
 ]

@@ -420,6 +420,16 @@ def test_a_comparison_of_methods_not_trained_is_skipped_with_one_line(trained_pr
     text = (trained_project / "reports" / "comparisons.md").read_text()
     assert "# q: eszsl vs mgmrn\n\n\n\n— skipped: mgmrn not in train.methods" in text
     assert "# r: eszsl vs ale" in text and text.count("| Δ ale − eszsl") == 2
+    # The release-only quick start replaces `features`: a row on a backbone params.yaml still describes but
+    # `features` leaves out is skipped the same way (that was an error stopping `dvc repro` at its first stage).
+    params["backbone"]["synthetic"]["vit"] = {}
+    params["compare"] = {"own": {"methods": ["eszsl@vit", "ale@resnet10t"], "question": ""},
+                         "r": {"methods": ["eszsl", "ale"], "question": ""}}
+    validate(params, trained_project / "params.yaml")
+    report_stage.report(params, paths)
+    text = (trained_project / "reports" / "comparisons.md").read_text()
+    assert "# own: eszsl@vit vs ale@resnet10t\n\n\n\n— skipped: backbone vit not in `features`" in text
+    assert text.count("| Δ ale − eszsl") == 2
     params["compare"] = {"q": {"methods": ["eszsl"], "question": ""}}
     with pytest.raises(ConfigError, match="compare.q.methods must name two or more methods"):
         validate(params, trained_project / "params.yaml")

@@ -137,6 +137,31 @@ def _parser() -> argparse.ArgumentParser:
                                     "seeds). Selection policies and reports are not part of a run: changing them "
                                     "leaves every run current. Trains nothing.")
     st.add_argument("--dataset", help="only this dataset (default: params.yaml's datasets)")
+    pl = sub.add_parser("plan", help="before any work: the configured benchmark's runs, their training steps and "
+                        "estimated time per method on a device kind, and the memory each needs",
+                        formatter_class=argparse.RawDescriptionHelpFormatter,
+                        description="""\
+Count the work params.yaml configures, as the stages will do it: the train and ablate stages' runs
+(datasets × backbones × train.methods × seeds, and the ablations), each run's configurations ×
+(validation folds + the trainval refit), each fit's steps from the method's schedule at its number of
+images. Seconds per step: from this project's finished runs on the same device kind (whole runs), else
+the method folder's step_times.json (a benchmark's training steps on that kind), else the nearest
+measured kind, labelled; never guessed. Runs already done (found by their key) are not summed. Memory:
+the benchmark's peak at the method's official batch against the device's, and the train.micro_batch
+that would fit when it does not. Trains nothing. Before the data are prepared and extracted, counts are
+from params.yaml (labelled ≤: each validation fit counted at trainval's size).""",
+                        epilog="""\
+examples:
+  zsl-bench plan                                   this machine's device
+  zsl-bench plan --device-kind h100-80gb --devices 8   a cluster allocation of eight H100s""")
+    pl.add_argument("--device-kind", help="plan for this kind of device (e.g. h100-80gb, a100-40gb, cpu-16core; "
+                    "default: this machine's)")
+    pl.add_argument("--devices", type=int, default=1, help="also give the wall time on this many devices at once")
+    pl.add_argument("--methods", nargs="+", metavar="METHOD", help="plan these methods on params.yaml's "
+                    "datasets and seeds instead of train.methods and the ablations (variants too: mgmrn.image, which "
+                    "`zsl-bench train --method` runs)")
+    pl.add_argument("--gpu-memory", type=float, metavar="GIB", help="the device's memory (default: this GPU's, or "
+                    "what the kind's name says)")
     w = sub.add_parser("sweep", help="run every configured train and/or ablation run through a launcher "
                                      "(local pool, one run per GPU, or a Slurm job array); dvc repro adopts them",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -486,7 +511,29 @@ def _status(args) -> int:
     return 0
 
 
-VERBS = {"status": _status, "compare": _compare, "regress": _regress, "report": _report, "train": _train, "sweep": _sweep,
+def _plan(args) -> int:
+    from zsl_bench import plan
+    from zsl_bench.params import load_params
+    from zsl_bench.paths import ProjectPaths
+
+    paths = ProjectPaths.here()
+    params = load_params(paths)
+    if args.methods:
+        params = {**params, "train": {**params["train"], "methods": args.methods},
+                  "ablate": {**(params.get("ablate") or {}), "variants": []}}
+    p = plan.plan(params, paths, args.device_kind)
+    memory = args.gpu_memory
+    if memory is None and plan.is_gpu_kind(p.device_kind):
+        here = plan.device_kind() == p.device_kind
+        memory = plan.this_device_memory_gib() if here else plan.kind_memory_gib(p.device_kind)
+    print(plan.render(p, args.devices, memory))
+    past = plan.actual_vs_estimate(paths)
+    if past:
+        print(past)
+    return 0
+
+
+VERBS = {"plan": _plan, "status": _status, "compare": _compare, "regress": _regress, "report": _report, "train": _train, "sweep": _sweep,
          "methods": _methods, "prepare": _stage, "backbone": _stage, "extract": _stage, "datasets": _datasets,
          "download": _download}
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -88,9 +89,13 @@ def run_job(job: Job) -> str:
     from zsl_bench.runner import execute
     from zsl_bench.runtime import limit_threads
 
+    from zsl_bench.plan import record_actual
+
     limit_threads(job.threads)
+    started, paths = time.time(), ProjectPaths(Path(job.root))
     with slot_lock(Path(job.root), Path(job.slot)):
-        folder = str(execute(job.request, ProjectPaths(Path(job.root)), progress=False, slot=Path(job.slot)))
+        folder = str(execute(job.request, paths, progress=False, slot=Path(job.slot)))
+        record_actual(Path(folder), paths, since=started)   # the plan's count beside the wall time it took
     log_imports({"ablation": "ablate"}.get(job.request.stage, job.request.stage),
                 [job.request.dataset, job.request.backbone])
     return folder

@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 
 from zsl_bench.io import DataError
-from zsl_bench.params import section
+from zsl_bench.params import feature_sets, section
 from zsl_bench.paths import ProjectPaths
 
 
@@ -18,7 +18,7 @@ def configured_slots(params: dict, paths: ProjectPaths):
     `features` pairs × methods × seeds, "ablation" for what the ablate stage runs (`params.ablation_runs`: the
     official configuration, its A/A replicate, the variants); the feature set as tables name it
     (`<dataset>/<backbone>`). The one enumeration that configured_records, skipped_runs and missing_runs share."""
-    from zsl_bench.params import ablation_runs, feature_sets
+    from zsl_bench.params import ablation_runs
     from zsl_bench.records import feature_set_label
 
     for dataset, backbone in feature_sets(params):
@@ -171,6 +171,10 @@ def write_comparisons(params: dict, records: list, out_dir: Path, skipped: dict)
         missing = [m for m in methods if m.partition("@")[0] not in params["train"]["methods"]]
         if missing:
             parts.append(f"— skipped: {', '.join(missing)} not in train.methods\n")
+            continue
+        absent = sorted({m.partition("@")[2] for m in methods if "@" in m} - {b for _, b in feature_sets(params)})
+        if absent:
+            parts.append(f"— skipped: backbone {', '.join(absent)} not in `features`\n")
             continue
         rows, skips = (across_backbones(results, skipped, methods) if any("@" in m for m in methods)
                        else (results, skipped))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numbers
+import time
 from pathlib import Path
 
 from zsl_bench.io import ConfigError, DataError
@@ -195,13 +196,17 @@ def train_run(dataset: str, method: str, seed: int, params: dict, paths: Project
 
     from zsl_bench.launchers import slot_lock
 
+    from zsl_bench.plan import record_actual
+
     limit_threads()
     check_method_settings(params, paths.root / "params.yaml")
     request = run_request(dataset, method, seed, params, backbone=backbone)
     slot = paths.run_slot(dataset, request.backbone, method, seed)
+    started = time.time()
     try:
         with slot_lock(paths.root, slot):
             folder = execute(request, paths, progress=progress)
+            record_actual(folder, paths, since=started)   # the plan's count beside the wall time it took
     except NotApplicable as e:
         if not skip_inapplicable:
             raise DataError(f"{e}: choose a backbone it can use (`--backbone`; params.yaml `features` lists "
@@ -218,9 +223,10 @@ def train_run(dataset: str, method: str, seed: int, params: dict, paths: Project
 
 
 def train_jobs(dataset: str, params: dict, paths: ProjectPaths, with_skipped: bool = False,
-               backbone: str | None = None):
+               backbone: str | None = None, inputs_checked: bool = True):
     """The train stage's runs of a (dataset, backbone) as `launchers.Job`s (also `zsl-bench sweep`). A method the features
-    can never serve is left out with one line; with `with_skipped`, returns (jobs, {slot: (method, why)})."""
+    can never serve is left out with one line; with `with_skipped`, returns (jobs, {slot: (method, why)}).
+    `inputs_checked=False`: every method, the features not read (`zsl-bench plan` before they exist)."""
     import sys
 
     from zsl_bench.features import FeatureStore
@@ -230,11 +236,15 @@ def train_jobs(dataset: str, params: dict, paths: ProjectPaths, with_skipped: bo
 
     backbone = check_dataset(dataset, params, backbone)
     check_method_settings(params, paths.root / "params.yaml")
-    store = FeatureStore(paths.features(dataset, backbone))   # no features yet: one line naming the stage to run
+    # No features yet: one line naming the stage to run.
+    store = FeatureStore(paths.features(dataset, backbone)) if inputs_checked else None
     jobs, skipped = [], {}
     seeds = [int(s) for s in section(params, "train", "seeds")]
     for method in section(params, "train", "methods"):
         requests = [run_request(dataset, method, seed, params, backbone=backbone) for seed in seeds]
+        if not inputs_checked:
+            jobs += [Job(r, str(paths.root), str(paths.run_slot(dataset, backbone, method, r.seed))) for r in requests]
+            continue
         try:
             check_applicable(get_method(method), store, requests[0].defaults)
         except NotApplicable as e:
@@ -291,12 +301,14 @@ def shares_train_run(dataset: str, params: dict, backbone: str | None = None) ->
     return all(values and all(v == default[k] for v in values) for k, values in space.items())
 
 
-def ablation_jobs(dataset: str, params: dict, paths: ProjectPaths, backbone: str | None = None):
+def ablation_jobs(dataset: str, params: dict, paths: ProjectPaths, backbone: str | None = None,
+                  inputs_checked: bool = True):
     """The ablate stage's plan, writing nothing: (jobs, skipped, shared) where jobs are `launchers.Job`s of
     the runs to make, skipped maps a slot to (variant, why) for a variant that cannot run on the dataset's
     inputs (maps on imported vectors) or computes exactly the official configuration on them (one line each),
     and shared maps the official configuration's slots to the train stage's slots when that stage's run is
-    the same computation (`shares_train_run`; its job is then the train stage's own, found by its key)."""
+    the same computation (`shares_train_run`; its job is then the train stage's own, found by its key).
+    `inputs_checked=False`: the features are not read, so no variant is skipped for its inputs (`zsl-bench plan`)."""
     import sys
     from dataclasses import replace
 
@@ -311,7 +323,7 @@ def ablation_jobs(dataset: str, params: dict, paths: ProjectPaths, backbone: str
     runs = list(ablation_runs(dataset, params, paths, backbone))
     if not runs:
         return jobs, skipped, shared   # not ablated on this backbone (`ablate.backbones`)
-    store = FeatureStore(paths.features(dataset, backbone))
+    store = FeatureStore(paths.features(dataset, backbone)) if inputs_checked else None
     share = shares_train_run(dataset, params, backbone)
     train_seeds = {int(s) for s in section(params, "train", "seeds")}   # only a seed the train stage runs
     for name, replicate, seed, slot in runs:
@@ -319,8 +331,9 @@ def ablation_jobs(dataset: str, params: dict, paths: ProjectPaths, backbone: str
             try:
                 cls = get_method(name)
                 defaults = run_request(dataset, name, seed, params, backbone=backbone).defaults
-                check_applicable(cls, store, defaults)
-                check_arrays(cls, store, defaults)
+                if inputs_checked:
+                    check_applicable(cls, store, defaults)
+                    check_arrays(cls, store, defaults)
                 same = cls.identical_to_base()
                 why_not[name] = f"not run: identical to the official configuration here ({same})" if same else None
             except NotApplicable as e:
