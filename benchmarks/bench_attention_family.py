@@ -29,8 +29,9 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 MAPS_METHODS = ("rezsl", "gemzsl", "apn", "msdn", "transzero", "dazle", "mgmrn")
-IMAGE_METHODS = ("rezsl.image", "gemzsl.image", "apn.image", "mgmrn.image")
-BATCH = {"rezsl": 32, "gemzsl": 32, "apn": 64, "msdn": 50, "transzero": 50, "dazle": 50, "mgmrn": 16}   # official batches
+IMAGE_METHODS = ("rezsl.image", "gemzsl.image", "apn.image", "mgmrn.image", "psvma.image")
+BATCH = {"rezsl": 32, "gemzsl": 32, "apn": 64, "msdn": 50, "transzero": 50, "dazle": 50, "mgmrn": 16,
+         "psvma": 32}   # official batches (PSVMA: 16 ways × 2 shots)
 
 
 def load_method(name: str):
@@ -51,8 +52,10 @@ def load_method(name: str):
         return get_method(name)
 
 
-def method_step(name: str, device, precision: str, smoke: bool):
-    """(one training step as a function of nothing, its batch size) for the method `name`."""
+def method_step(name: str, device, precision: str, smoke: bool, batch: int | None = None, channels_last: bool = False):
+    """(one training step as a function of nothing, its batch size, the method object, its input batch) for
+    the method `name`, at its official batch or `batch`; `channels_last`: the network and the images in
+    that memory format (image mode)."""
     import torch
 
     from zsl_bench.map_families import AllClassMapMethod, AllClassTargets, OneMapMethod
@@ -70,14 +73,16 @@ def method_step(name: str, device, precision: str, smoke: bool):
     hp = cls.default_hparams("CUB")
     if cls.input_kind == "image":
         hp.update(pretrained=False)
-        if smoke:
-            hp.update(backbone="resnet10t", image_size=64)
+        if smoke:   # the embedded default's small backbone of the same family (resnet10t, a tiny ViT)
+            hp.update(backbone=cls.default_hparams("synthetic")["backbone"], image_size=64)
     if smoke and name.startswith("mgmrn"):
         hp.update(width=1 / 32)
+    if smoke and "groups" in hp:   # PSVMA's attribute groups: at most one per attribute
+        hp.update(groups=4)
     m = cls(hp, task, device=str(device))
     torch.manual_seed(0)
     m.net = m.build_net().to(device)
-    batch = BATCH[name.split(".")[0]] if not smoke else 6
+    batch = batch or (BATCH[name.split(".")[0]] if not smoke else 6)
     original = rng.uniform(0, 1, (seen + unseen, n_attr))
     semantics = ClassSemantics(np.arange(seen + unseen), original / np.linalg.norm(original, axis=1, keepdims=True),
                                original * 100)
@@ -86,6 +91,9 @@ def method_step(name: str, device, precision: str, smoke: bool):
                      _unseen=None, _declared_unseen=False, settings=TrainSettings(precision=precision))
     if cls.input_kind == "image":
         x = torch.randn(batch, 3, hp["image_size"], hp["image_size"], device=device)
+        if channels_last:
+            m.net.to(memory_format=torch.channels_last)
+            x = x.contiguous(memory_format=torch.channels_last)
     elif cls.input_kind == "maps":
         x = {k + 1: torch.rand(batch, *s, device=device) for k, s in enumerate(shapes)}
     else:
@@ -96,8 +104,10 @@ def method_step(name: str, device, precision: str, smoke: bool):
         m.epoch_start(1, opt)
         m.batch_total = batch
         seen_att = m.tensor(m.class_matrix(semantics)[:seen])
+        if cls.uses_unseen_semantics:   # PSVMA's bias loss reads the unseen classes' vectors (its fit sets them)
+            m.unseen_att = m.tensor(m.class_matrix(semantics)[seen:])
         loop = TrainLoop(ctx, m.net, opt, device=device)
-        return (lambda: loop.step(opt, lambda part: m.loss(m.forward(x[part]), y[part], seen_att), batch)), batch
+        return (lambda: loop.step(opt, lambda part: m.loss(m.forward(x[part]), y[part], seen_att), batch)), batch, m, x
     if isinstance(m, AllClassMapMethod):
         sem = lambda rows: ClassSemantics(semantics.class_ids[rows], semantics.att[rows], semantics.original[rows])  # noqa: E731
         targets = AllClassTargets.build(m, sem(slice(0, seen)), sem(slice(seen, None)), hp["logit_offset"])
@@ -106,7 +116,7 @@ def method_step(name: str, device, precision: str, smoke: bool):
         opt = make_optimizer(hp["optimizer"], [p for p in m.net.parameters() if p.requires_grad], hp["lr"],
                              hp["weight_decay"], hp["momentum"])
         loop = TrainLoop(ctx, m.net, opt, device=device)
-        return (lambda: loop.step(opt, lambda part: m.loss(x[part], y[part], targets), batch)), batch
+        return (lambda: loop.step(opt, lambda part: m.loss(x[part], y[part], targets), batch)), batch, m, x
     # Mg-MRN: its official update, one step per branch on a fresh forward
     from zsl_bench.torch_methods import make_optimizer
 
@@ -118,7 +128,7 @@ def method_step(name: str, device, precision: str, smoke: bool):
         for k in m.net["head"].branches:
             loop.step(opt, lambda part, k=k: m.losses(m.net["head"](m.features(m.part(x, part)), only=k)[0],
                                                       y[part], seen_att)[k], batch)
-    return step, batch
+    return step, batch, m, x
 
 
 def one(args) -> dict:
@@ -129,7 +139,7 @@ def one(args) -> dict:
 
     limit_threads()
     device = torch.device(args.device)
-    step, batch = method_step(args.one, device, args.precision, args.smoke)
+    step, batch, _, _ = method_step(args.one, device, args.precision, args.smoke)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     times = timed(step, args.steps, device)

@@ -47,6 +47,25 @@ def test_extracted_features_match_the_backbone_on_the_same_image(tiny_project):
     np.testing.assert_allclose(stored, direct, rtol=2e-3, atol=2e-3)  # float16 storage
 
 
+def test_the_gpu_loading_path_gives_the_cpu_path_inputs(tiny_project):
+    """What extraction does on a GPU, run here: images decoded by a thread pool, kept uint8 until normalised
+    where the model runs. Its inputs are the CPU path's exactly, at both crops and the backbone's statistics."""
+    import torch
+
+    from zsl_bench.feature_extraction import _device_path, input_statistics
+
+    d = load_dataset(tiny_project / "data" / "prepared" / "synthetic")
+    model, info = load_backbone(tiny_project / "data" / "backbones" / "synthetic" / "resnet10t")
+    norm = input_statistics(model, info)
+    images = [d.image_path(r) for r in range(0, 40, 3)]
+    cpu_load, cpu_run = _device_path(model, "cpu", norm)
+    pooled_load, pooled_run = _device_path(model, "cpu", norm, pipelined=True)
+    for crop in ("none", "center"):
+        batch = pooled_load(images, 40, crop)
+        assert batch.dtype == torch.uint8 and batch.shape == (len(images), 3, 40, 40)
+        assert torch.equal(pooled_run(batch), cpu_run(cpu_load(images, 40, crop)))
+
+
 def test_store_from_another_dataset_version_is_refused(tiny_project, tmp_path):
     import shutil
 

@@ -52,21 +52,24 @@ def _stage_indices(model, levels: tuple[str, ...]) -> list[int]:
 
 # Long on purpose: one streaming loop (prefetch, forward, positioned writes, resume bookkeeping) reads best whole.
 def extract(dataset, backbone_dir: Path, out: Path, spec: ExtractSpec = ExtractSpec(), progress: bool = True,
-            stop_after_batches: int | None = None) -> Path:
+            stop_after_batches: int | None = None, device: str = "cpu") -> Path:
     """Pooled vectors (and maps of `spec.levels`, and the last stage's maps at `spec.extra_sizes`) for every
     image, streamed to disk, resumable; xlsa17's vectors beside them when `spec.vectors` asks for them.
 
+    On a GPU (`device` "cuda"), images are decoded by a pool of threads (one per core, at most 16) while the
+    model runs on the previous batch, travel as pinned uint8 and are normalised there; a CNN runs channels-last
+    with cuDNN autotuning. On the CPU the computation is the one it has always been (the same bytes).
     `stop_after_batches` interrupts on purpose (tests and benchmarks of resuming).
     """
     import torch
     from tqdm import tqdm
 
     from zsl_bench.backbone import load_backbone
-    from zsl_bench.images import load_batch_for_backbone
 
     model, info = load_backbone(backbone_dir)
     size = spec.input_size or info["spec"]["input_size"]
     norm = input_statistics(model, info)
+    load, run = _device_path(model, device, norm)
     vectors_from = xlsa17_vectors(spec, dataset)
     n = len(dataset.labels)
     out = Path(out)
@@ -77,7 +80,7 @@ def extract(dataset, backbone_dir: Path, out: Path, spec: ExtractSpec = ExtractS
     indices = _stage_indices(model, spec.levels) if spec.levels else []
 
     with torch.inference_mode():
-        probe = model.forward_intermediates(torch.zeros(1, 3, size, size), indices=indices or [len(model.feature_info) - 1],
+        probe = model.forward_intermediates(run(torch.zeros(1, 3, size, size)), indices=indices or [len(model.feature_info) - 1],
                                             intermediates_only=True)
     shapes = {"pooled": (n, int(model.num_features))}
     shapes.update({lv: (n, *probe[i].shape[1:]) for i, lv in enumerate(spec.levels)})
@@ -86,7 +89,7 @@ def extract(dataset, backbone_dir: Path, out: Path, spec: ExtractSpec = ExtractS
     extra = {s: f"{model.feature_info[last]['module']}@{s}" for s in spec.extra_sizes}
     for s, name in extra.items():
         with torch.inference_mode():
-            grid = model.forward_intermediates(torch.zeros(1, 3, s, s), indices=[last], intermediates_only=True)[0]
+            grid = model.forward_intermediates(run(torch.zeros(1, 3, s, s)), indices=[last], intermediates_only=True)[0]
         shapes[name] = (n, *grid.shape[1:])
 
     start_row = 0
@@ -103,30 +106,31 @@ def extract(dataset, backbone_dir: Path, out: Path, spec: ExtractSpec = ExtractS
     started = time.time()
     starts = list(range(start_row, n, spec.batch_size))
 
-    def load(lo):
+    def load_batch(lo):
         images = [dataset.image_path(r) for r in range(lo, min(lo + spec.batch_size, n))]
-        return [load_batch_for_backbone(images, s, spec.crop, *norm) for s in (size, *extra)]
+        return [load(images, s, spec.crop) for s in (size, *extra)]
 
     bar = tqdm(starts, desc=f"extract {'+'.join(shapes)}", unit="batch", disable=not progress)
     done_batches = 0
     # Decode the next batch in a thread while the model runs this one (PIL and torch release the GIL).
     with torch.inference_mode(), ThreadPoolExecutor(max_workers=1) as pool:
-        upcoming = pool.submit(load, starts[0]) if starts else None
+        upcoming = pool.submit(load_batch, starts[0]) if starts else None
         for i, lo in enumerate(bar):
             rows = range(lo, min(lo + spec.batch_size, n))
-            x, *smaller = upcoming.result()
+            x, *smaller = (run(t) for t in upcoming.result())
             if i + 1 < len(starts):
-                upcoming = pool.submit(load, starts[i + 1])
+                upcoming = pool.submit(load_batch, starts[i + 1])
             if indices:
                 final, maps = model.forward_intermediates(x, indices=indices)
                 pooled = model.forward_head(final)
                 for lv, m in zip(spec.levels, maps):
-                    files[lv].write(lo, m.numpy())
+                    files[lv].write(lo, m.cpu().numpy())
             else:
                 pooled = model(x)
-            files["pooled"].write(lo, pooled.numpy())
+            files["pooled"].write(lo, pooled.cpu().numpy())
             for name, xs in zip(extra.values(), smaller):
-                files[name].write(lo, model.forward_intermediates(xs, indices=[last], intermediates_only=True)[0].numpy())
+                grid = model.forward_intermediates(xs, indices=[last], intermediates_only=True)[0]
+                files[name].write(lo, grid.cpu().numpy())
             _write_progress(progress_file, config_hash, lo + len(rows))
             done_batches += 1
             if stop_after_batches is not None and done_batches >= stop_after_batches and lo + len(rows) < n:
@@ -157,6 +161,41 @@ def extract(dataset, backbone_dir: Path, out: Path, spec: ExtractSpec = ExtractS
         shutil.rmtree(out)
     os.replace(partial, out)
     return out
+
+
+def _device_path(model, device: str, norm: tuple, pipelined: bool | None = None):
+    """(load(paths, size, crop) → a batch as it leaves the loading thread, run(batch) → the model's input on
+    `device`), with the model moved there. The CPU's pair is the original computation: normalised float32
+    batches decoded one image after another. `pipelined` (default: on a GPU) decodes in a thread pool and
+    normalises uint8 batches where the model runs (the same numbers: tests/test_features.py)."""
+    import torch
+
+    from zsl_bench.images import load_batch_for_backbone, load_rgb, load_rgb_center_crop, normalise
+
+    cuda = str(device).startswith("cuda")
+    if not (cuda if pipelined is None else pipelined):
+        return (lambda paths, size, crop: load_batch_for_backbone(paths, size, crop, *norm)), (lambda x: x)
+    from zsl_bench.clip_backbone import OpenClipBackbone
+
+    channels_last = cuda and not (hasattr(model, "patch_embed") or isinstance(model, OpenClipBackbone))
+    model.to(device)
+    if channels_last:   # a CNN on a GPU: cuDNN's fastest layout, autotuned (one input size per call site)
+        model.to(memory_format=torch.channels_last)
+        torch.backends.cudnn.benchmark = True
+    decoders = ThreadPoolExecutor(max_workers=min(16, os.cpu_count() or 1))   # PIL decodes without the GIL
+
+    def load(paths, size, crop):
+        one = load_rgb if crop == "none" else load_rgb_center_crop
+        batch = torch.from_numpy(np.stack(list(decoders.map(lambda p: one(p, size), paths)))).permute(0, 3, 1, 2)
+        return batch.pin_memory() if cuda else batch   # uint8: a quarter of the bytes to copy
+
+    def run(batch):
+        if batch.dtype != torch.uint8:   # the shape probes
+            return batch.to(device)
+        x = normalise(batch.to(device, non_blocking=True), *norm)
+        return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+    return load, run
 
 
 def is_token_model(model, level_shapes) -> bool:

@@ -101,9 +101,12 @@ def extract(dataset: str, params: dict, paths: ProjectPaths, progress: bool = Tr
         return feature_import.import_res101(ds, ds.xlsa17_dir / "res101.mat", out, info)
     if source == "hdf5":
         return feature_import.register_hdf5(ds, Path(info["spec"]["features_file"]).expanduser(), out, info)
+    from zsl_bench.runtime import resolve_device
+
     limit_threads()
     spec = features.ExtractSpec.from_params(section(params, "extract", dataset, name))
-    return feature_extraction.extract(ds, paths.backbone(dataset, name), out, spec, progress=progress)
+    return feature_extraction.extract(ds, paths.backbone(dataset, name), out, spec, progress=progress,
+                                      device=resolve_device(section(params, "train", "device")))
 
 
 def run_request(dataset: str, method: str, seed: int, params: dict, search: bool | str | None = None,
