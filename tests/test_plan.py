@@ -77,7 +77,7 @@ def test_plan_counts_what_is_left_and_times_it_from_the_runs_made_here(region_pr
     out = capsys.readouterr().out
     assert "# Plan: 4 runs (1 done, 3 to run)" in out
     assert "| train | synthetic/resnet10t | ale | 1 of 2 |" in out and "[1] 1 run here on cpu-" in out
-    assert "not estimated (no step time measured for eszsl" in out
+    assert "not estimated: eszsl (no step time measured on this kind" in out
     assert f"On 2 devices at once" in out
 
 

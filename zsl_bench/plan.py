@@ -296,16 +296,33 @@ def plan(params: dict, paths, kind: str | None = None) -> Plan:
                 out.notes.append(f"{dataset}: its size is known once prepared (`dvc repro prepare@{dataset}`)")
                 break
             fits, steps = run_steps(cls, configs, sizes[0], sizes[1])
-            label = f"{dataset}/{backbone}"
-            rate = None
-            if (r.method, label, kind, precision) in measured:
-                s, n = measured[r.method, label, kind, precision]
-                rate = Rate(s, f"{n} run{'s' * (n > 1)} here on {kind}", whole_run=True)
-            rate = rate or benchmark_rate(r.method, kind, precision)
+            # A method that computes on the CPU (ESZSL, SAE, ALE) does so on a GPU machine too: this CPU's rate.
+            on_cpu = cls.device == "cpu" and is_gpu_kind(kind)
+            rate = _rate(r.method, f"{dataset}/{backbone}", device_kind("cpu") if on_cpu else kind,
+                         "fp32" if on_cpu else precision, measured)
+            if rate is not None and on_cpu:
+                rate = Rate(**{**rate.__dict__, "source": f"on the CPU, as this one: {rate.source}"})
             name = r.method + (REPLICATE_LABEL if r.replicate else "")
             out.runs.append(RunPlan(r.stage, dataset, backbone, name, r.seed, fits, steps, done, rate,
                                     exact=sizes[2] and has_inputs))
     return out
+
+
+def _rate(method: str, feature_set: str, kind: str, precision: str, measured: dict) -> Rate | None:
+    """Runs here, else the benchmark; for a variant with neither that keeps its base's inputs (an ablation
+    switch), its base method's, labelled."""
+    from zsl_bench.registry import get_method
+
+    if (method, feature_set, kind, precision) in measured:
+        s, n = measured[method, feature_set, kind, precision]
+        return Rate(s, f"{n} run{'s' * (n > 1)} here on {kind}", whole_run=True)
+    rate = benchmark_rate(method, kind, precision)
+    base, _, variant = method.partition(".")
+    if rate is None and variant and "input_kind" not in get_method(base).variants.get(variant, {}):
+        rate = _rate(base, feature_set, kind, precision, measured)
+        if rate is not None:
+            rate = Rate(**{**rate.__dict__, "source": f"{base}'s: {rate.source}"})
+    return rate
 
 
 def makespan_s(durations: list[float], workers: int) -> float:
@@ -402,8 +419,8 @@ def render(p: Plan, devices: int = 1, memory_gib: float | None = None) -> str:
     known = [r.estimate_s for r in todo if r.rate is not None]
     unmeasured = sorted({r.method for r in todo if r.rate is None})
     lines += ["", f"Total to run: {_hours(sum(known))} of {p.device_kind} time over {len(known)} runs"
-              + (f"; not estimated (no step time measured for {', '.join(unmeasured)}: "
-                 "`python benchmarks/gpu_check.py` then `benchmarks/record_step_times.py`)" if unmeasured else "") + "."]
+              + (f"; not estimated: {', '.join(unmeasured)} (no step time measured on this kind: the README's "
+                 "Benchmarks, then `benchmarks/record_step_times.py`)" if unmeasured else "") + "."]
     for n in sorted({1, devices}):
         lines.append(f"On {n} device{'s' * (n > 1)} at once (the local pool or multi_gpu launcher, or a Slurm array "
                      f"of {n}): ≈ {_hours(makespan_s(known, n))} wall, each run in the stages' order to the first free device.")
