@@ -209,7 +209,6 @@ def train_run(dataset: str, method: str, seed: int, params: dict, paths: Project
     try:
         with slot_lock(paths.root, slot):
             folder = execute(request, paths, progress=progress)
-            record_actual(folder, paths, since=started)   # the plan's count beside the wall time it took
     except NotApplicable as e:
         if not skip_inapplicable:
             raise DataError(f"{e}: choose a backbone it can use (`--backbone`; params.yaml `features` lists "
@@ -220,6 +219,7 @@ def train_run(dataset: str, method: str, seed: int, params: dict, paths: Project
 
     if not Distributed.current().is_main:
         return folder   # under torchrun rank 0 alone writes, and alone tidies the slot (after its write)
+    record_actual(folder, paths, since=started)   # the plan's count beside the wall time it took
     (folder.parent / SKIPPED_FILE).unlink(missing_ok=True)   # it runs now (the inputs changed)
     prune_slot(folder)
     return folder
