@@ -362,6 +362,12 @@ def table(result: dict) -> str:
                   if "peak_gpu_memory_GiB" in m else "— (CPU)")
         rows.append(f"| {name} | {precision} | {m['step_s_median']} | {m['backbone_step_s_median']} "
                     f"(× {m['backbone_passes_per_step']}) | {m['ratio_method_over_backbone']} | {gain} | {tuned} | {memory} |")
+    loader = result.get("image_loader_448px") or {}
+    consumed = [m["batch"] / m["step_s_median"] for m in result["results"].values() if "step_s_median" in m]
+    rate = next((v for k, v in loader.items() if k.startswith("dataloader_") and k != "dataloader_0_workers_img_s"), None)
+    if consumed and rate:   # the loader must keep up with the fastest step's appetite
+        rows.append(f"\ntraining images at 448 px: the DataLoader gives {rate} images/s; the hungriest step above "
+                    f"consumes {max(consumed):.0f} images/s")
     for case, e in result["extraction"].items():
         if isinstance(e, dict) and "images_per_s" in e:
             rows.append(f"\nextraction {case}: {e['images_per_s']} images/s, ratio {e['ratio_extract_over_plain']}")
