@@ -126,6 +126,7 @@ def measured_rates(paths) -> dict:
     (its wall time covers only the last part) is left out."""
     import platform
 
+    from zsl_bench.io import DataError
     from zsl_bench.provenance import read_provenance
     from zsl_bench.records import find_records
 
@@ -140,7 +141,7 @@ def measured_rates(paths) -> dict:
         if facts is None and (record["environment"].get("gpu") or (prov.get("host") or {}).get("node") == platform.node()):
             try:
                 facts = run_facts(record, paths, datasets)
-            except Exception:   # noqa: BLE001 — a record of another layout: not a measurement, not an error
+            except (DataError, KeyError, ValueError):   # its dataset no longer prepared, an older record layout
                 continue
         if facts and facts.get("steps"):
             key = (record["method"], facts["feature_set"], facts["device_kind"], facts["precision"])
