@@ -88,6 +88,8 @@ BAD_PARAMS = [
     (lambda p: p["train"].update(folds="one"), "train.folds must be auto or a list of fold numbers"),
     (lambda p: p["train"].update(search="random:x"), "train.search must be grid, none or random:N"),
     (lambda p: p["train"].update(methods=["eszsl", "nosuch"]), "unknown method 'nosuch'; available: "),
+    (lambda p: p["train"].update(methods=["eszsl", "nosuch.image"]), "unknown method 'nosuch.image'; available: "),
+    (lambda p: p["train"].update(methods=["eszsl", "mgmrn.imag"]), "train.methods: mgmrn has no variant 'imag'"),
     (lambda p: p["extract"]["synthetic"]["resnet10t"].update(input_sise=64),
      "unknown key extract.synthetic.resnet10t.input_sise"),
     (lambda p: p["features"].update({"synthetic-vit": {"dataset": "synthetic", "backbone": "vit"}}),
@@ -130,6 +132,26 @@ def test_the_params_check_names_the_file_the_key_and_what_is_allowed(tmp_path, e
     with pytest.raises(ConfigError) as e:   # hyperparameter names: checked by the stages that run methods
         check_method_settings(load_params(ProjectPaths(tmp_path)), tmp_path / "params.yaml")
     assert message in str(e.value) and str(tmp_path / "params.yaml") in str(e.value)
+
+
+def test_train_methods_may_name_a_variant_such_as_image_mode(tmp_path):
+    """`mgmrn.image` (Mg-MRN fine-tuning its backbone, for GPUs) is a train stage method like any other: its
+    base's `methods` entry configures it, and it gets its own slot."""
+    import yaml
+
+    from zsl_bench.params import check_method_settings, load_params
+    from zsl_bench.paths import ProjectPaths
+    from zsl_bench.stages import train_jobs
+
+    write_params(tmp_path)
+    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    params["train"]["methods"] = ["eszsl", "mgmrn.image"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    loaded = load_params(ProjectPaths(tmp_path))
+    check_method_settings(loaded, tmp_path / "params.yaml")
+    jobs = train_jobs("synthetic", loaded, ProjectPaths(tmp_path), inputs_checked=False)
+    assert [j.request.method for j in jobs] == ["eszsl", "eszsl", "mgmrn.image", "mgmrn.image"]
+    assert jobs[-1].slot.endswith("mgmrn.image/seed1") and jobs[-1].request.defaults["mode"] == "image"
 
 
 @pytest.mark.parametrize("stage", ["prepare synthetic", "train synthetic eszsl 0"])

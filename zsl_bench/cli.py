@@ -158,8 +158,7 @@ examples:
                     "default: this machine's)")
     pl.add_argument("--devices", type=int, default=1, help="also give the wall time on this many devices at once")
     pl.add_argument("--methods", nargs="+", metavar="METHOD", help="plan these methods on params.yaml's "
-                    "datasets and seeds instead of train.methods and the ablations (variants too: mgmrn.image, which "
-                    "`zsl-bench train --method` runs)")
+                    "datasets and seeds instead of train.methods and the ablations (variants too: mgmrn.image)")
     pl.add_argument("--gpu-memory", type=float, metavar="GIB", help="the device's memory (default: this GPU's, or "
                     "what the kind's name says)")
     w = sub.add_parser("sweep", help="run every configured train and/or ablation run through a launcher "

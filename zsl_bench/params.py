@@ -304,15 +304,17 @@ def _configured_methods(params: dict) -> list[str]:
 
 def _check_method_names(params: dict, file: Path) -> None:
     """Every method named is registered (by its entry point's name: nothing imported) and has a
-    `methods.<name>` entry (dvc.yaml tracks it per stage)."""
+    `methods.<name>` entry (dvc.yaml tracks it per stage). A named variant (`mgmrn.image`: image mode, for
+    GPUs) takes its base's entry; that the variant exists is checked with the plugin (`check_method_settings`)."""
     from importlib.metadata import entry_points
 
     registered = sorted(ep.name for ep in entry_points(group="zsl_bench.methods"))
     for name in _configured_methods(params):
-        if name not in registered and not _registered_at_runtime(name):
+        base = name.split(".", 1)[0]
+        if base not in registered and not _registered_at_runtime(base) and not _registered_at_runtime(name):
             raise ConfigError(f"{file}: train.methods: unknown method {name!r}; available: {', '.join(registered)}")
-        if name not in (params.get("methods") or {}):
-            raise ConfigError(f"{file}: missing methods.{name} (write `{name}: {{}}` under `methods:` to use its "
+        if base not in (params.get("methods") or {}):
+            raise ConfigError(f"{file}: missing methods.{base} (write `{base}: {{}}` under `methods:` to use its "
                               f"defaults); methods: {', '.join(registered)}")
 
 
