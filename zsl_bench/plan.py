@@ -341,14 +341,20 @@ def record_actual(folder: Path, paths, since: float) -> None:
     """Add to a run's provenance.json what `plan` counts of it (device kind, steps) and what the benchmark
     estimated (seconds and their source), beside the wall time it took, when the run was made after `since`
     (not found done). Informative only, like the rest of provenance.json: it never reaches a record or a key."""
+    from zsl_bench.io import DataError
     from zsl_bench.provenance import read_provenance, write_provenance
     from zsl_bench.records import RunRecord
 
     prov = read_provenance(folder)
     if prov.get("created_unix", 0) < since or PLAN_KEY in prov:
         return
-    facts = run_facts(RunRecord.read(Path(folder)), paths)
-    rate = benchmark_rate(RunRecord.read(Path(folder))["method"], facts["device_kind"], facts["precision"])
+    record = RunRecord.read(Path(folder))
+    try:
+        facts = run_facts(record, paths)
+    except (DataError, KeyError, ValueError) as e:   # informative only: a finished run never fails for it
+        print(f"note: {folder}: its steps not recorded for `zsl-bench plan` ({e})", file=sys.stderr)
+        return
+    rate = benchmark_rate(record["method"], facts["device_kind"], facts["precision"])
     prov[PLAN_KEY] = {**facts, "estimate_s": None if rate is None else round(facts["steps"] * rate.step_s, 1),
                       "estimate_source": None if rate is None else rate.source}
     write_provenance(folder, prov)
