@@ -23,7 +23,7 @@ import os
 import re
 import statistics
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 STEP_TIMES_FILE = "step_times.json"
@@ -103,7 +103,7 @@ def benchmark_rate(method: str, kind: str, precision: str) -> Rate | None:
     table = recorded_step_times(method)
     if precision != "fp32" and not any(precision in entry for entry in table.values()):
         rate = benchmark_rate(method, kind, "fp32")
-        return None if rate is None else Rate(**{**rate.__dict__, "source": f"{rate.source}; fp32's, none in {precision}"})
+        return None if rate is None else replace(rate, source=f"{rate.source}; fp32's, none in {precision}")
     candidates = [k for k in table if precision in table[k]]
     if kind in candidates:
         chosen, label = kind, f"benchmark on {kind}"
@@ -302,7 +302,7 @@ def plan(params: dict, paths, kind: str | None = None) -> Plan:
             rate = _rate(r.method, f"{dataset}/{backbone}", device_kind("cpu") if on_cpu else kind,
                          "fp32" if on_cpu else precision, measured)
             if rate is not None and on_cpu:
-                rate = Rate(**{**rate.__dict__, "source": f"on the CPU, as this one: {rate.source}"})
+                rate = replace(rate, source=f"on the CPU, as this one: {rate.source}")
             name = r.method + (REPLICATE_LABEL if r.replicate else "")
             out.runs.append(RunPlan(r.stage, dataset, backbone, name, r.seed, fits, steps, done, rate,
                                     exact=sizes[2] and has_inputs))
@@ -322,7 +322,7 @@ def _rate(method: str, feature_set: str, kind: str, precision: str, measured: di
     if rate is None and variant and "input_kind" not in get_method(base).variants.get(variant, {}):
         rate = _rate(base, feature_set, kind, precision, measured)
         if rate is not None:
-            rate = Rate(**{**rate.__dict__, "source": f"{base}'s: {rate.source}"})
+            rate = replace(rate, source=f"{base}'s: {rate.source}")
     return rate
 
 
