@@ -86,10 +86,9 @@ def run_job(job: Job) -> str:
     deps against them: zsl_bench/import_log.py)."""
     from zsl_bench.import_log import log_imports
     from zsl_bench.paths import ProjectPaths
+    from zsl_bench.plan import record_actual
     from zsl_bench.runner import execute
     from zsl_bench.runtime import limit_threads
-
-    from zsl_bench.plan import record_actual
 
     limit_threads(job.threads)
     started, paths = time.time(), ProjectPaths(Path(job.root))

@@ -119,7 +119,7 @@ def benchmark_rate(method: str, kind: str, precision: str) -> Rate | None:
                 peak_memory_half_batch_gib=entry.get("peak_memory_half_batch_GiB"))
 
 
-def measured_rates(paths) -> dict:
+def measured_rates(paths, datasets: dict | None = None) -> dict:
     """(method, dataset/backbone, device kind, precision) → (median seconds per step, number of runs) over this
     project's finished runs: their wall time ÷ their steps. A run's device kind is what its provenance says
     (`record_actual`), else its GPU's name, else this machine's CPU when this host made it; a resumed run
@@ -131,7 +131,7 @@ def measured_rates(paths) -> dict:
     from zsl_bench.records import find_records
 
     found: dict[tuple, list[float]] = {}
-    datasets: dict = {}
+    datasets = {} if datasets is None else datasets   # prepared datasets by name, loaded once
     for record in find_records(paths.runs):
         prov = read_provenance(record.folder)
         wall = (prov.get("resources") or {}).get("wall_s")
@@ -151,18 +151,11 @@ def measured_rates(paths) -> dict:
 
 def run_facts(record, paths, datasets: dict | None = None) -> dict:
     """What `plan` counts of a finished run, from its record: device kind, feature set, precision, steps."""
-    from zsl_bench.data.dataset import load_dataset
-    from zsl_bench.protocol import test_phase, validation_phase
     from zsl_bench.registry import get_method
 
     spec = record["key_spec"]
-    datasets = {} if datasets is None else datasets
-    if spec["dataset"] not in datasets:
-        datasets[spec["dataset"]] = load_dataset(paths.prepared(spec["dataset"]))
-    dataset = datasets[spec["dataset"]]
-    _, steps = run_steps(get_method(spec["method"]), spec["configs"],
-                         [len(validation_phase(dataset, k).train_rows) for k in spec["folds"]],
-                         len(test_phase(dataset).train_rows))
+    dataset = _prepared(spec["dataset"], paths, {} if datasets is None else datasets)
+    _, steps = run_steps(get_method(spec["method"]), spec["configs"], *fit_sizes(dataset, spec["folds"]))
     env = record["environment"]
     kind = gpu_kind(env["gpu"]) if str(env.get("device")).startswith("cuda") and env.get("gpu") else device_kind("cpu")
     return {"device_kind": kind, "feature_set": f"{spec['dataset']}/{spec['backbone']}",
@@ -191,6 +184,22 @@ def steps_of_fit(method_cls, hparams: dict, n: int) -> int:
         else:
             per_epoch = max(math.ceil(n / int(hparams.get("batch_size") or n)), 1)
     return epochs * int(per_epoch)
+
+
+def _prepared(name: str, paths, cache: dict):
+    """The prepared dataset `name`, loaded once per `cache`."""
+    from zsl_bench.data.dataset import load_dataset
+
+    if name not in cache:
+        cache[name] = load_dataset(paths.prepared(name))
+    return cache[name]
+
+
+def fit_sizes(dataset, folds) -> tuple[list[int], int]:
+    """(train images of each validation fold in `folds`, trainval images) of a prepared dataset."""
+    from zsl_bench.protocol import test_phase, validation_phase
+
+    return [len(validation_phase(dataset, k).train_rows) for k in folds], len(test_phase(dataset).train_rows)
 
 
 def run_steps(method_cls, configs: list[dict], fold_sizes: list[int], trainval: int) -> tuple[int, int]:
@@ -225,18 +234,15 @@ class Plan:
     notes: list[str] = field(default_factory=list)
 
 
-def _sizes(dataset_name: str, folds, paths, backbone_spec: dict):
+def _sizes(dataset_name: str, folds, paths, backbone_spec: dict, cache: dict):
     """(fold train sizes, trainval size, exact?) of a dataset: from its prepared folder, else from the split
     sizes its source declares (each fold's fit then counted at trainval's size: an upper bound)."""
     from zsl_bench.data import source_module
-    from zsl_bench.data.dataset import load_dataset
-    from zsl_bench.protocol import resolve_folds, test_phase, validation_phase
+    from zsl_bench.protocol import resolve_folds
 
-    folder = paths.prepared(dataset_name)
-    if (folder / "dataset.json").is_file():
-        dataset = load_dataset(folder)
-        chosen = resolve_folds(folds, dataset, backbone_spec)
-        return [len(validation_phase(dataset, k).train_rows) for k in chosen], len(test_phase(dataset).train_rows), True
+    if (paths.prepared(dataset_name) / "dataset.json").is_file():
+        dataset = _prepared(dataset_name, paths, cache)
+        return (*fit_sizes(dataset, resolve_folds(folds, dataset, backbone_spec)), True)
     sizes = getattr(source_module(dataset_name), "SIZES", None)
     if sizes is None:
         return None
@@ -267,7 +273,8 @@ def plan(params: dict, paths, kind: str | None = None) -> Plan:
         # "auto" picks bf16 where the GPU has it: every kind since Ampere; fp16 on the older ones named here.
         precision = "fp16" if kind.split("-")[0] in ("v100", "t4", "p100", "k80") else "bf16"
     out = Plan(kind, precision)
-    measured = measured_rates(paths)
+    datasets: dict = {}
+    measured = measured_rates(paths, datasets)
     for dataset, backbone in feature_sets(params):
         has_inputs = paths.features(dataset, backbone).is_dir() and paths.prepared(dataset).is_dir()
         with contextlib.redirect_stderr(io.StringIO()) as said:   # the skip lines: one note per method below
@@ -281,18 +288,16 @@ def plan(params: dict, paths, kind: str | None = None) -> Plan:
         for job in {job.slot: job for job in jobs}.values():   # an ablation row the train stage runs: counted once
             r, cls = job.request, get_method(job.request.method)
             done = False
-            if has_inputs:
+            if has_inputs:   # exact: the run as the runner resolves it (its dataset loaded there already)
                 planned = plan_run(r, paths, progress=False, slot=Path(job.slot))
-                configs, folds = planned.evaluator.configs, planned.evaluator.folds
-                done = planned.folder.is_dir()
-                spec = planned.evaluator.store.index.get("backbone_spec") or spec
+                configs, done = planned.evaluator.configs, planned.folder.is_dir()
+                sizes = (*fit_sizes(planned.evaluator.dataset, planned.evaluator.folds), True)
             else:
                 space = cls.search_space(dataset) if r.search_space is None else dict(r.search_space)
                 mode = search_mode(r.search)
                 configs = (random_configs(r.defaults, space, int(mode.split(":")[1])) if mode.startswith("random:")
                            else grid(r.defaults, space if mode != "none" else {}))
-                folds = r.folds
-            sizes = _sizes(dataset, folds, paths, spec)
+                sizes = _sizes(dataset, r.folds, paths, spec, datasets)
             if sizes is None:
                 out.notes.append(f"{dataset}: its size is known once prepared (`dvc repro prepare@{dataset}`)")
                 break

@@ -198,7 +198,6 @@ def train_run(dataset: str, method: str, seed: int, params: dict, paths: Project
     from zsl_bench.runtime import limit_threads
 
     from zsl_bench.launchers import slot_lock
-
     from zsl_bench.plan import record_actual
 
     limit_threads()
@@ -245,16 +244,14 @@ def train_jobs(dataset: str, params: dict, paths: ProjectPaths, with_skipped: bo
     seeds = [int(s) for s in section(params, "train", "seeds")]
     for method in section(params, "train", "methods"):
         requests = [run_request(dataset, method, seed, params, backbone=backbone) for seed in seeds]
-        if not inputs_checked:
-            jobs += [Job(r, str(paths.root), str(paths.run_slot(dataset, backbone, method, r.seed))) for r in requests]
-            continue
-        try:
-            check_applicable(get_method(method), store, requests[0].defaults)
-        except NotApplicable as e:
-            print(f"skipped {method} on {dataset}/{backbone}: {e}", file=sys.stderr)
-            skipped.update({paths.run_slot(dataset, backbone, method, seed): (method, str(e)) for seed in seeds})
-            continue
-        check_arrays(get_method(method), store, requests[0].defaults)
+        if inputs_checked:
+            try:
+                check_applicable(get_method(method), store, requests[0].defaults)
+            except NotApplicable as e:
+                print(f"skipped {method} on {dataset}/{backbone}: {e}", file=sys.stderr)
+                skipped.update({paths.run_slot(dataset, backbone, method, seed): (method, str(e)) for seed in seeds})
+                continue
+            check_arrays(get_method(method), store, requests[0].defaults)
         jobs += [Job(r, str(paths.root), str(paths.run_slot(dataset, backbone, method, r.seed))) for r in requests]
     return (jobs, skipped) if with_skipped else jobs
 
