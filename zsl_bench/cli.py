@@ -512,9 +512,12 @@ def _status(args) -> int:
 
 def _plan(args) -> int:
     from zsl_bench import plan
+    from zsl_bench.io import ConfigError
     from zsl_bench.params import load_params
     from zsl_bench.paths import ProjectPaths
 
+    if args.devices < 1:
+        raise ConfigError(f"--devices must be 1 or more, not {args.devices}")
     paths = ProjectPaths.here()
     params = load_params(paths)
     if args.methods:
